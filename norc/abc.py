@@ -1,0 +1,316 @@
+"""The behaviour plugins provide: :class:`Task`, :class:`Queue` and :class:`LogStore`.
+
+Each is an abstract base class whose docstrings state the contract. A subclass that
+misses a method fails when it is instantiated (``TypeError``), not in the middle of a
+run. Plugins hand their subclasses to Norc through the ``norc_register_types`` hook
+(see :mod:`norc.hookspecs`); application code can register a Task subclass directly
+(:meth:`norc.Norc.register_task_type`) or simply save an instance of it.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, ClassVar
+
+import attrs
+
+from norc.errors import InvalidName, InvalidTaskParams
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from norc.store.database import Database, Transaction
+
+MAX_NAME_LENGTH = 200
+
+
+def check_name(kind: str, name: object) -> str:
+    """Return ``name`` if it is usable as a task or queue name, else raise :class:`InvalidName`.
+
+    Names are free text (they are shown, not parsed) but must be non-empty, at most
+    200 characters and free of control characters, which would garble reports and logs.
+    Log paths never use a name as-is: see :func:`norc.logs.safe_component`.
+    """
+    if not isinstance(name, str):
+        raise InvalidName(kind, name, "must be a string")
+    if not name.strip():
+        raise InvalidName(kind, name, "must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidName(kind, name[:40] + "...", f"longer than {MAX_NAME_LENGTH} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidName(kind, name, "contains control characters")
+    return name
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and value < 0:
+        raise InvalidTaskParams(type(instance).__name__, f"{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.define(kw_only=True)
+class RunContext:
+    """What a running task gets from Norc: who it is, where to write, how long it has."""
+
+    instance_id: int
+    attempt: int
+    task_name: str
+    #: The schedule's intended fire time, when the instance came from a schedule.
+    fire_time: datetime | None
+    #: Seconds since the epoch by which ``run`` must have returned, or None.
+    deadline: float | None
+    #: Norc's structured logger for this instance; its events go to the instance log.
+    log: FilteringBoundLogger
+    #: The instance's log file, opened for binary append; pass it to subprocesses.
+    log_file: IO[bytes]
+    #: A task that runs a process sets this, and Norc records it on the instance.
+    exit_code: int | None = None
+    #: A task may set a one-line reason for its failure; Norc records it on the instance.
+    error: str | None = None
+
+
+@attrs.define(kw_only=True)
+class Task(abc.ABC):
+    """A unit of work, saved once under a unique name and run as many instances.
+
+    Subclass it, decorate the subclass with ``@attrs.define(kw_only=True)`` and declare
+    its parameters as typed fields; they persist as JSON, so use JSON types (str, int,
+    float, bool, None, lists and string-keyed dicts of them). Implement :meth:`run`.
+
+    Outcome: ``run`` returning ``True`` or ``None`` is SUCCESS, ``False`` is FAILURE,
+    raising is FAILURE (with the traceback in the log), exceeding ``timeout`` is
+    TIMEDOUT. :meth:`finally_` runs after ``run`` in every case, bounded by
+    ``finally_timeout``.
+    """
+
+    #: The name this type is registered and stored under; defaults to the class name.
+    type_name: ClassVar[str] = ""
+
+    name: str = attrs.field(validator=lambda _i, _a, v: check_name("task", v))
+    description: str = ""
+    #: Seconds ``run`` may take before the instance is stopped and ends TIMEDOUT.
+    timeout: float | None = attrs.field(default=None, validator=_non_negative)
+    #: Seconds ``finally_`` may take; it is stopped after that, whatever it was doing.
+    finally_timeout: float = attrs.field(default=10.0, validator=_non_negative)
+    #: The database id, set once the task is saved.
+    id: int | None = attrs.field(default=None, eq=False)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("type_name"):
+            cls.type_name = cls.__name__
+
+    @abc.abstractmethod
+    def run(self, ctx: RunContext) -> bool | None:
+        """Do the work. Return True/None for success, False for failure; raising is failure."""
+
+    def finally_(self, ctx: RunContext) -> None:  # noqa: B027 - optional hook, empty on purpose
+        """Clean up after :meth:`run`: called after success, failure, timeout and interruption."""
+
+    def revision(self) -> str | None:
+        """The revision of the code this task runs (a git hash, a version); recorded per instance."""
+        return None
+
+    # -- parameters -------------------------------------------------------------------
+
+    @classmethod
+    def param_fields(cls) -> tuple[attrs.Attribute[Any], ...]:
+        """The fields a subclass declared: everything but the common task settings."""
+        common = {a.name for a in attrs.fields(Task)}
+        return tuple(a for a in attrs.fields(cls) if a.name not in common)
+
+    def params(self) -> dict[str, Any]:
+        """The subclass's fields as a JSON-ready dict (validated, so it loads back identically)."""
+        values = {a.name: getattr(self, a.name) for a in self.param_fields()}
+        check_params(type(self), values)
+        return values
+
+    def settings(self) -> dict[str, Any]:
+        """The common settings, as stored in the task's own columns."""
+        return {
+            "description": self.description,
+            "timeout": self.timeout,
+            "finally_timeout": self.finally_timeout,
+        }
+
+    @classmethod
+    def from_params(cls, *, name: str, params: Mapping[str, Any], **settings: Any) -> Task:
+        """Rebuild a task from its stored name, params and settings, validating the params."""
+        check_params(cls, params)
+        try:
+            task = cls(name=name, **settings, **dict(params))
+        except TypeError as exc:
+            raise InvalidTaskParams(cls.type_name, str(exc)) from None
+        return task
+
+
+_JSON_SCALARS: dict[type, tuple[type, ...]] = {
+    str: (str,),
+    int: (int,),
+    float: (int, float),
+    bool: (bool,),
+    type(None): (type(None),),
+}
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a (resolved) type hint; unknown hints accept anything."""
+    origin = typing.get_origin(hint)
+    if hint is Any or hint is object:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint in _JSON_SCALARS:
+        if isinstance(value, bool) and hint is not bool:
+            return False  # True is an int to Python, never to a user
+        return isinstance(value, _JSON_SCALARS[hint])
+    if hint in (list, tuple) or origin in (list, tuple, Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = typing.get_args(hint)
+        return not args or all(_matches(v, args[0]) for v in value)
+    if hint is dict or origin in (dict, Mapping):
+        if not isinstance(value, dict):
+            return False
+        args = typing.get_args(hint)
+        return len(args) != 2 or all(
+            isinstance(k, str) and _matches(v, args[1]) for k, v in value.items()
+        )
+    return True
+
+
+def check_params(cls: type[Task], params: Mapping[str, Any]) -> None:
+    """Raise :class:`InvalidTaskParams` unless ``params`` fit ``cls``'s fields and are JSON."""
+    if not attrs.has(cls):
+        raise InvalidTaskParams(
+            cls.__name__, "a Task subclass must be decorated with @attrs.define(kw_only=True)"
+        )
+    attrs.resolve_types(cls)
+    fields = {a.name: a for a in cls.param_fields()}
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise InvalidTaskParams(cls.type_name, f"unknown parameter(s) {', '.join(unknown)}")
+    for name, field in fields.items():
+        if name not in params:
+            if field.default is attrs.NOTHING:
+                raise InvalidTaskParams(cls.type_name, f"missing parameter {name!r}")
+            continue
+        value = params[name]
+        if field.type is not None and not _matches(value, field.type):
+            raise InvalidTaskParams(
+                cls.type_name, f"parameter {name!r} = {value!r} is not a {field.type}"
+            )
+    try:
+        json.dumps(dict(params), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTaskParams(cls.type_name, f"parameters are not JSON: {exc}") from None
+
+
+@attrs.frozen(kw_only=True)
+class QueueItem:
+    """One instance handed to a queue."""
+
+    instance_id: int
+    task_type: str
+    priority: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Claimant:
+    """The executor that claims instances: recorded on each instance it takes."""
+
+    executor_id: int
+    host: str
+    pid: int
+
+
+class Queue(abc.ABC):
+    """Where QUEUED instances wait for an executor.
+
+    Delivery may be at-least-once (SQS); running is exactly-once because :meth:`claim`
+    must move each instance QUEUED → RUNNING with the conditional update
+    :meth:`norc.store.database.Database.mark_running`, which only one claimant wins.
+    """
+
+    #: The name queues of this type are created with (``norc queue create -t NAME``).
+    type_name: ClassVar[str]
+
+    def __init__(self, *, name: str, settings: Mapping[str, Any], db: Database) -> None:
+        self.name = name
+        self.settings = dict(settings)
+        self.db = db
+
+    @classmethod
+    def validate_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Check settings before a queue of this type is created; raise a ``NorcError``."""
+        return dict(settings)
+
+    @abc.abstractmethod
+    def push(self, items: Sequence[QueueItem], tx: Transaction) -> None:
+        """Make QUEUED instances available to claimants.
+
+        Called inside the transaction ``tx`` that set them QUEUED: a database-backed
+        queue writes in it, an external one registers ``tx.after_commit`` so that no
+        message announces an instance that was rolled back.
+        """
+
+    @abc.abstractmethod
+    def claim(self, claimant: Claimant, limit: int, timeout: float) -> list[int]:
+        """Wait at most ``timeout`` seconds for work; return up to ``limit`` instance ids.
+
+        Every id returned was moved QUEUED → RUNNING for ``claimant`` by this call.
+        Return early (possibly empty) when :meth:`wake` is called.
+        """
+
+    @abc.abstractmethod
+    def release(self, instance_ids: Sequence[int], tx: Transaction) -> None:
+        """Forget finished instances; called in the transaction that records their end."""
+
+    @abc.abstractmethod
+    def count(self) -> int:
+        """How many instances wait in the queue (approximate for external queues)."""
+
+    @abc.abstractmethod
+    def peek(self, limit: int = 10) -> list[int]:
+        """Ids of the next instances to be claimed, in claim order, without claiming them."""
+
+    def wake(self) -> None:  # noqa: B027 - optional for queues that never block
+        """Make a :meth:`claim` that is waiting return now (used when an executor stops)."""
+
+    def close(self) -> None:  # noqa: B027 - optional for queues without resources
+        """Release connections or clients held by this queue object."""
+
+
+class LogStore(abc.ABC):
+    """Keeps finished logs somewhere other hosts can read them.
+
+    Executors always write logs to local files first (``NORC_LOG_DIR``); when a log is
+    complete Norc hands it to the configured log store with :meth:`save`. Readers try
+    the local file first, then :meth:`open`.
+    """
+
+    #: The name used in configuration (``log_store = "s3"``).
+    store_name: ClassVar[str]
+
+    def __init__(self, *, settings: Mapping[str, Any], log_dir: Path) -> None:
+        self.settings = dict(settings)
+        self.log_dir = log_dir
+
+    @abc.abstractmethod
+    def save(self, key: str, local_path: Path) -> str | None:
+        """Keep the finished log at ``local_path`` under ``key``; return where it went.
+
+        May raise; Norc logs the failure with the store's name and the instance keeps
+        its outcome.
+        """
+
+    @abc.abstractmethod
+    def open(self, key: str) -> bytes | None:
+        """Return the stored log for ``key``, or None if this store does not have it."""

@@ -1,0 +1,270 @@
+"""The :class:`Norc` handle: one database, its plugins and settings, and the public API.
+
+A process may hold any number of handles (on one database or several); nothing here
+is global.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from norc.abc import LogStore, Queue, QueueItem, Task, check_name
+from norc.config import Settings
+from norc.errors import DuplicateRegistration, LogNotFound, UnknownTask
+from norc.logs import instance_log_key, resolve_key
+from norc.pluginmanager import PluginManager, build_plugin_manager
+from norc.records import InstanceRecord, TaskRecord
+from norc.registry import APPLICATION, Registry
+from norc.status import InstanceStatus
+from norc.store.database import Database
+
+if TYPE_CHECKING:
+    from norc.executor.executor import Executor
+    from norc.executor.executor import Isolation
+
+log = structlog.get_logger("norc")
+
+
+class Norc:
+    """A handle on one Norc database.
+
+    ``Norc()`` reads ``NORC_DATABASE_URL`` (default: ``norc.db`` in the working
+    directory); ``Norc("postgresql://...")`` names one. The schema is created on first
+    use. Arguments win over the environment, which wins over ``norc.toml``.
+    """
+
+    def __init__(
+        self, database_url: str | None = None, *, log_dir: str | Path | None = None,
+        log_store: str | None = None, plugins: Sequence[object] = (),
+        disable_plugins: Sequence[str] | None = None, settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or Settings.load(
+            database_url=database_url, log_dir=log_dir, log_store=log_store,
+            disable_plugins=tuple(disable_plugins) if disable_plugins is not None else None,
+        )
+        self.plugins: PluginManager = build_plugin_manager(
+            disabled=self.settings.disable_plugins, extra=plugins
+        )
+        self.registry = Registry()
+        self.plugins.fill_registry(self.registry)
+        self.db = Database(self.settings.database_url)
+        self._queues: dict[str, Queue] = {}
+        self._lock = threading.Lock()
+        self._log_store: LogStore | None = None
+        self._uploads: ThreadPoolExecutor | None = None
+
+    # -- tasks -----------------------------------------------------------------------
+
+    def register_task_type(self, cls: type[Task]) -> None:
+        """Make an application-defined Task subclass runnable by this handle."""
+        existing = self.registry.task_type(cls.type_name)
+        if existing is not None and existing is not cls:
+            raise DuplicateRegistration(
+                "task type", cls.type_name,
+                f"{self.registry.task_type_owner(cls.type_name)} ({existing.__module__})",
+                f"{APPLICATION} ({cls.__module__})",
+            )
+        self.registry.for_plugin(APPLICATION).add_task_type(cls)
+
+    def save_task(self, task: Task, *, replace: bool = False) -> Task:
+        """Save ``task`` under its unique name (``replace`` overwrites); returns it with its id."""
+        cls = type(task)
+        self.register_task_type(cls)
+        params = task.params()
+        task.id = self.db.insert_task(
+            name=task.name, type=cls.type_name,
+            type_path=f"{cls.__module__}:{cls.__qualname__}",
+            plugin=self.registry.task_type_owner(cls.type_name) or APPLICATION,
+            params=params, settings=task.settings(), replace=replace,
+        )
+        return task
+
+    def task_record(self, ref: str | int) -> TaskRecord:
+        """The stored task with this name or id."""
+        return self.db.task(ref)
+
+    def task(self, ref: str | int) -> Task:
+        """The stored task with this name or id, as an object of its class."""
+        from norc.executor.running import load_class
+
+        record = self.db.task(ref)
+        cls = self.registry.task_type(record.type) or load_class(record.type_path, record.type)
+        return cls.from_params(
+            name=record.name, params=record.params, id=record.id,
+            description=record.description, timeout=record.timeout,
+            finally_timeout=record.finally_timeout,
+        )
+
+    def tasks(self) -> list[TaskRecord]:
+        """Every stored task."""
+        return self.db.list_tasks()
+
+    # -- queues ----------------------------------------------------------------------
+
+    def create_queue(self, name: str, type: str = "dbqueue", **settings: Any) -> None:
+        """Create a queue; its type must be installed and its settings valid."""
+        check_name("queue", name)
+        cls = self.registry.queue_type(type)
+        self.db.insert_queue(name, type, cls.validate_settings(settings))
+
+    def queue(self, name: str) -> Queue:
+        """The queue object for ``name`` (one per handle and name)."""
+        with self._lock:
+            if name not in self._queues:
+                type_name, settings = self.db.queue_row(name)
+                cls = self.registry.queue_type(type_name)
+                self._queues[name] = cls(name=name, settings=settings, db=self.db)
+            return self._queues[name]
+
+    def queues(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(name, type, settings) of every queue."""
+        return self.db.list_queues()
+
+    # -- instances -------------------------------------------------------------------
+
+    def enqueue(self, task: Task | str | int, *, queue: str = "default", priority: int = 0) -> int:
+        """Create one QUEUED instance of a saved task; returns its id."""
+        return self.enqueue_many(task, 1, queue=queue, priority=priority)[0]
+
+    def enqueue_many(
+        self, task: Task | str | int, count: int, *, queue: str = "default", priority: int = 0,
+    ) -> list[int]:
+        """Create ``count`` QUEUED instances in one transaction; returns their ids."""
+        record = self._task_for(task)
+        q = self.queue(queue)
+        with self.db.transaction() as tx:
+            ids = self.db.insert_instances(
+                tx, task_id=record.id, queue=queue, count=count, priority=priority
+            )
+            q.push(
+                [QueueItem(instance_id=i, task_type=record.type, priority=priority) for i in ids],
+                tx,
+            )
+        if self.plugins.has_hook_impls("norc_instance_queued"):
+            for instance in self.db.instances_by_id(ids):
+                self.plugins.notify("norc_instance_queued", instance=instance)
+        return ids
+
+    def _task_for(self, task: Task | str | int) -> TaskRecord:
+        if isinstance(task, Task):
+            if task.id is None:
+                raise UnknownTask(f"{task.name} (not saved: call save_task first)")
+            return self.db.task(task.id)
+        return self.db.task(task)
+
+    def instance(self, instance_id: int) -> InstanceRecord:
+        """One instance."""
+        return self.db.instance(instance_id)
+
+    def instances(
+        self, *, status: Collection[InstanceStatus] | None = None,
+        since: datetime | None = None, task: str | None = None, queue: str | None = None,
+        limit: int | None = 100,
+    ) -> list[InstanceRecord]:
+        """Instances matching the filters, newest first."""
+        return self.db.find_instances(
+            statuses=status, since=since, task=task, queue=queue, limit=limit
+        )
+
+    # -- logs ------------------------------------------------------------------------
+
+    @property
+    def log_store(self) -> LogStore:
+        """The configured log store (``local`` unless set)."""
+        if self._log_store is None:
+            cls = self.registry.log_store(self.settings.log_store)
+            self._log_store = cls(
+                settings=self.settings.log_store_settings, log_dir=self.settings.log_dir
+            )
+        return self._log_store
+
+    def log_path(self, instance: InstanceRecord) -> Path:
+        """Where an instance's log is (or will be) on this host."""
+        key = instance.log_key or instance_log_key(
+            instance.task_type, instance.task_name, instance.id
+        )
+        return resolve_key(self.settings.log_dir, key)
+
+    def logs(self, instance_id: int) -> str:
+        """An instance's log: the local file, else the log store's copy."""
+        instance = self.db.instance(instance_id)
+        path = self.log_path(instance)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            key = instance.log_key or instance_log_key(
+                instance.task_type, instance.task_name, instance.id
+            )
+            remote = self.log_store.open(key)
+            if remote is None:
+                raise LogNotFound(
+                    f"no log for instance {instance_id}: not at {path} and not in the"
+                    f" {self.settings.log_store!r} log store"
+                ) from None
+            data = remote
+        return data.decode("utf-8", "replace")
+
+    def after_finish(self, instance_ids: Sequence[int], log_paths: Sequence[Path]) -> None:
+        """Called once outcomes are committed: lifecycle hooks, then log upload."""
+        if self.plugins.has_hook_impls("norc_instance_finished"):
+            for instance in self.db.instances_by_id(instance_ids):
+                self.plugins.notify("norc_instance_finished", instance=instance)
+        if self.settings.log_store == "local":
+            return
+        with self._lock:
+            if self._uploads is None:
+                self._uploads = ThreadPoolExecutor(2, thread_name_prefix="norc-upload")
+        for instance_id, path in zip(instance_ids, log_paths, strict=True):
+            self._uploads.submit(self._upload, instance_id, path)
+
+    def _upload(self, instance_id: int, path: Path) -> None:
+        key = path.resolve().relative_to(self.settings.log_dir.resolve()).as_posix()
+        try:
+            location = self.log_store.save(key, path)
+        except Exception:  # noqa: BLE001 - never changes the instance's outcome
+            log.exception("log upload failed", instance=instance_id,
+                          store=self.settings.log_store)
+            return
+        if location:
+            self.db.set_log_location(instance_id, location)
+
+    # -- daemons ---------------------------------------------------------------------
+
+    def executor(
+        self, *, queue: str = "default", concurrency: int = 1, isolation: Isolation = "process",
+        install_signal_handlers: bool = False,
+    ) -> Executor:
+        """An executor for ``queue``; use it as a context manager or call ``start()``."""
+        from norc.executor.executor import Executor
+
+        return Executor(
+            self, queue=queue, concurrency=concurrency, isolation=isolation,
+            install_signal_handlers=install_signal_handlers,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close queues, finish log uploads and release database connections."""
+        for q in self._queues.values():
+            q.close()
+        if self._uploads is not None:
+            self._uploads.shutdown(wait=True)
+        self.db.dispose()
+
+    def __enter__(self) -> Norc:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,475 @@
+"""The Executor: claims instances from one queue and runs them, ``concurrency`` at a time.
+
+Threads, all inside the embedding process:
+
+- the *claim loop* takes as many instances as there are idle slots, in one claim;
+- each *slot* runs one instance at a time, in its own reusable worker process
+  (``isolation="process"``, the default) or in the slot's thread (``"thread"``, no
+  hard timeout: for trusted, cooperative tasks);
+- the *recorder* writes finished instances in batches (one transaction for everything
+  that finished since its last write) and retries while the database is away, so no
+  outcome is lost;
+- the *heartbeat* keeps the daemon row fresh and delivers requests.
+
+Embedded, nothing touches signal handlers unless ``install_signal_handlers=True``
+(``norc executor`` asks for them: SIGINT means STOP, SIGTERM means KILL, as in the seed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue as queuelib
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
+from norc.abc import Claimant, Task
+from norc.daemon import Heartbeat, hostname
+from norc.errors import ConfigurationError, DatabaseError
+from norc.executor.running import (
+    TaskLoadError,
+    build_task,
+    execute,
+    load_class,
+    open_log,
+    run_finally,
+)
+from norc.executor.worker import WorkerDied, WorkerProcess
+from norc.logs import daemon_log_key, event_logger, instance_log_key, resolve_key
+from norc.records import InstanceRecord, TaskRecord
+from norc.status import DaemonStatus, InstanceStatus, Request
+
+if TYPE_CHECKING:
+    from norc.app import Norc
+
+Isolation = Literal["process", "thread"]
+
+log = structlog.get_logger("norc.executor")
+
+
+@attrs.define
+class _Work:
+    instance: InstanceRecord
+    task: TaskRecord
+    job: dict[str, Any]
+    log_path: Path
+    cls: type[Task] | None
+    load_error: str | None
+
+
+class _Slot:
+    """One unit of concurrency: a thread, and its worker process when isolated."""
+
+    def __init__(self, executor: Executor, index: int) -> None:
+        self.executor = executor
+        self.index = index
+        self.inbox: queuelib.SimpleQueue[_Work | None] = queuelib.SimpleQueue()
+        self.worker = WorkerProcess() if executor.isolation == "process" else None
+        self.busy_with: int | None = None
+        self.interrupt = threading.Event()
+        self.thread = threading.Thread(
+            target=self._loop, name=f"norc-slot-{index}", daemon=True
+        )
+
+    def _loop(self) -> None:
+        while (work := self.inbox.get()) is not None:
+            self.busy_with = work.instance.id
+            try:
+                outcome = self._run(work)
+            except Exception as exc:  # noqa: BLE001 - Norc's own failure: ERROR, keep going
+                log.exception("slot failed", instance=work.instance.id)
+                outcome = _outcome(InstanceStatus.ERROR, f"executor failure: {exc!r}")
+            self.busy_with = None
+            self.interrupt.clear()
+            self.executor._record(work, outcome, self)
+        if self.worker is not None:
+            self.worker.close()
+
+    def _run(self, work: _Work) -> dict[str, Any]:
+        if work.load_error is not None:
+            with open_log(str(work.log_path)) as f:
+                f.write(f"[norc] cannot run instance: {work.load_error}\n".encode())
+            return _outcome(InstanceStatus.ERROR, work.load_error)
+        if self.worker is None:
+            return self._run_in_thread(work)
+        return self._run_in_worker(work)
+
+    def _run_in_thread(self, work: _Work) -> dict[str, Any]:
+        assert work.cls is not None
+        with open_log(str(work.log_path)) as log_file:
+            try:
+                task = build_task(work.cls, work.job)
+            except Exception as exc:  # noqa: BLE001 - invalid stored params: ERROR
+                log_file.write(f"[norc] cannot load task: {exc}\n".encode())
+                return _outcome(InstanceStatus.ERROR, str(exc))
+            outcome, ctx = execute(task, work.job, log_file)
+            run_finally(task, ctx)
+        outcome["pid"] = os.getpid()
+        return outcome
+
+    def _run_in_worker(self, work: _Work) -> dict[str, Any]:
+        worker = self.worker
+        assert worker is not None
+        task = work.task
+        try:
+            worker.ensure()
+            pid = worker.pid
+            worker.send(work.job)
+            message = self._await(worker, task.timeout)
+        except WorkerDied as exc:
+            self._note(work, f"worker died: {exc}")
+            return _outcome(InstanceStatus.ERROR, str(exc))
+        if message is None:  # timed out or interrupted: the whole group goes
+            worker.kill()
+            if self.interrupt.is_set():
+                status, reason = InstanceStatus.INTERRUPTED, "interrupted by a KILL request"
+            else:
+                status = InstanceStatus.TIMEDOUT
+                reason = f"timed out after {task.timeout:g} s"
+            self._note(work, f"{reason}; process group {pid} killed")
+            self._finally_in_fresh_worker(work)
+            return {**_outcome(status, reason), "pid": pid}
+        try:
+            done = worker.receive(task.finally_timeout)
+        except WorkerDied as exc:
+            self._note(work, f"worker died in finally_: {exc}")
+            done = {}
+        if done is None:
+            worker.kill()
+            self._note(work, f"finally_ exceeded {task.finally_timeout:g} s; process group killed")
+        message.pop("event", None)
+        return {**message, "pid": pid}
+
+    def _await(self, worker: WorkerProcess, timeout: float | None) -> dict[str, Any] | None:
+        """Wait for the ``ran`` message; None on timeout or interrupt."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
+            message = worker.receive(step)
+            if message is not None:
+                return message
+            if self.interrupt.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                return None
+
+    def _finally_in_fresh_worker(self, work: _Work) -> None:
+        worker = self.worker
+        assert worker is not None
+        try:
+            worker.ensure()
+            worker.send({**work.job, "op": "finally"})
+            if worker.receive(work.task.finally_timeout) is None:
+                worker.kill()
+                self._note(work, f"finally_ exceeded {work.task.finally_timeout:g} s; killed")
+        except WorkerDied as exc:
+            self._note(work, f"worker died in finally_: {exc}")
+
+    def _note(self, work: _Work, message: str) -> None:
+        with open_log(str(work.log_path)) as f:
+            event_logger(f, instance=work.instance.id).warning(message)
+
+
+def _outcome(status: InstanceStatus, error: str | None) -> dict[str, Any]:
+    return {"status": status.value, "error": error, "exit_code": None, "revision": None,
+            "pid": None}
+
+
+class Executor:
+    """Runs instances from one queue; embeddable (``with``, ``start``/``stop``) or blocking."""
+
+    def __init__(
+        self, app: Norc, *, queue: str = "default", concurrency: int = 1,
+        isolation: Isolation = "process", install_signal_handlers: bool = False,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+        if isolation not in ("process", "thread"):
+            raise ConfigurationError(f"isolation must be 'process' or 'thread', got {isolation!r}")
+        self.app = app
+        self.queue_name = queue
+        self.concurrency = concurrency
+        self.isolation: Isolation = isolation
+        self.install_signal_handlers = install_signal_handlers
+        self.id: int | None = None
+        self.status = DaemonStatus.CREATED
+        self._taking = threading.Event()  # set while the executor takes new work
+        self._stopping = threading.Event()
+        self._finished = threading.Event()
+        self._kill = False
+        self._results: queuelib.SimpleQueue[tuple[_Work, dict[str, Any]] | None] = (
+            queuelib.SimpleQueue()
+        )
+        self._idle: queuelib.SimpleQueue[_Slot] = queuelib.SimpleQueue()
+        self._slots: list[_Slot] = []
+        self._threads: list[threading.Thread] = []
+        self._heartbeat: Heartbeat | None = None
+
+    # -- public control --------------------------------------------------------------
+
+    def start(self) -> Executor:
+        """Register the executor and start its threads; returns at once."""
+        app = self.app
+        self.queue = app.queue(self.queue_name)
+        self.id = app.db.insert_daemon(
+            kind="executor", host=hostname(), pid=os.getpid(), queue=self.queue_name,
+            concurrency=self.concurrency, status=DaemonStatus.RUNNING.value,
+        )
+        self.status = DaemonStatus.RUNNING
+        self.claimant = Claimant(executor_id=self.id, host=hostname(), pid=os.getpid())
+        log_path = resolve_key(app.settings.log_dir, daemon_log_key("executor", self.id))
+        self._log_file = open_log(str(log_path))
+        self.log = event_logger(self._log_file, executor=self.id)
+        self.log.info("executor started", queue=self.queue_name, concurrency=self.concurrency,
+                      isolation=self.isolation, host=self.claimant.host, pid=self.claimant.pid)
+        for i in range(self.concurrency):
+            slot = _Slot(self, i)
+            slot.thread.start()
+            self._slots.append(slot)
+            self._idle.put(slot)
+        self._taking.set()
+        for target, name in ((self._claim_loop, "claim"), (self._recorder, "recorder")):
+            thread = threading.Thread(target=target, name=f"norc-executor-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._heartbeat = Heartbeat(
+            app.db, self.id, app.settings.heartbeat_interval, self._on_request,
+            lambda: self.status.value,
+        )
+        self._heartbeat.start()
+        return self
+
+    def stop(self, *, timeout: float | None = None) -> bool:
+        """Take nothing new, let running instances finish, then end. True once ended."""
+        self._begin_stop(kill=False)
+        return self._finished.wait(timeout)
+
+    def kill(self, *, timeout: float | None = None) -> bool:
+        """End running instances now (INTERRUPTED, ``finally_`` still runs), then end."""
+        self._begin_stop(kill=True)
+        return self._finished.wait(timeout)
+
+    def pause(self) -> None:
+        """Stop taking new work; running instances continue."""
+        if not self._stopping.is_set():
+            self._taking.clear()
+            self.status = DaemonStatus.PAUSED
+            self._wake_claim()
+
+    def resume(self) -> None:
+        """Take new work again after :meth:`pause`."""
+        if not self._stopping.is_set():
+            self.status = DaemonStatus.RUNNING
+            self._taking.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the executor has ended (by a request, :meth:`stop` or :meth:`kill`)."""
+        return self._finished.wait(timeout)
+
+    def run(self) -> None:
+        """Start and block until ended; with ``install_signal_handlers``, SIGINT stops, SIGTERM kills."""
+        previous: dict[int, Any] = {}
+        if self.install_signal_handlers:
+            def _handler(signum: int, _frame: FrameType | None) -> None:
+                self._begin_stop(kill=signum == signal.SIGTERM)
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, _handler)
+        try:
+            if self.id is None:
+                self.start()
+            while not self._finished.wait(0.2):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def __enter__(self) -> Executor:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _on_request(self, request: Request) -> None:
+        self.log.info("request received", request=request.value)
+        if request is Request.STOP:
+            self._begin_stop(kill=False)
+        elif request is Request.KILL:
+            self._begin_stop(kill=True)
+        elif request is Request.PAUSE:
+            self.pause()
+        elif request is Request.RESUME:
+            self.resume()
+
+    def _begin_stop(self, *, kill: bool) -> None:
+        if self.id is None:
+            self._finished.set()
+            return
+        self._kill = self._kill or kill
+        if self._kill:
+            for slot in self._slots:
+                slot.interrupt.set()
+        if not self._stopping.is_set():
+            self._stopping.set()
+            self.status = DaemonStatus.STOPPING
+            self._taking.clear()
+            self._wake_claim()
+
+    def _wake_claim(self) -> None:
+        with contextlib.suppress(Exception):
+            self.queue.wake()
+
+    def _claim_loop(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                if not self._taking.wait(0.2):
+                    continue
+                try:
+                    slot = self._idle.get(timeout=0.2)
+                except queuelib.Empty:
+                    continue
+                slots = [slot]
+                with contextlib.suppress(queuelib.Empty):
+                    while len(slots) < self.concurrency:
+                        slots.append(self._idle.get_nowait())
+                try:
+                    works = self._claim(len(slots))
+                except (SQLAlchemyError, DatabaseError) as exc:
+                    self.log.warning("claim failed; retrying", error=str(exc).splitlines()[0])
+                    works = []
+                    time.sleep(1.0)
+                for work in works:
+                    slots.pop().inbox.put(work)
+                for unused in slots:
+                    self._idle.put(unused)
+        finally:
+            self._shutdown()
+
+    def _claim(self, limit: int) -> list[_Work]:
+        ids = self.queue.claim(self.claimant, limit, timeout=0.5)
+        if not ids:
+            return []
+        works = [self._prepare(i, t) for i, t in self.app.db.claimed_work(ids)]
+        if self.app.plugins.has_hook_impls("norc_instance_started"):
+            for work in works:
+                self.app.plugins.notify("norc_instance_started", instance=work.instance)
+        return works
+
+    def _prepare(self, instance: InstanceRecord, task: TaskRecord) -> _Work:
+        key = instance_log_key(task.type, task.name, instance.id)
+        log_path = resolve_key(self.app.settings.log_dir, key)
+        cls: type[Task] | None = self.app.registry.task_type(task.type)
+        error = None
+        type_path = task.type_path
+        if cls is None:
+            try:
+                cls = load_class(task.type_path, task.type)
+            except TaskLoadError as exc:
+                error = f"{exc} (it was registered by plugin {task.plugin!r})"
+        if cls is not None:
+            type_path = f"{cls.__module__}:{cls.__qualname__}"
+        timeout = task.timeout
+        job = {
+            "op": "run", "instance_id": instance.id, "attempt": instance.attempt,
+            "task_id": task.id, "task_name": task.name, "task_type": task.type,
+            "type_path": type_path, "params": task.params,
+            "settings": {"description": task.description, "timeout": timeout,
+                         "finally_timeout": task.finally_timeout},
+            "log_path": str(log_path),
+            "fire_time": instance.fire_time.isoformat() if instance.fire_time else None,
+            "deadline": time.time() + timeout if timeout else None,
+        }
+        return _Work(instance, task, job, log_path, cls, error)
+
+    def _record(self, work: _Work, outcome: dict[str, Any], slot: _Slot) -> None:
+        """Called by a slot: queue the outcome for the recorder, free the slot."""
+        self._results.put((work, outcome))
+        self._idle.put(slot)
+
+    def _recorder(self) -> None:
+        """Write outcomes in batches; the ``None`` sentinel from shutdown ends it."""
+        pending: list[tuple[_Work, dict[str, Any]]] = []
+        closing = False
+        while True:
+            if not pending and not closing:
+                item = self._results.get()
+                if item is None:
+                    closing = True
+                else:
+                    pending.append(item)
+            with contextlib.suppress(queuelib.Empty):
+                while True:
+                    item = self._results.get_nowait()
+                    if item is None:
+                        closing = True
+                    else:
+                        pending.append(item)
+            if not pending:
+                if closing:
+                    return
+                continue
+            try:
+                self._write(pending)
+                pending = []
+            except (SQLAlchemyError, DatabaseError) as exc:
+                # The outcomes stay in memory and are written when the database is back.
+                self.log.warning("recording outcomes failed; retrying",
+                                 count=len(pending), error=str(exc).splitlines()[0])
+                time.sleep(1.0)
+
+    def _write(self, batch: list[tuple[_Work, dict[str, Any]]]) -> None:
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "id": w.instance.id, "executor_id": self.id, "status": o["status"],
+                "ended_at": now, "exit_code": o.get("exit_code"), "revision": o.get("revision"),
+                "error": o.get("error"), "log_key": instance_log_key(
+                    w.task.type, w.task.name, w.instance.id),
+                "pid": o.get("pid"),
+            }
+            for w, o in batch
+        ]
+        with self.app.db.transaction() as tx:
+            self.app.db.finish_instances(tx, rows)
+            self.queue.release([r["id"] for r in rows], tx)
+        self.app.after_finish([r["id"] for r in rows], [w.log_path for w, _ in batch])
+
+    def _shutdown(self) -> None:
+        """Runs on the claim thread once stopping: drain slots, flush, record the end."""
+        for slot in self._slots:
+            slot.inbox.put(None)
+        for slot in self._slots:
+            slot.thread.join()
+        self._results.put(None)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        self.status = DaemonStatus.KILLED if self._kill else DaemonStatus.ENDED
+        assert self.id is not None
+        for attempt in range(30):
+            try:
+                self.app.db.set_daemon(
+                    self.id, status=self.status.value, ended_at=datetime.now(UTC), request=None
+                )
+                break
+            except (SQLAlchemyError, DatabaseError):
+                time.sleep(min(2**attempt * 0.1, 5.0))
+        self.log.info("executor ended", status=self.status.value)
+        with contextlib.suppress(Exception):
+            self.queue.close()
+        self._log_file.close()
+        self._finished.set()

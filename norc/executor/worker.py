@@ -1,0 +1,199 @@
+"""Reusable worker processes: each runs instances one at a time, in its own process group.
+
+The executor starts a worker with ``python -m norc.executor.worker RFD WFD`` in a new
+session, so the worker and everything a task starts (a shell, its children) share one
+process group. On a timeout or a kill request the executor kills that whole group with
+SIGKILL (nothing a hung task does can block it) and starts a fresh worker, which then
+runs the task's ``finally_``. Between instances the worker is reused, so a no-op costs a
+pipe round trip, not an interpreter start.
+
+Messages are JSON lines: the executor sends a job (``op`` = ``run`` | ``finally``), the
+worker answers ``{"event": "ran", ...outcome}`` after ``run`` and ``{"event": "done"}``
+after ``finally_``. While running an instance, the worker's fds 1 and 2 point at the
+instance's log file, so output from Python, C extensions and child processes all land
+there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from norc.executor.running import (
+    TaskLoadError,
+    build_task,
+    execute,
+    flush_std,
+    load_class,
+    open_log,
+    run_finally,
+)
+from norc.status import InstanceStatus
+
+
+class WorkerDied(Exception):
+    """The worker process ended while it had an instance (crash, os._exit, OOM kill)."""
+
+
+class WorkerProcess:
+    """The executor's handle on one worker process."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._to: int | None = None
+        self._from: int | None = None
+        self._buffer = b""
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's pid (also its process group id), if it is running."""
+        return self.proc.pid if self.proc else None
+
+    def ensure(self) -> None:
+        """Start the worker if it is not running."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.close()
+        job_r, job_w = os.pipe()
+        res_r, res_w = os.pipe()
+        env = dict(os.environ)
+        # The worker imports task classes by module path: give it our import path.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "norc.executor.worker", str(job_r), str(res_w)],
+            pass_fds=(job_r, res_w), start_new_session=True, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        )
+        os.close(job_r)
+        os.close(res_w)
+        self._to, self._from, self._buffer = job_w, res_r, b""
+
+    def send(self, job: dict[str, Any]) -> None:
+        """Hand the worker a job; raises :class:`WorkerDied` if it is gone."""
+        assert self._to is not None
+        try:
+            os.write(self._to, json.dumps(job).encode() + b"\n")
+        except BrokenPipeError:
+            raise WorkerDied(self._exit_description()) from None
+
+    def receive(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next message, or None once ``timeout`` seconds pass without one."""
+        assert self._from is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with selectors.DefaultSelector() as sel:
+                sel.register(self._from, selectors.EVENT_READ)
+                if not sel.select(wait):
+                    return None
+            chunk = os.read(self._from, 65536)
+            if not chunk:
+                raise WorkerDied(self._exit_description())
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group and reap the worker."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+        self.close()
+
+    def close(self) -> None:
+        """Ask an idle worker to exit and close the pipes."""
+        if self._to is not None:
+            try:
+                os.close(self._to)  # EOF on its job pipe: the worker exits
+            except OSError:
+                pass
+        if self._from is not None:
+            try:
+                os.close(self._from)
+            except OSError:
+                pass
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._to = self._from = None
+        self.proc = None
+
+    def _exit_description(self) -> str:
+        if self.proc is None:
+            return "worker process is not running"
+        code = self.proc.wait()
+        if code < 0:
+            return f"worker process {self.proc.pid} was killed by signal {signal.Signals(-code).name}"
+        return f"worker process {self.proc.pid} exited with code {code}"
+
+
+# -- the worker side ---------------------------------------------------------------------
+
+
+def _serve(job_fd: int, result_fd: int) -> None:
+    # Between instances fds 1 and 2 go nowhere; during one they go to its log file.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    classes: dict[str, Any] = {}
+    with os.fdopen(job_fd, "rb") as jobs:
+        for line in jobs:
+            job = json.loads(line)
+            log_file = open_log(job["log_path"])
+            flush_std()
+            os.dup2(log_file.fileno(), 1)
+            os.dup2(log_file.fileno(), 2)
+            try:
+                _handle(job, log_file, classes, result_fd)
+            finally:
+                flush_std()
+                os.dup2(devnull, 1)
+                os.dup2(devnull, 2)
+                log_file.close()
+
+
+def _reply(fd: int, message: dict[str, Any]) -> None:
+    os.write(fd, json.dumps(message).encode() + b"\n")
+
+
+def _handle(job: dict[str, Any], log_file: Any, classes: dict[str, Any], fd: int) -> None:
+    try:
+        cls = classes.get(job["type_path"]) or load_class(job["type_path"], job["task_type"])
+        classes[job["type_path"]] = cls
+        task = build_task(cls, job)
+    except Exception as exc:  # noqa: BLE001 - reported as the instance's ERROR
+        message = str(exc) if isinstance(exc, TaskLoadError) else f"{type(exc).__name__}: {exc}"
+        log_file.write(f"[norc] cannot load task: {message}\n".encode())
+        _reply(fd, {"event": "ran", "status": InstanceStatus.ERROR.value, "error": message,
+                    "exit_code": None, "revision": None})
+        _reply(fd, {"event": "done"})
+        return
+    outcome, ctx = execute(task, job, log_file, with_run=job["op"] == "run")
+    if job["op"] == "run":
+        _reply(fd, {"event": "ran", **outcome})
+    run_finally(task, ctx)
+    _reply(fd, {"event": "done"})
+
+
+def main(argv: list[str]) -> None:
+    """Entry point of a worker process."""
+    # No signal set-up on purpose: the worker runs in its own session, so a terminal's
+    # ^C reaches only the executor, and dispositions set here would leak into commands.
+    # Line buffering keeps a task's prints in order with Norc's own log lines.
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True, errors="backslashreplace")  # type: ignore[union-attr]
+    _serve(int(argv[1]), int(argv[2]))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,74 @@
+"""Where logs live on disk, and the structured logger that writes Norc's own events to them.
+
+Paths follow the seed: ``tasks/<Type>/<name>/<name>-<id>`` for instances,
+``executors/executor-<id>`` and ``schedulers/scheduler-<id>`` for daemons, all under the
+log directory. Names are made filesystem-safe, so no task name can escape it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+from structlog.typing import FilteringBoundLogger
+
+from norc.errors import NorcError
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_COMPONENT = 100
+
+
+def safe_component(name: str) -> str:
+    """A single path component for ``name``: no separators, no leading dots, bounded length."""
+    cleaned = _UNSAFE.sub("_", name).lstrip(".")[:MAX_COMPONENT]
+    return cleaned or "_"
+
+
+def instance_log_key(task_type: str, task_name: str, instance_id: int) -> str:
+    """The log key (relative path) of an instance, as in the seed."""
+    name = safe_component(task_name)
+    return f"tasks/{safe_component(task_type)}/{name}/{name}-{instance_id}"
+
+
+def daemon_log_key(kind: str, daemon_id: int) -> str:
+    """The log key of an executor's or scheduler's own log."""
+    return f"{kind}s/{kind}-{daemon_id}"
+
+
+def resolve_key(log_dir: Path, key: str) -> Path:
+    """The file for ``key`` under ``log_dir``, refusing any key that would leave it."""
+    root = log_dir.resolve()
+    path = (root / key).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise NorcError(f"log key {key!r} points outside the log directory {root}")
+    return path
+
+
+def _drop_none(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if v is not None}
+
+
+def event_logger(stream: IO[bytes], **context: Any) -> FilteringBoundLogger:
+    """A structlog logger writing logfmt lines to a binary stream, bound to ``context``.
+
+    Built per stream (no global structlog configuration), so an application embedding
+    Norc keeps its own logging set-up.
+    """
+    logger: FilteringBoundLogger = structlog.wrap_logger(
+        structlog.BytesLogger(stream),
+        processors=[
+            _drop_none,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.LogfmtRenderer(
+                key_order=["timestamp", "level", "event"], bool_as_flag=False
+            ),
+            lambda _l, _m, line: (b"[norc] " + line.encode("utf-8", "replace") ),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(0),
+        context_class=dict,
+    )
+    return logger.bind(**context)

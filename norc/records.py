@@ -1,0 +1,103 @@
+"""Read-only snapshots of rows, as the API, reports and hooks hand them out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from norc.status import InstanceStatus
+
+
+@attrs.frozen(kw_only=True)
+class InstanceRecord:
+    """One execution of a task, as stored."""
+
+    id: int
+    task_id: int
+    task_name: str
+    task_type: str
+    queue: str
+    status: InstanceStatus
+    priority: int = 0
+    attempt: int = 1
+    schedule_id: int | None = None
+    fire_time: datetime | None = None
+    created_at: datetime | None = None
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    executor_id: int | None = None
+    host: str | None = None
+    pid: int | None = None
+    exit_code: int | None = None
+    revision: str | None = None
+    log_key: str | None = None
+    log_location: str | None = None
+    error: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, once both are known."""
+        if self.started_at and self.ended_at:
+            return (self.ended_at - self.started_at).total_seconds()
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (ISO 8601 times), as ``--json`` reports print it."""
+        out: dict[str, Any] = {}
+        for field in attrs.fields(type(self)):
+            value = getattr(self, field.name)
+            out[field.name] = value.isoformat() if isinstance(value, datetime) else (
+                str(value) if isinstance(value, InstanceStatus) else value
+            )
+        out["duration"] = self.duration
+        return out
+
+
+@attrs.frozen(kw_only=True)
+class TaskRecord:
+    """A saved task: what it is, without loading its class."""
+
+    id: int
+    name: str
+    type: str
+    type_path: str
+    plugin: str
+    params: dict[str, Any]
+    description: str
+    timeout: float | None
+    finally_timeout: float
+    created_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        out = attrs.asdict(self)
+        out["created_at"] = self.created_at.isoformat() if self.created_at else None
+        return out
+
+
+@attrs.frozen(kw_only=True)
+class DaemonRecord:
+    """An executor or scheduler process, as stored."""
+
+    id: int
+    kind: str
+    host: str
+    pid: int
+    queue: str | None
+    concurrency: int | None
+    status: str
+    request: str | None
+    heartbeat: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        out = attrs.asdict(self)
+        for key in ("heartbeat", "started_at", "ended_at"):
+            out[key] = out[key].isoformat() if out[key] else None
+        return out

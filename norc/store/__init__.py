@@ -1,0 +1,1 @@
+"""State: the SQL schema, its migrations, and the queries every component shares."""

@@ -1,0 +1,539 @@
+"""One database: the engine with each backend's settings, the schema check, and the queries.
+
+Everything that reads or writes Norc's tables goes through :class:`Database`, so the
+SQL for a concept lives in one place. It uses SQLAlchemy Core (no ORM): the hot paths
+(claiming, finishing) are a handful of statements per batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError as SADatabaseError
+
+from norc.errors import (
+    ConfigurationError,
+    DatabaseUnreachable,
+    DuplicateName,
+    SchemaOutdated,
+    UnknownInstance,
+    UnknownQueue,
+    UnknownTask,
+)
+from norc.records import DaemonRecord, InstanceRecord, TaskRecord
+from norc.status import InstanceStatus
+from norc.store.schema import daemons, instances, queues, tasks, utcnow
+from norc.store.wakeups import Wakeups
+
+if TYPE_CHECKING:
+    from norc.abc import Claimant
+
+
+
+
+def normalise_url(url: str) -> URL:
+    """Parse a database URL, choosing the drivers Norc ships with when none is named."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigurationError(f"invalid database URL {url!r}") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.drivername in ("mysql", "mariadb"):
+        parsed = parsed.set(drivername=f"{parsed.drivername}+pymysql")
+    return parsed
+
+
+def masked(url: URL) -> str:
+    """The URL with its password hidden, for messages."""
+    return url.render_as_string(hide_password=True)
+
+
+@attrs.define
+class Transaction:
+    """A connection inside a transaction, with callbacks to run once it has committed."""
+
+    conn: Connection
+    _after_commit: list[Callable[[], None]] = attrs.Factory(list)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` after a successful commit (never after a rollback)."""
+        self._after_commit.append(fn)
+
+
+class Database:
+    """A handle on one Norc database; thread-safe, owns its connection pool."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        self.dialect = self.url.get_backend_name()
+        self._schema_checked = False
+        self._schema_lock = threading.Lock()
+        #: In-process wake-ups of idle executors when this process enqueues.
+        self.wakeups = Wakeups()
+        self.engine = self._create_engine()
+
+    # -- engine and schema -----------------------------------------------------------
+
+    def _create_engine(self) -> Engine:
+        kwargs: dict[str, Any] = {"pool_pre_ping": self.dialect != "sqlite"}
+        if self.dialect == "sqlite":
+            database = self.url.database or ""
+            if database and database != ":memory:":
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        elif self.dialect in ("mysql", "mariadb"):
+            kwargs["isolation_level"] = "READ COMMITTED"
+            kwargs["pool_recycle"] = 3600
+        try:
+            engine = sa.create_engine(self.url, **kwargs)
+        except (ArgumentError, ImportError) as exc:
+            raise ConfigurationError(f"cannot use database URL {masked(self.url)}: {exc}") from None
+        if self.dialect == "sqlite":
+            _tune_sqlite(engine)
+        return engine
+
+    def ensure_schema(self) -> None:
+        """Create the schema on first use; refuse a database at an older revision."""
+        if self._schema_checked:
+            return
+        with self._schema_lock:
+            if self._schema_checked:
+                return
+            from norc.store import migrate
+
+            try:
+                with self.engine.begin() as conn:
+                    current = migrate.current_revision(conn)
+                    head = migrate.head_revision()
+                    if current is None and not sa.inspect(conn).has_table(tasks.name):
+                        migrate.create_fresh(conn)
+                    elif current != head:
+                        raise SchemaOutdated(masked(self.url), current, head)
+            except OperationalError as exc:
+                raise DatabaseUnreachable(masked(self.url), _reason(exc)) from None
+            self._schema_checked = True
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on exit."""
+        self.ensure_schema()
+        tx = None
+        try:
+            with self.engine.begin() as conn:
+                tx = Transaction(conn)
+                yield tx
+        except OperationalError as exc:
+            if _is_connect_error(exc):
+                raise DatabaseUnreachable(masked(self.url), _reason(exc)) from None
+            raise
+        if tx is not None:
+            for fn in tx._after_commit:
+                fn()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only connection (a deferred transaction on SQLite, so it takes no lock)."""
+        self.ensure_schema()
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(norc_read=True)
+                yield conn
+        except OperationalError as exc:
+            if _is_connect_error(exc):
+                raise DatabaseUnreachable(masked(self.url), _reason(exc)) from None
+            raise
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    # -- tasks -----------------------------------------------------------------------
+
+    def insert_task(
+        self, *, name: str, type: str, type_path: str, plugin: str, params: dict[str, Any],
+        settings: dict[str, Any], replace: bool = False,
+    ) -> int:
+        """Save a task under its unique name; with ``replace``, overwrite one of that name."""
+        now = utcnow()
+        values = dict(
+            name=name, type=type, type_path=type_path, plugin=plugin, params=params,
+            updated_at=now, **settings,
+        )
+        with self.transaction() as tx:
+            existing = tx.conn.execute(
+                sa.select(tasks.c.id).where(tasks.c.name == name)
+            ).scalar_one_or_none()
+            if existing is not None:
+                if not replace:
+                    raise DuplicateName("task", name)
+                tx.conn.execute(sa.update(tasks).where(tasks.c.id == existing).values(**values))
+                return int(existing)
+            try:
+                result = tx.conn.execute(sa.insert(tasks).values(created_at=now, **values))
+            except IntegrityError:
+                raise DuplicateName("task", name) from None
+            return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def task(self, ref: int | str) -> TaskRecord:
+        """The task with this id or name; raises :class:`UnknownTask`."""
+        where = tasks.c.id == ref if isinstance(ref, int) else tasks.c.name == ref
+        with self.reading() as conn:
+            row = conn.execute(sa.select(tasks).where(where)).mappings().first()
+        if row is None:
+            raise UnknownTask(ref)
+        return _task_record(row)
+
+    def list_tasks(self) -> list[TaskRecord]:
+        """Every saved task, by name."""
+        with self.reading() as conn:
+            rows = conn.execute(sa.select(tasks).order_by(tasks.c.name)).mappings().all()
+        return [_task_record(r) for r in rows]
+
+    def delete_task(self, name: str) -> None:
+        """Delete a task that has no instances (history keeps tasks alive)."""
+        with self.transaction() as tx:
+            task_id = tx.conn.execute(
+                sa.select(tasks.c.id).where(tasks.c.name == name)
+            ).scalar_one_or_none()
+            if task_id is None:
+                raise UnknownTask(name)
+            tx.conn.execute(sa.delete(tasks).where(tasks.c.id == task_id))
+
+    # -- queues ----------------------------------------------------------------------
+
+    def insert_queue(self, name: str, type: str, settings: dict[str, Any]) -> None:
+        """Create a queue row; raises :class:`DuplicateName` if the name is taken."""
+        try:
+            with self.transaction() as tx:
+                tx.conn.execute(
+                    sa.insert(queues).values(
+                        name=name, type=type, settings=settings, created_at=utcnow()
+                    )
+                )
+        except IntegrityError:
+            raise DuplicateName("queue", name) from None
+
+    def queue_row(self, name: str) -> tuple[str, dict[str, Any]]:
+        """The (type, settings) of a queue; raises :class:`UnknownQueue`."""
+        with self.reading() as conn:
+            row = conn.execute(
+                sa.select(queues.c.type, queues.c.settings).where(queues.c.name == name)
+            ).first()
+        if row is None:
+            raise UnknownQueue(name)
+        return str(row.type), dict(row.settings)
+
+    def list_queues(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(name, type, settings) of every queue."""
+        with self.reading() as conn:
+            rows = conn.execute(
+                sa.select(queues.c.name, queues.c.type, queues.c.settings).order_by(queues.c.name)
+            ).all()
+        return [(r.name, r.type, dict(r.settings)) for r in rows]
+
+    # -- instances -------------------------------------------------------------------
+
+    def insert_instances(
+        self, tx: Transaction, *, task_id: int, queue: str, count: int = 1, priority: int = 0,
+        status: InstanceStatus = InstanceStatus.QUEUED, schedule_id: int | None = None,
+        fire_time: datetime | None = None, attempt: int = 1,
+    ) -> list[int]:
+        """Insert ``count`` instances of one task; returns their ids in order."""
+        now = utcnow()
+        row = dict(
+            task_id=task_id, queue=queue, priority=priority, status=status.value,
+            attempt=attempt, schedule_id=schedule_id, fire_time=fire_time, created_at=now,
+            enqueued_at=now if status is InstanceStatus.QUEUED else None,
+        )
+        if count == 1:
+            result = tx.conn.execute(sa.insert(instances).values(**row))
+            return [int(result.inserted_primary_key[0])]  # type: ignore[index]
+        # Bulk: RETURNING where the backend has it, else a range after the insert, which
+        # is safe because ids of one multi-row INSERT are consecutive on every backend
+        # Norc supports (InnoDB with the default "consecutive" lock mode, SQLite, PG).
+        stmt = sa.insert(instances).returning(instances.c.id, sort_by_parameter_order=True)
+        if self.engine.dialect.insert_executemany_returning_sort_by_parameter_order:
+            return [int(i) for i in tx.conn.execute(stmt, [row] * count).scalars()]
+        tx.conn.execute(sa.insert(instances), [row] * count)
+        last = tx.conn.execute(
+            sa.select(sa.func.max(instances.c.id)).where(instances.c.task_id == task_id)
+        ).scalar_one()
+        return list(range(int(last) - count + 1, int(last) + 1))
+
+    def mark_running(self, tx: Transaction, ids: Sequence[int], claimant: Claimant) -> list[int]:
+        """Move QUEUED instances to RUNNING for ``claimant``; returns the ids it won.
+
+        The conditional ``WHERE status = 'QUEUED'`` is what makes running exactly-once
+        even on queues that deliver a message twice.
+        """
+        if not ids:
+            return []
+        now = utcnow()
+        stmt = (
+            sa.update(instances)
+            .where(instances.c.id.in_(ids), instances.c.status == InstanceStatus.QUEUED.value)
+            .values(
+                status=InstanceStatus.RUNNING.value, started_at=now,
+                executor_id=claimant.executor_id, host=claimant.host, pid=claimant.pid,
+            )
+        )
+        result = tx.conn.execute(stmt)
+        if result.rowcount == len(ids):
+            return list(ids)
+        won = tx.conn.execute(
+            sa.select(instances.c.id).where(
+                instances.c.id.in_(ids),
+                instances.c.executor_id == claimant.executor_id,
+                instances.c.status == InstanceStatus.RUNNING.value,
+                instances.c.started_at == now,
+            )
+        ).scalars()
+        return sorted(int(i) for i in won)
+
+    def claimed_work(self, ids: Collection[int]) -> list[tuple[InstanceRecord, TaskRecord]]:
+        """The instances an executor just claimed, each with its task, in id order."""
+        if not ids:
+            return []
+        query = (
+            sa.select(instances, tasks.c.name.label("t_name"), tasks.c.type.label("t_type"),
+                      tasks.c.type_path, tasks.c.plugin, tasks.c.params, tasks.c.description,
+                      tasks.c.timeout, tasks.c.finally_timeout)
+            .join(tasks, tasks.c.id == instances.c.task_id)
+            .where(instances.c.id.in_(list(ids)))
+            .order_by(instances.c.id)
+        )
+        with self.reading() as conn:
+            rows = conn.execute(query).mappings().all()
+        out = []
+        for r in rows:
+            task = TaskRecord(
+                id=r["task_id"], name=r["t_name"], type=r["t_type"], type_path=r["type_path"],
+                plugin=r["plugin"], params=dict(r["params"]), description=r["description"],
+                timeout=r["timeout"], finally_timeout=r["finally_timeout"],
+            )
+            out.append((_instance_record(r, r["t_name"], r["t_type"]), task))
+        return out
+
+    def finish_instances(self, tx: Transaction, results: Sequence[dict[str, Any]]) -> None:
+        """Record the end of RUNNING instances, one executemany for the whole batch.
+
+        Each dict has ``id``, ``executor_id``, ``status``, ``ended_at``, ``exit_code``,
+        ``revision``, ``error``, ``log_key``, ``pid``. An instance that is no longer
+        RUNNING for that executor (settled meanwhile as interrupted) is left alone.
+        """
+        if not results:
+            return
+        stmt = (
+            sa.update(instances)
+            .where(
+                instances.c.id == sa.bindparam("b_id"),
+                instances.c.executor_id == sa.bindparam("b_executor"),
+                instances.c.status == InstanceStatus.RUNNING.value,
+            )
+            .values(
+                status=sa.bindparam("b_status"), ended_at=sa.bindparam("b_ended"),
+                exit_code=sa.bindparam("b_exit"), revision=sa.bindparam("b_revision"),
+                error=sa.bindparam("b_error"), log_key=sa.bindparam("b_log"),
+                pid=sa.bindparam("b_pid"),
+            )
+        )
+        tx.conn.execute(
+            stmt,
+            [
+                {
+                    "b_id": r["id"], "b_executor": r["executor_id"], "b_status": r["status"],
+                    "b_ended": r["ended_at"], "b_exit": r["exit_code"],
+                    "b_revision": r["revision"], "b_error": r["error"], "b_log": r["log_key"],
+                    "b_pid": r["pid"],
+                }
+                for r in results
+            ],
+        )
+
+    def set_log_location(self, instance_id: int, location: str) -> None:
+        """Record where the log store put an instance's log."""
+        with self.transaction() as tx:
+            tx.conn.execute(
+                sa.update(instances).where(instances.c.id == instance_id)
+                .values(log_location=location)
+            )
+
+    def instance(self, instance_id: int) -> InstanceRecord:
+        """One instance; raises :class:`UnknownInstance`."""
+        found = self.instances_by_id([instance_id])
+        if not found:
+            raise UnknownInstance(instance_id)
+        return found[0]
+
+    def instances_by_id(self, ids: Collection[int]) -> list[InstanceRecord]:
+        """These instances, in id order (missing ids are left out)."""
+        query = _instance_query().where(instances.c.id.in_(list(ids))).order_by(instances.c.id)
+        with self.reading() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [_instance_record(r, r["t_name"], r["t_type"]) for r in rows]
+
+    def find_instances(
+        self, *, statuses: Collection[InstanceStatus] | None = None,
+        since: datetime | None = None, task: str | None = None, queue: str | None = None,
+        executor_id: int | None = None, limit: int | None = 100,
+    ) -> list[InstanceRecord]:
+        """Instances matching every given filter, newest first."""
+        query = _instance_query()
+        if statuses is not None:
+            query = query.where(instances.c.status.in_([s.value for s in statuses]))
+        if since is not None:
+            query = query.where(instances.c.created_at >= since)
+        if task is not None:
+            query = query.where(tasks.c.name == task)
+        if queue is not None:
+            query = query.where(instances.c.queue == queue)
+        if executor_id is not None:
+            query = query.where(instances.c.executor_id == executor_id)
+        query = query.order_by(instances.c.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self.reading() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [_instance_record(r, r["t_name"], r["t_type"]) for r in rows]
+
+    def count_by_status(self, ids: Collection[int] | None = None) -> dict[str, int]:
+        """How many instances have each status (optionally among ``ids``)."""
+        query = sa.select(instances.c.status, sa.func.count()).group_by(instances.c.status)
+        if ids is not None:
+            query = query.where(instances.c.id.in_(list(ids)))
+        with self.reading() as conn:
+            return {str(s): int(n) for s, n in conn.execute(query).all()}
+
+    # -- daemons ---------------------------------------------------------------------
+
+    def insert_daemon(
+        self, *, kind: str, host: str, pid: int, queue: str | None, concurrency: int | None,
+        status: str,
+    ) -> int:
+        """Register a starting executor or scheduler; returns its id."""
+        now = utcnow()
+        with self.transaction() as tx:
+            result = tx.conn.execute(
+                sa.insert(daemons).values(
+                    kind=kind, host=host, pid=pid, queue=queue, concurrency=concurrency,
+                    status=status, heartbeat=now, started_at=now,
+                )
+            )
+            return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def beat(self, daemon_id: int, status: str | None = None) -> str | None:
+        """Refresh a daemon's heartbeat (and status); return its pending request, if any."""
+        values: dict[str, Any] = {"heartbeat": utcnow()}
+        if status is not None:
+            values["status"] = status
+        with self.transaction() as tx:
+            tx.conn.execute(sa.update(daemons).where(daemons.c.id == daemon_id).values(**values))
+            request = tx.conn.execute(
+                sa.select(daemons.c.request).where(daemons.c.id == daemon_id)
+            ).scalar_one_or_none()
+        return str(request) if request else None
+
+    def pending_request(self, daemon_id: int) -> str | None:
+        """The request waiting for a daemon, if any (a cheap indexed read)."""
+        with self.reading() as conn:
+            request = conn.execute(
+                sa.select(daemons.c.request).where(daemons.c.id == daemon_id)
+            ).scalar_one_or_none()
+        return str(request) if request else None
+
+    def set_daemon(self, daemon_id: int, **values: Any) -> None:
+        """Update columns of a daemon row (status, request, ended_at, error)."""
+        with self.transaction() as tx:
+            tx.conn.execute(sa.update(daemons).where(daemons.c.id == daemon_id).values(**values))
+
+    def daemons(self, kind: str | None = None, daemon_id: int | None = None) -> list[DaemonRecord]:
+        """Daemon rows, newest first."""
+        query = sa.select(daemons).order_by(daemons.c.id.desc())
+        if kind is not None:
+            query = query.where(daemons.c.kind == kind)
+        if daemon_id is not None:
+            query = query.where(daemons.c.id == daemon_id)
+        with self.reading() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [DaemonRecord(**dict(r)) for r in rows]
+
+
+def _instance_query() -> sa.Select[Any]:
+    return sa.select(
+        instances, tasks.c.name.label("t_name"), tasks.c.type.label("t_type")
+    ).join(tasks, tasks.c.id == instances.c.task_id)
+
+
+def _instance_record(r: Any, task_name: str, task_type: str) -> InstanceRecord:
+    return InstanceRecord(
+        id=r["id"], task_id=r["task_id"], task_name=task_name, task_type=task_type,
+        queue=r["queue"], status=InstanceStatus(r["status"]), priority=r["priority"],
+        attempt=r["attempt"], schedule_id=r["schedule_id"], fire_time=r["fire_time"],
+        created_at=r["created_at"], enqueued_at=r["enqueued_at"], started_at=r["started_at"],
+        ended_at=r["ended_at"], executor_id=r["executor_id"], host=r["host"], pid=r["pid"],
+        exit_code=r["exit_code"], revision=r["revision"], log_key=r["log_key"],
+        log_location=r["log_location"], error=r["error"],
+    )
+
+
+def _task_record(r: Any) -> TaskRecord:
+    return TaskRecord(
+        id=r["id"], name=r["name"], type=r["type"], type_path=r["type_path"],
+        plugin=r["plugin"], params=dict(r["params"]), description=r["description"],
+        timeout=r["timeout"], finally_timeout=r["finally_timeout"], created_at=r["created_at"],
+    )
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    """WAL, a generous busy timeout, and explicit BEGINs that we choose.
+
+    pysqlite's own transaction handling defers BEGIN and cannot take the write lock up
+    front; writers then deadlock-retry under contention. We take control: autocommit at
+    the driver, ``BEGIN IMMEDIATE`` for writes, plain ``BEGIN`` for reads.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("norc_read"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_CONNECT_ERRORS = re.compile(
+    r"connection refused|could not connect|can't connect|unable to open database|"
+    r"name or service not known|could not translate host|timeout expired|"
+    r"connection to server .* failed|lost connection|server closed the connection|"
+    r"unknown database|does not exist|access denied",
+    re.IGNORECASE,
+)
+
+
+def _is_connect_error(exc: SADatabaseError) -> bool:
+    return bool(exc.connection_invalidated or _CONNECT_ERRORS.search(str(exc.orig)))
+
+
+def _reason(exc: SADatabaseError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)

@@ -1,0 +1,68 @@
+"""Alembic, driven from code: the migrations ship inside the package.
+
+A new database gets the schema from the table definitions and is stamped at the head
+revision (one round of CREATE TABLEs, no replay of history). An existing one is moved
+forward by ``norc db upgrade``, which runs the migration scripts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+import sqlalchemy as sa
+
+from norc.store.schema import metadata, queues, utcnow
+
+#: Every database has this DBQueue from the start, so the defaults work with no set-up.
+DEFAULT_QUEUE = "default"
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config pointing at Norc's migrations, optionally bound to a connection."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("version_table", "norc_alembic_version")
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    """The revision this version of Norc needs."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "Norc ships at least one migration"
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The revision the database is at, or None for a database without Norc."""
+    ctx = MigrationContext.configure(conn, opts={"version_table": "norc_alembic_version"})
+    return ctx.get_current_revision()
+
+
+def create_fresh(conn: Connection) -> None:
+    """Create every table and stamp the head revision, in the caller's transaction."""
+    metadata.create_all(conn)
+    conn.execute(
+        sa.insert(queues).values(
+            name=DEFAULT_QUEUE, type="dbqueue", settings={}, created_at=utcnow()
+        )
+    )
+    command.stamp(alembic_config(conn), "head")
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Migrate the database to ``revision``; returns (before, after)."""
+    with engine.begin() as conn:
+        before = current_revision(conn)
+        command.upgrade(alembic_config(conn), revision)
+        after = current_revision(conn)
+    return before, after

@@ -1,0 +1,162 @@
+"""The tables, with SQLAlchemy Core. Alembic migrations in ``migrations/`` create exactly these.
+
+All times are timezone-aware UTC (:class:`UTCDateTime` stores naive UTC on backends
+without zone support and hands back aware values everywhere).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: 64-bit ids on servers; SQLite only auto-increments a plain INTEGER primary key.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """An aware UTC datetime in, an aware UTC datetime out, on every backend.
+
+    Stored as naive UTC with microseconds (``DATETIME(6)`` on MariaDB), which sorts and
+    indexes the same everywhere.
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            from sqlalchemy.dialects.mysql import DATETIME
+
+            return dialect.type_descriptor(DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: Norc stores aware UTC times only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+Name = sa.String(255)
+
+tasks = sa.Table(
+    "norc_tasks",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", Name, nullable=False, unique=True),
+    sa.Column("type", Name, nullable=False),
+    # Where the class lives ("module:QualName"), so a worker can import it by itself.
+    sa.Column("type_path", sa.String(500), nullable=False),
+    sa.Column("plugin", Name, nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("timeout", sa.Float, nullable=True),
+    sa.Column("finally_timeout", sa.Float, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+queues = sa.Table(
+    "norc_queues",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", Name, nullable=False, unique=True),
+    sa.Column("type", Name, nullable=False),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+daemons = sa.Table(
+    "norc_daemons",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # executor | scheduler
+    sa.Column("host", Name, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("queue", Name, nullable=True),
+    sa.Column("concurrency", sa.Integer, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("request", sa.String(16), nullable=True),
+    sa.Column("heartbeat", UTCDateTime, nullable=True),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index(None, "kind", "status"),
+)
+
+instances = sa.Table(
+    "norc_instances",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("task_id", BigId, sa.ForeignKey("norc_tasks.id"), nullable=False),
+    sa.Column("queue", Name, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, default=0),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, default=1),
+    sa.Column("schedule_id", BigId, nullable=True),
+    sa.Column("fire_time", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("enqueued_at", UTCDateTime, nullable=True),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Column("executor_id", BigId, nullable=True),
+    sa.Column("host", Name, nullable=True),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("revision", Name, nullable=True),
+    sa.Column("log_key", sa.String(500), nullable=True),
+    sa.Column("log_location", sa.String(1000), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    # One instance per schedule fire: a second scheduler's insert fails here.
+    sa.UniqueConstraint("schedule_id", "fire_time"),
+    sa.Index(None, "created_at"),
+    sa.Index(None, "task_id", "created_at"),
+    sa.Index(None, "status", "created_at"),
+    sa.Index(None, "executor_id", "status"),
+)
+
+# The DBQueue's waiting room. A row lives from push until its instance has ended (it is
+# marked claimed, not deleted, when taken), so a crashed executor loses nothing, and the
+# table stays as small as the work in flight however long the history grows.
+queue_items = sa.Table(
+    "norc_queue_items",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("queue", Name, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, default=0),
+    sa.Column(
+        "instance_id", BigId, sa.ForeignKey("norc_instances.id"), nullable=False, unique=True
+    ),
+    sa.Column("enqueued_at", UTCDateTime, nullable=False),
+    sa.Column("claimed_by", BigId, nullable=True),
+    sa.Column("claimed_at", UTCDateTime, nullable=True),
+)
+# Claim order is highest priority first, then FIFO: the index matches it exactly.
+sa.Index(
+    "ix_norc_queue_items_claim",
+    queue_items.c.queue,
+    queue_items.c.claimed_by,
+    queue_items.c.priority.desc(),
+    queue_items.c.id,
+)
+
+
+def utcnow() -> datetime:
+    """Now, aware, in UTC: the only clock Norc stores."""
+    return datetime.now(UTC)
