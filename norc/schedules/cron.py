@@ -197,14 +197,14 @@ def _full_to_none(values: set[int], low: int, high: int) -> _Values:
     return tuple(sorted(values))
 
 
-def _check_days_possible(day: _Values, month: _Values, spec: str) -> None:
+def _check_days_possible(day: _Values, month: _Values, spec: str, day_name: str) -> None:
     """Reject day/month combinations that never occur (apscheduler would search to year 9999)."""
     if day is None:
         return
     months = month if month is not None else tuple(range(1, 13))
     if not any(d <= _MAX_DAYS[m] for d in day for m in months):
         raise InvalidSpec(
-            f"day {_expr(day)} never occurs in month {_expr(tuple(months))} in {spec!r}"
+            f"{day_name} {_expr(day)} never occurs in month {_expr(tuple(months))} in {spec!r}"
         )
 
 
@@ -415,8 +415,15 @@ def parse_cron(spec: str, *, rng: random.Random | None = None) -> CronSpec:
         return _parse_alias(text, spec)
     if _is_ascii_letter(first):
         named = re.fullmatch(r"([A-Za-z]+)(?:\s+(.*))?", text, re.DOTALL)
-        if named is not None and named.group(1).upper() in PREDEFINED_NAMES:
-            return _parse_predefined(named.group(1).upper(), named.group(2), spec, rng)
+        if named is not None:
+            word = named.group(1)
+            if word.upper() in PREDEFINED_NAMES:
+                return _parse_predefined(word.upper(), named.group(2), spec, rng)
+            if named.group(2) is None and word.lower() not in _SEED_KEYS:
+                # A bare word that is not a seed key was meant as a name.
+                raise InvalidSpec(
+                    f"unknown schedule name {word!r} (known: {', '.join(PREDEFINED_NAMES)})"
+                )
         return _parse_seed(text, spec, rng)
     if first.isdigit() or first == "*":
         return _parse_crontab(text, spec)
@@ -540,7 +547,7 @@ def _crontab_rule(fields: list[str], spec: str) -> _Rule:
         wildcard_hour=fields[2].startswith("*"),
     )
     if not day_or:
-        _check_days_possible(rule.day, rule.month, spec)
+        _check_days_possible(rule.day, rule.month, spec, "day-of-month")
     return rule
 
 
@@ -693,7 +700,7 @@ def _seed_rule(values: _SeedValues, spec: str) -> _Rule:
         day_or=False,
         wildcard_hour=values["h"] is None,
     )
-    _check_days_possible(rule.day, rule.month, spec)
+    _check_days_possible(rule.day, rule.month, spec, "day")
     return rule
 
 

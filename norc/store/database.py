@@ -416,6 +416,23 @@ class Database:
         with self.reading() as conn:
             return {str(s): int(n) for s, n in conn.execute(query).all()}
 
+    def executor_counts(self, executor_id: int) -> dict[str, int]:
+        """Running, succeeded and failed instance counts of one executor."""
+        from norc.status import STATUS_GROUPS
+
+        counts = {}
+        with self.reading() as conn:
+            by_status = dict(
+                conn.execute(
+                    sa.select(instances.c.status, sa.func.count())
+                    .where(instances.c.executor_id == executor_id)
+                    .group_by(instances.c.status)
+                ).all()
+            )
+        for group in ("running", "succeeded", "failed"):
+            counts[group] = sum(int(by_status.get(s.value, 0)) for s in STATUS_GROUPS[group])
+        return counts
+
     # -- daemons ---------------------------------------------------------------------
 
     def insert_daemon(

@@ -1,0 +1,430 @@
+"""The ``norc`` command line. Every failure Norc can name is one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from norc.errors import NorcError
+from norc.status import statuses_for
+
+EXIT_ERROR = 2
+
+
+def fail(message: str) -> NoReturn:
+    """Print one line and exit with code 2."""
+    click.echo(f"norc: error: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``norc`` script."""
+    try:
+        cli.main(args=argv, prog_name="norc", standalone_mode=False)
+    except click.exceptions.Abort:
+        fail("aborted")
+    except click.ClickException as exc:
+        fail(exc.format_message())
+    except NorcError as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except SQLAlchemyError as exc:
+        orig = getattr(exc, "orig", None) or exc
+        fail(f"database error: {str(orig).strip().splitlines()[0]}")
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str) -> datetime:
+    """``10m``, ``2h``, ``1d``, ``1w`` ago, or an ISO 8601 time (UTC if it has no zone)."""
+    match = _DURATION.match(text)
+    if match:
+        return datetime.now(UTC) - timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a duration like 10m/2h/1d nor an ISO time"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def parse_instance_id(text: str) -> int:
+    """An instance id, accepting the seed's ``#42`` form."""
+    try:
+        value = int(text.strip().lstrip("#"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an instance id") from None
+    if value < 1:
+        raise click.BadParameter(f"{text!r} is not an instance id")
+    return value
+
+
+def fmt(value: Any) -> str:
+    """A cell of a table."""
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Columns aligned, a header, one row per line."""
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def parse_assignments(pairs: Sequence[str], what: str) -> dict[str, Any]:
+    """``key=value`` pairs; values are JSON when they parse as JSON, else strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{what} {pair!r} is not key=value")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+class Ctx:
+    """What every command gets: the options that make a Norc handle, opened lazily."""
+
+    def __init__(self, database_url: str | None, log_dir: str | None) -> None:
+        self.database_url = database_url
+        self.log_dir = log_dir
+        self._app: Any = None
+
+    @property
+    def app(self) -> Any:
+        if self._app is None:
+            from norc.app import Norc
+
+            self._app = Norc(self.database_url, log_dir=self.log_dir)
+        return self._app
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", "database_url", metavar="URL",
+              help="Database URL (default: $NORC_DATABASE_URL, else sqlite:///norc.db).")
+@click.option("--log-dir", metavar="DIR", help="Log directory (default: $NORC_LOG_DIR or ./norc-logs).")
+@click.version_option(package_name="norc")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str | None, log_dir: str | None) -> None:
+    """Norc: tasks, jobs, schedules, queues and executors on one SQL database."""
+    ctx.obj = Ctx(database_url, log_dir)
+    ctx.call_on_close(lambda: ctx.obj._app.close() if ctx.obj._app else None)
+
+
+# -- demo ------------------------------------------------------------------------------
+
+
+@cli.command()
+@pass_ctx
+def demo(c: Ctx) -> None:
+    """Run a CommandTask and a custom Python task through an embedded executor."""
+    from norc.demo import run_demo
+
+    app = c.app
+    click.echo(f"database: {app.db.url.render_as_string(hide_password=True)}")
+    records = run_demo(app)
+    _instances_table(records)
+    click.echo("\nlogs:")
+    for r in records:
+        click.echo(f"  #{r.id} {r.task_name}: {app.log_path(r)}")
+    if any(r.status.value != "SUCCESS" for r in records):
+        fail("some demo instances did not succeed (see their logs above)")
+
+
+# -- executor --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("-q", "--queue", default="default", show_default=True, help="Queue to consume.")
+@click.option("-c", "--concurrency", default=1, show_default=True, type=click.IntRange(1),
+              help="Instances run at once.")
+@click.option("--isolation", type=click.Choice(["process", "thread"]), default="process",
+              show_default=True, help="Run each instance in a worker process or in a thread.")
+@pass_ctx
+def executor(c: Ctx, queue: str, concurrency: int, isolation: str) -> None:
+    """Run an executor until stopped (SIGINT: stop after running instances; SIGTERM: kill)."""
+    ex = c.app.executor(queue=queue, concurrency=concurrency, isolation=isolation,  # type: ignore[arg-type]
+                        install_signal_handlers=True)
+    ex.start()
+    click.echo(f"executor {ex.id} on queue {queue!r} (concurrency {concurrency}, pid {os.getpid()})",
+               err=True)
+    ex.run()
+
+
+# -- tasks and queues --------------------------------------------------------------------
+
+
+@cli.group()
+def task() -> None:
+    """Create and list tasks."""
+
+
+@task.command("create")
+@click.argument("name")
+@click.argument("type_name", metavar="TYPE")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A parameter (JSON value or plain string); repeatable.")
+@click.option("--timeout", type=click.FloatRange(min=0), help="Seconds before TIMEDOUT.")
+@click.option("--description", default="", help="What the task is for.")
+@click.option("--replace", is_flag=True, help="Overwrite a task of the same name.")
+@pass_ctx
+def task_create(c: Ctx, name: str, type_name: str, params: tuple[str, ...],
+                timeout: float | None, description: str, replace: bool) -> None:
+    """Save a task of an installed TYPE, e.g. `norc task create backup CommandTask -p command='...'`."""
+    from norc.errors import UnknownTaskType
+
+    cls = c.app.registry.task_type(type_name)
+    if cls is None:
+        known = ", ".join(sorted(c.app.registry.task_types.classes)) or "none"
+        raise UnknownTaskType(type_name, f"installed types: {known}")
+    task_obj = cls.from_params(name=name, params=parse_assignments(params, "parameter"),
+                               timeout=timeout, description=description)
+    c.app.save_task(task_obj, replace=replace)
+    click.echo(f"task {task_obj.id} {name!r} saved")
+
+
+@task.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@pass_ctx
+def task_list(c: Ctx, as_json: bool) -> None:
+    """List saved tasks."""
+    _report_tasks(c, as_json)
+
+
+@cli.command()
+@click.argument("task_ref", metavar="TASK")
+@click.option("-q", "--queue", default="default", show_default=True)
+@click.option("-p", "--priority", default=0, show_default=True, type=int)
+@click.option("-n", "--count", default=1, show_default=True, type=click.IntRange(1))
+@pass_ctx
+def enqueue(c: Ctx, task_ref: str, queue: str, priority: int, count: int) -> None:
+    """Enqueue COUNT instances of TASK (a name or id)."""
+    ref: str | int = int(task_ref) if task_ref.isdigit() else task_ref
+    ids = c.app.enqueue_many(ref, count, queue=queue, priority=priority)
+    click.echo(" ".join(str(i) for i in ids))
+
+
+@cli.group()
+def queue() -> None:
+    """Create and list queues."""
+
+
+@queue.command("create")
+@click.argument("name")
+@click.option("-t", "--type", "type_name", default="dbqueue", show_default=True)
+@click.option("-s", "--setting", "settings", multiple=True, metavar="KEY=VALUE")
+@pass_ctx
+def queue_create(c: Ctx, name: str, type_name: str, settings: tuple[str, ...]) -> None:
+    """Create a queue of an installed type."""
+    c.app.create_queue(name, type_name, **parse_assignments(settings, "setting"))
+    click.echo(f"queue {name!r} ({type_name}) created")
+
+
+@queue.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def queue_list(c: Ctx, as_json: bool) -> None:
+    """List queues with their depth."""
+    _report_queues(c, as_json)
+
+
+# -- reports ---------------------------------------------------------------------------
+
+
+@cli.group()
+def report() -> None:
+    """Tables of what happened (``--json`` for scripts)."""
+
+
+def _common_report_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")(fn)
+    fn = click.option("-n", "limit", default=50, show_default=True, type=click.IntRange(1),
+                      help="At most this many rows.")(fn)
+    fn = click.option("--since", help="Only newer than 10m, 2h, 1d or an ISO time.")(fn)
+    return fn
+
+
+@report.command("instances")
+@_common_report_options
+@click.option("--status", help="A status group (active, running, succeeded, failed, final, "
+                               "error) or a status (TIMEDOUT).")
+@click.option("--task", "task_name", help="Only this task.")
+@click.option("-q", "--queue", "queue_name", help="Only this queue.")
+@pass_ctx
+def report_instances(c: Ctx, as_json: bool, limit: int, since: str | None, status: str | None,
+                     task_name: str | None, queue_name: str | None) -> None:
+    """Instances, newest first."""
+    records = c.app.instances(
+        status=statuses_for(status) if status else None,
+        since=parse_since(since) if since else None, task=task_name, queue=queue_name,
+        limit=limit,
+    )
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in records], indent=2))
+    else:
+        _instances_table(records)
+
+
+def _instances_table(records: Sequence[Any]) -> None:
+    print_table(
+        [{**r.to_json(), "status": r.status.value, "task": r.task_name,
+          "started": r.started_at, "ended": r.ended_at, "exit": r.exit_code,
+          "executor": r.executor_id} for r in records],
+        ["id", "task", "queue", "status", "attempt", "started", "ended", "duration", "host",
+         "executor", "exit", "error"],
+    )
+
+
+@report.command("tasks")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def report_tasks(c: Ctx, as_json: bool) -> None:
+    """Saved tasks."""
+    _report_tasks(c, as_json)
+
+
+def _report_tasks(c: Ctx, as_json: bool) -> None:
+    records = c.app.tasks()
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in records], indent=2))
+        return
+    print_table([{**r.to_json(), "params": json.dumps(r.params)} for r in records],
+                ["id", "name", "type", "plugin", "timeout", "params", "description"])
+
+
+@report.command("queues")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def report_queues(c: Ctx, as_json: bool) -> None:
+    """Queues and how many instances wait in each."""
+    _report_queues(c, as_json)
+
+
+def _report_queues(c: Ctx, as_json: bool) -> None:
+    rows = []
+    for name, type_name, settings in c.app.queues():
+        try:
+            depth: int | None = c.app.queue(name).count()
+        except NorcError:
+            depth = None  # its plugin is not installed here
+        rows.append({"name": name, "type": type_name, "depth": depth, "settings": settings})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        print_table([{**r, "settings": json.dumps(r["settings"])} for r in rows],
+                    ["name", "type", "depth", "settings"])
+
+
+@report.command("executors")
+@_common_report_options
+@pass_ctx
+def report_executors(c: Ctx, as_json: bool, limit: int, since: str | None) -> None:
+    """Executors, with liveness and their instances' outcomes."""
+    app = c.app
+    now = datetime.now(UTC)
+    threshold = app.settings.heartbeat_timeout
+    cutoff = parse_since(since) if since else None
+    rows = []
+    for d in app.db.daemons(kind="executor")[:limit]:
+        if cutoff and d.started_at and d.started_at < cutoff and d.ended_at is not None:
+            continue
+        age = (now - d.heartbeat).total_seconds() if d.heartbeat else None
+        alive = d.ended_at is None and age is not None and age < threshold
+        counts = app.db.executor_counts(d.id)
+        rows.append({**d.to_json(), "alive": alive, "heartbeat_age": age, **counts})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        print_table(rows, ["id", "host", "pid", "queue", "concurrency", "status", "alive",
+                           "heartbeat_age", "running", "succeeded", "failed"])
+
+
+# -- logs, plugins, database -------------------------------------------------------------
+
+
+@cli.group()
+def logs() -> None:
+    """Read logs."""
+
+
+@logs.command("instance")
+@click.argument("instance_id")
+@pass_ctx
+def logs_instance(c: Ctx, instance_id: str) -> None:
+    """Print an instance's log (``42`` or ``#42``)."""
+    click.echo(c.app.logs(parse_instance_id(instance_id)), nl=False)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def plugins(c: Ctx, as_json: bool) -> None:
+    """Every loaded plugin, with its distribution and version, and what it registered."""
+    app = c.app
+    provided: dict[str, list[str]] = {}
+    for kind, registry in (("task", app.registry.task_types), ("queue", app.registry.queue_types),
+                           ("log store", app.registry.log_stores)):
+        for name, owner in registry.owners.items():
+            provided.setdefault(owner, []).append(f"{kind} {name}")
+    rows = [{"name": p.name, "distribution": p.distribution, "version": p.version,
+             "module": p.module, "provides": ", ".join(provided.get(p.name, []))}
+            for p in app.plugins.infos]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        print_table(rows, ["name", "distribution", "version", "module", "provides"])
+        if app.plugins.blocked:
+            click.echo(f"blocked: {', '.join(app.plugins.blocked)}")
+
+
+@cli.group()
+def db() -> None:
+    """Manage the database schema."""
+
+
+@db.command("upgrade")
+@pass_ctx
+def db_upgrade(c: Ctx) -> None:
+    """Create or migrate the schema to this Norc's revision (Alembic)."""
+    from norc.store import migrate
+
+    before, after = migrate.upgrade(c.app.db.engine)
+    click.echo(f"schema revision: {before or 'none'} -> {after}")
+
+
+@db.command("current")
+@pass_ctx
+def db_current(c: Ctx) -> None:
+    """Print the schema revision of the database and the one this Norc needs."""
+    from norc.store import migrate
+
+    with c.app.db.engine.connect() as conn:
+        current = migrate.current_revision(conn)
+    click.echo(f"database: {current or 'none'}  needed: {migrate.head_revision()}")
