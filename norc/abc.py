@@ -50,7 +50,9 @@ def check_name(kind: str, name: object) -> str:
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and value < 0:
-        raise InvalidTaskParams(type(instance).__name__, f"{attribute.name} must be >= 0, got {value!r}")
+        raise InvalidTaskParams(
+            type(instance).__name__, f"{attribute.name} must be >= 0, got {value!r}"
+        )
 
 
 @attrs.define(kw_only=True)
@@ -113,7 +115,7 @@ class Task(abc.ABC):
         """Clean up after :meth:`run`: called after success, failure, timeout and interruption."""
 
     def revision(self) -> str | None:
-        """The revision of the code this task runs (a git hash, a version); recorded per instance."""
+        """The revision of the code this task runs (a git hash); recorded per instance."""
         return None
 
     # -- parameters -------------------------------------------------------------------
@@ -186,9 +188,26 @@ def _matches(value: Any, hint: Any) -> bool:
     return True
 
 
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def coerce_param(cls: type[Task], name: str, raw: str) -> Any:
+    """A command-line value for parameter ``name``: kept as text where the field takes
+    text, parsed as JSON otherwise (so ``command=true`` stays the string ``"true"``)."""
+    attrs.resolve_types(cls)
+    field = next((a for a in cls.param_fields() if a.name == name), None)
+    if field is None or field.type is None or _matches(raw, field.type):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
 def check_params(cls: type[Task], params: Mapping[str, Any]) -> None:
     """Raise :class:`InvalidTaskParams` unless ``params`` fit ``cls``'s fields and are JSON."""
-    if not attrs.has(cls):
+    if "__attrs_attrs__" not in cls.__dict__:  # inherited from Task is not enough
         raise InvalidTaskParams(
             cls.__name__, "a Task subclass must be decorated with @attrs.define(kw_only=True)"
         )
@@ -205,7 +224,7 @@ def check_params(cls: type[Task], params: Mapping[str, Any]) -> None:
         value = params[name]
         if field.type is not None and not _matches(value, field.type):
             raise InvalidTaskParams(
-                cls.type_name, f"parameter {name!r} = {value!r} is not a {field.type}"
+                cls.type_name, f"parameter {name!r} = {value!r} is not {_type_name(field.type)}"
             )
     try:
         json.dumps(dict(params), allow_nan=False)

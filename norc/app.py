@@ -27,8 +27,7 @@ from norc.status import InstanceStatus
 from norc.store.database import Database
 
 if TYPE_CHECKING:
-    from norc.executor.executor import Executor
-    from norc.executor.executor import Isolation
+    from norc.executor.executor import Executor, Isolation
 
 log = structlog.get_logger("norc")
 
@@ -42,12 +41,19 @@ class Norc:
     """
 
     def __init__(
-        self, database_url: str | None = None, *, log_dir: str | Path | None = None,
-        log_store: str | None = None, plugins: Sequence[object] = (),
-        disable_plugins: Sequence[str] | None = None, settings: Settings | None = None,
+        self,
+        database_url: str | None = None,
+        *,
+        log_dir: str | Path | None = None,
+        log_store: str | None = None,
+        plugins: Sequence[object] = (),
+        disable_plugins: Sequence[str] | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.settings = settings or Settings.load(
-            database_url=database_url, log_dir=log_dir, log_store=log_store,
+            database_url=database_url,
+            log_dir=log_dir,
+            log_store=log_store,
             disable_plugins=tuple(disable_plugins) if disable_plugins is not None else None,
         )
         self.plugins: PluginManager = build_plugin_manager(
@@ -68,7 +74,8 @@ class Norc:
         existing = self.registry.task_type(cls.type_name)
         if existing is not None and existing is not cls:
             raise DuplicateRegistration(
-                "task type", cls.type_name,
+                "task type",
+                cls.type_name,
                 f"{self.registry.task_type_owner(cls.type_name)} ({existing.__module__})",
                 f"{APPLICATION} ({cls.__module__})",
             )
@@ -80,10 +87,13 @@ class Norc:
         self.register_task_type(cls)
         params = task.params()
         task.id = self.db.insert_task(
-            name=task.name, type=cls.type_name,
+            name=task.name,
+            type=cls.type_name,
             type_path=f"{cls.__module__}:{cls.__qualname__}",
             plugin=self.registry.task_type_owner(cls.type_name) or APPLICATION,
-            params=params, settings=task.settings(), replace=replace,
+            params=params,
+            settings=task.settings(),
+            replace=replace,
         )
         return task
 
@@ -98,8 +108,11 @@ class Norc:
         record = self.db.task(ref)
         cls = self.registry.task_type(record.type) or load_class(record.type_path, record.type)
         return cls.from_params(
-            name=record.name, params=record.params, id=record.id,
-            description=record.description, timeout=record.timeout,
+            name=record.name,
+            params=record.params,
+            id=record.id,
+            description=record.description,
+            timeout=record.timeout,
             finally_timeout=record.finally_timeout,
         )
 
@@ -135,7 +148,12 @@ class Norc:
         return self.enqueue_many(task, 1, queue=queue, priority=priority)[0]
 
     def enqueue_many(
-        self, task: Task | str | int, count: int, *, queue: str = "default", priority: int = 0,
+        self,
+        task: Task | str | int,
+        count: int,
+        *,
+        queue: str = "default",
+        priority: int = 0,
     ) -> list[int]:
         """Create ``count`` QUEUED instances in one transaction; returns their ids."""
         record = self._task_for(task)
@@ -165,8 +183,12 @@ class Norc:
         return self.db.instance(instance_id)
 
     def instances(
-        self, *, status: Collection[InstanceStatus] | None = None,
-        since: datetime | None = None, task: str | None = None, queue: str | None = None,
+        self,
+        *,
+        status: Collection[InstanceStatus] | None = None,
+        since: datetime | None = None,
+        task: str | None = None,
+        queue: str | None = None,
         limit: int | None = 100,
     ) -> list[InstanceRecord]:
         """Instances matching the filters, newest first."""
@@ -229,9 +251,8 @@ class Norc:
         key = path.resolve().relative_to(self.settings.log_dir.resolve()).as_posix()
         try:
             location = self.log_store.save(key, path)
-        except Exception:  # noqa: BLE001 - never changes the instance's outcome
-            log.exception("log upload failed", instance=instance_id,
-                          store=self.settings.log_store)
+        except Exception:
+            log.exception("log upload failed", instance=instance_id, store=self.settings.log_store)
             return
         if location:
             self.db.set_log_location(instance_id, location)
@@ -239,14 +260,21 @@ class Norc:
     # -- daemons ---------------------------------------------------------------------
 
     def executor(
-        self, *, queue: str = "default", concurrency: int = 1, isolation: Isolation = "process",
+        self,
+        *,
+        queue: str = "default",
+        concurrency: int = 1,
+        isolation: Isolation = "process",
         install_signal_handlers: bool = False,
     ) -> Executor:
         """An executor for ``queue``; use it as a context manager or call ``start()``."""
         from norc.executor.executor import Executor
 
         return Executor(
-            self, queue=queue, concurrency=concurrency, isolation=isolation,
+            self,
+            queue=queue,
+            concurrency=concurrency,
+            isolation=isolation,
             install_signal_handlers=install_signal_handlers,
         )
 
@@ -264,7 +292,9 @@ class Norc:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()

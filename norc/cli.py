@@ -8,13 +8,16 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from norc.errors import NorcError
 from norc.status import statuses_for
+
+if TYPE_CHECKING:
+    from norc.executor.executor import Isolation
 
 EXIT_ERROR = 2
 
@@ -92,18 +95,23 @@ def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-def parse_assignments(pairs: Sequence[str], what: str) -> dict[str, Any]:
-    """``key=value`` pairs; values are JSON when they parse as JSON, else strings."""
-    out: dict[str, Any] = {}
+def parse_assignments(pairs: Sequence[str], what: str) -> dict[str, str]:
+    """``key=value`` pairs, values as typed."""
+    out: dict[str, str] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{what} {pair!r} is not key=value")
-        try:
-            out[key] = json.loads(raw)
-        except ValueError:
-            out[key] = raw
+        out[key] = raw
     return out
+
+
+def json_or_text(raw: str) -> Any:
+    """A setting's value: JSON when it parses as JSON, else the text."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
 
 class Ctx:
@@ -127,9 +135,15 @@ pass_ctx = click.make_pass_decorator(Ctx)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", "database_url", metavar="URL",
-              help="Database URL (default: $NORC_DATABASE_URL, else sqlite:///norc.db).")
-@click.option("--log-dir", metavar="DIR", help="Log directory (default: $NORC_LOG_DIR or ./norc-logs).")
+@click.option(
+    "--db",
+    "database_url",
+    metavar="URL",
+    help="Database URL (default: $NORC_DATABASE_URL, else sqlite:///norc.db).",
+)
+@click.option(
+    "--log-dir", metavar="DIR", help="Log directory (default: $NORC_LOG_DIR or ./norc-logs)."
+)
 @click.version_option(package_name="norc")
 @click.pass_context
 def cli(ctx: click.Context, database_url: str | None, log_dir: str | None) -> None:
@@ -163,18 +177,35 @@ def demo(c: Ctx) -> None:
 
 @cli.command()
 @click.option("-q", "--queue", default="default", show_default=True, help="Queue to consume.")
-@click.option("-c", "--concurrency", default=1, show_default=True, type=click.IntRange(1),
-              help="Instances run at once.")
-@click.option("--isolation", type=click.Choice(["process", "thread"]), default="process",
-              show_default=True, help="Run each instance in a worker process or in a thread.")
+@click.option(
+    "-c",
+    "--concurrency",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Instances run at once.",
+)
+@click.option(
+    "--isolation",
+    type=click.Choice(["process", "thread"]),
+    default="process",
+    show_default=True,
+    help="Run each instance in a worker process or in a thread.",
+)
 @pass_ctx
-def executor(c: Ctx, queue: str, concurrency: int, isolation: str) -> None:
+def executor(c: Ctx, queue: str, concurrency: int, isolation: Isolation) -> None:
     """Run an executor until stopped (SIGINT: stop after running instances; SIGTERM: kill)."""
-    ex = c.app.executor(queue=queue, concurrency=concurrency, isolation=isolation,  # type: ignore[arg-type]
-                        install_signal_handlers=True)
+    ex = c.app.executor(
+        queue=queue,
+        concurrency=concurrency,
+        isolation=isolation,
+        install_signal_handlers=True,
+    )
     ex.start()
-    click.echo(f"executor {ex.id} on queue {queue!r} (concurrency {concurrency}, pid {os.getpid()})",
-               err=True)
+    click.echo(
+        f"executor {ex.id} on queue {queue!r} (concurrency {concurrency}, pid {os.getpid()})",
+        err=True,
+    )
     ex.run()
 
 
@@ -189,23 +220,38 @@ def task() -> None:
 @task.command("create")
 @click.argument("name")
 @click.argument("type_name", metavar="TYPE")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="A parameter (JSON value or plain string); repeatable.")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter (JSON value or plain string); repeatable.",
+)
 @click.option("--timeout", type=click.FloatRange(min=0), help="Seconds before TIMEDOUT.")
 @click.option("--description", default="", help="What the task is for.")
 @click.option("--replace", is_flag=True, help="Overwrite a task of the same name.")
 @pass_ctx
-def task_create(c: Ctx, name: str, type_name: str, params: tuple[str, ...],
-                timeout: float | None, description: str, replace: bool) -> None:
-    """Save a task of an installed TYPE, e.g. `norc task create backup CommandTask -p command='...'`."""
+def task_create(
+    c: Ctx,
+    name: str,
+    type_name: str,
+    params: tuple[str, ...],
+    timeout: float | None,
+    description: str,
+    replace: bool,
+) -> None:
+    """Save a task of an installed TYPE: `norc task create bk CommandTask -p command=...`."""
     from norc.errors import UnknownTaskType
 
     cls = c.app.registry.task_type(type_name)
     if cls is None:
         known = ", ".join(sorted(c.app.registry.task_types.classes)) or "none"
         raise UnknownTaskType(type_name, f"installed types: {known}")
-    task_obj = cls.from_params(name=name, params=parse_assignments(params, "parameter"),
-                               timeout=timeout, description=description)
+    from norc.abc import coerce_param
+
+    values = {k: coerce_param(cls, k, v) for k, v in parse_assignments(params, "parameter").items()}
+    task_obj = cls.from_params(name=name, params=values, timeout=timeout, description=description)
     c.app.save_task(task_obj, replace=replace)
     click.echo(f"task {task_obj.id} {name!r} saved")
 
@@ -243,7 +289,8 @@ def queue() -> None:
 @pass_ctx
 def queue_create(c: Ctx, name: str, type_name: str, settings: tuple[str, ...]) -> None:
     """Create a queue of an installed type."""
-    c.app.create_queue(name, type_name, **parse_assignments(settings, "setting"))
+    values = {k: json_or_text(v) for k, v in parse_assignments(settings, "setting").items()}
+    c.app.create_queue(name, type_name, **values)
     click.echo(f"queue {name!r} ({type_name}) created")
 
 
@@ -265,25 +312,43 @@ def report() -> None:
 
 def _common_report_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")(fn)
-    fn = click.option("-n", "limit", default=50, show_default=True, type=click.IntRange(1),
-                      help="At most this many rows.")(fn)
+    fn = click.option(
+        "-n",
+        "limit",
+        default=50,
+        show_default=True,
+        type=click.IntRange(1),
+        help="At most this many rows.",
+    )(fn)
     fn = click.option("--since", help="Only newer than 10m, 2h, 1d or an ISO time.")(fn)
     return fn
 
 
 @report.command("instances")
 @_common_report_options
-@click.option("--status", help="A status group (active, running, succeeded, failed, final, "
-                               "error) or a status (TIMEDOUT).")
+@click.option(
+    "--status",
+    help="A status group (active, running, succeeded, failed, final, "
+    "error) or a status (TIMEDOUT).",
+)
 @click.option("--task", "task_name", help="Only this task.")
 @click.option("-q", "--queue", "queue_name", help="Only this queue.")
 @pass_ctx
-def report_instances(c: Ctx, as_json: bool, limit: int, since: str | None, status: str | None,
-                     task_name: str | None, queue_name: str | None) -> None:
+def report_instances(
+    c: Ctx,
+    as_json: bool,
+    limit: int,
+    since: str | None,
+    status: str | None,
+    task_name: str | None,
+    queue_name: str | None,
+) -> None:
     """Instances, newest first."""
     records = c.app.instances(
         status=statuses_for(status) if status else None,
-        since=parse_since(since) if since else None, task=task_name, queue=queue_name,
+        since=parse_since(since) if since else None,
+        task=task_name,
+        queue=queue_name,
         limit=limit,
     )
     if as_json:
@@ -294,11 +359,32 @@ def report_instances(c: Ctx, as_json: bool, limit: int, since: str | None, statu
 
 def _instances_table(records: Sequence[Any]) -> None:
     print_table(
-        [{**r.to_json(), "status": r.status.value, "task": r.task_name,
-          "started": r.started_at, "ended": r.ended_at, "exit": r.exit_code,
-          "executor": r.executor_id} for r in records],
-        ["id", "task", "queue", "status", "attempt", "started", "ended", "duration", "host",
-         "executor", "exit", "error"],
+        [
+            {
+                **r.to_json(),
+                "status": r.status.value,
+                "task": r.task_name,
+                "started": r.started_at,
+                "ended": r.ended_at,
+                "exit": r.exit_code,
+                "executor": r.executor_id,
+            }
+            for r in records
+        ],
+        [
+            "id",
+            "task",
+            "queue",
+            "status",
+            "attempt",
+            "started",
+            "ended",
+            "duration",
+            "host",
+            "executor",
+            "exit",
+            "error",
+        ],
     )
 
 
@@ -315,8 +401,10 @@ def _report_tasks(c: Ctx, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([r.to_json() for r in records], indent=2))
         return
-    print_table([{**r.to_json(), "params": json.dumps(r.params)} for r in records],
-                ["id", "name", "type", "plugin", "timeout", "params", "description"])
+    print_table(
+        [{**r.to_json(), "params": json.dumps(r.params)} for r in records],
+        ["id", "name", "type", "plugin", "timeout", "params", "description"],
+    )
 
 
 @report.command("queues")
@@ -338,8 +426,10 @@ def _report_queues(c: Ctx, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        print_table([{**r, "settings": json.dumps(r["settings"])} for r in rows],
-                    ["name", "type", "depth", "settings"])
+        print_table(
+            [{**r, "settings": json.dumps(r["settings"])} for r in rows],
+            ["name", "type", "depth", "settings"],
+        )
 
 
 @report.command("executors")
@@ -362,8 +452,22 @@ def report_executors(c: Ctx, as_json: bool, limit: int, since: str | None) -> No
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        print_table(rows, ["id", "host", "pid", "queue", "concurrency", "status", "alive",
-                           "heartbeat_age", "running", "succeeded", "failed"])
+        print_table(
+            rows,
+            [
+                "id",
+                "host",
+                "pid",
+                "queue",
+                "concurrency",
+                "status",
+                "alive",
+                "heartbeat_age",
+                "running",
+                "succeeded",
+                "failed",
+            ],
+        )
 
 
 # -- logs, plugins, database -------------------------------------------------------------
@@ -389,13 +493,23 @@ def plugins(c: Ctx, as_json: bool) -> None:
     """Every loaded plugin, with its distribution and version, and what it registered."""
     app = c.app
     provided: dict[str, list[str]] = {}
-    for kind, registry in (("task", app.registry.task_types), ("queue", app.registry.queue_types),
-                           ("log store", app.registry.log_stores)):
+    for kind, registry in (
+        ("task", app.registry.task_types),
+        ("queue", app.registry.queue_types),
+        ("log store", app.registry.log_stores),
+    ):
         for name, owner in registry.owners.items():
             provided.setdefault(owner, []).append(f"{kind} {name}")
-    rows = [{"name": p.name, "distribution": p.distribution, "version": p.version,
-             "module": p.module, "provides": ", ".join(provided.get(p.name, []))}
-            for p in app.plugins.infos]
+    rows = [
+        {
+            "name": p.name,
+            "distribution": p.distribution,
+            "version": p.version,
+            "module": p.module,
+            "provides": ", ".join(provided.get(p.name, [])),
+        }
+        for p in app.plugins.infos
+    ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:

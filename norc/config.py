@@ -45,9 +45,7 @@ class Settings:
     heartbeat_timeout: float = attrs.field(default=23.0, validator=_positive)
 
     @classmethod
-    def load(
-        cls, *, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def load(cls, *, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Combine the TOML file, the environment and ``overrides`` (None means unset)."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -57,7 +55,13 @@ class Settings:
             values.update(_read_toml(path))
         elif config_path:
             raise ConfigurationError(f"NORC_CONFIG names a missing file: {config_path}")
-        for key in ("database_url", "log_dir", "log_store", "heartbeat_interval", "heartbeat_timeout"):
+        for key in (
+            "database_url",
+            "log_dir",
+            "log_store",
+            "heartbeat_interval",
+            "heartbeat_timeout",
+        ):
             raw = env.get(f"NORC_{key.upper()}")
             if raw:
                 values[key] = raw
@@ -73,7 +77,9 @@ class Settings:
                 try:
                     values[key] = float(values[key])
                 except (TypeError, ValueError):
-                    raise ConfigurationError(f"{key} must be a number, got {values[key]!r}") from None
+                    raise ConfigurationError(
+                        f"{key} must be a number, got {values[key]!r}"
+                    ) from None
         unknown = set(values) - {a.name for a in attrs.fields(cls)}
         if unknown:
             raise ConfigurationError(f"unknown setting(s): {', '.join(sorted(unknown))}")

@@ -38,8 +38,12 @@ class Heartbeat:
     """A thread that beats for one daemon row and hands requests to ``on_request``."""
 
     def __init__(
-        self, db: Database, daemon_id: int, interval: float,
-        on_request: Callable[[Request], None], status: Callable[[], str],
+        self,
+        db: Database,
+        daemon_id: int,
+        interval: float,
+        on_request: Callable[[Request], None],
+        status: Callable[[], str],
     ) -> None:
         self.db = db
         self.daemon_id = daemon_id
@@ -76,8 +80,12 @@ class Heartbeat:
                 backoff = REQUEST_POLL
             except (SQLAlchemyError, DatabaseError) as exc:
                 backoff = min(backoff * 2, 10.0)
-                log.warning("heartbeat failed; retrying", daemon=self.daemon_id,
-                            error=str(exc).splitlines()[0], retry_in=backoff)
+                log.warning(
+                    "heartbeat failed; retrying",
+                    daemon=self.daemon_id,
+                    error=str(exc).splitlines()[0],
+                    retry_in=backoff,
+                )
                 continue
             if request:
                 try:

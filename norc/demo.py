@@ -41,7 +41,7 @@ class CountPrimes(Task):
 
 
 def run_demo(app: Norc, *, timeout: float = 60.0) -> list[InstanceRecord]:
-    """Save the demo tasks, enqueue them, run them with an embedded executor; return the instances."""
+    """Save the demo tasks, run them with an embedded executor; return the instances."""
     command_cls = app.registry.task_type("CommandTask")
     if command_cls is None:
         raise NorcError(
@@ -55,8 +55,9 @@ def run_demo(app: Norc, *, timeout: float = 60.0) -> list[InstanceRecord]:
     )
     app.save_task(echo, replace=True)
     app.save_task(
-        CountPrimes(name="demo-primes", limit=200_000, description="A custom Python task",
-                    timeout=30),
+        CountPrimes(
+            name="demo-primes", limit=200_000, description="A custom Python task", timeout=30
+        ),
         replace=True,
     )
     ids = [app.enqueue("demo-echo"), app.enqueue("demo-primes"), app.enqueue("demo-echo")]

@@ -56,9 +56,7 @@ class DuplicateRegistration(PluginError, ValueError):
     """Two plugins (or a plugin and the application) registered the same name."""
 
     def __init__(self, kind: str, name: str, first: str, second: str) -> None:
-        super().__init__(
-            f"{kind} {name!r} is registered twice: by {first} and by {second}"
-        )
+        super().__init__(f"{kind} {name!r} is registered twice: by {first} and by {second}")
 
 
 class UnknownName(NorcError, LookupError):
@@ -97,9 +95,7 @@ class UnknownQueue(UnknownName):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(
-            f"unknown queue {name!r}: create it first (`norc queue create {name}`)"
-        )
+        super().__init__(f"unknown queue {name!r}: create it first (`norc queue create {name}`)")
 
 
 class UnknownTask(UnknownName):

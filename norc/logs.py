@@ -8,6 +8,7 @@ log directory. Names are made filesystem-safe, so no task name can escape it.
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,8 +47,15 @@ def resolve_key(log_dir: Path, key: str) -> Path:
     return path
 
 
-def _drop_none(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _drop_none(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     return {k: v for k, v in event.items() if v is not None}
+
+
+def _prefix(_logger: Any, _method: str, line: Any) -> bytes:
+    # The marker tells Norc's own lines from the task's output in a shared log file.
+    return b"[norc] " + str(line).encode("utf-8", "replace")
 
 
 def event_logger(stream: IO[bytes], **context: Any) -> FilteringBoundLogger:
@@ -57,7 +65,7 @@ def event_logger(stream: IO[bytes], **context: Any) -> FilteringBoundLogger:
     Norc keeps its own logging set-up.
     """
     logger: FilteringBoundLogger = structlog.wrap_logger(
-        structlog.BytesLogger(stream),
+        structlog.BytesLogger(stream),  # type: ignore[arg-type]  # any binary file works
         processors=[
             _drop_none,
             structlog.processors.add_log_level,
@@ -66,7 +74,7 @@ def event_logger(stream: IO[bytes], **context: Any) -> FilteringBoundLogger:
             structlog.processors.LogfmtRenderer(
                 key_order=["timestamp", "level", "event"], bool_as_flag=False
             ),
-            lambda _l, _m, line: (b"[norc] " + line.encode("utf-8", "replace") ),
+            _prefix,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(0),
         context_class=dict,

@@ -73,7 +73,7 @@ class PluginManager:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - any import failure is reported, named
+            except Exception as exc:
                 raise PluginLoadError(ep.name, dist_name, f"{type(exc).__name__}: {exc}") from exc
             self.register(
                 plugin,
@@ -98,7 +98,7 @@ class PluginManager:
         for impl in reversed(caller.get_hookimpls()):
             try:
                 impl.function(**{k: kwargs[k] for k in impl.argnames})
-            except Exception:  # noqa: BLE001 - a plugin must never change an outcome
+            except Exception:
                 log.exception("plugin hook failed", plugin=impl.plugin_name, hook=hook_name)
 
     def has_hook_impls(self, hook_name: str) -> bool:

@@ -49,8 +49,10 @@ class InstanceRecord:
         out: dict[str, Any] = {}
         for field in attrs.fields(type(self)):
             value = getattr(self, field.name)
-            out[field.name] = value.isoformat() if isinstance(value, datetime) else (
-                str(value) if isinstance(value, InstanceStatus) else value
+            out[field.name] = (
+                value.isoformat()
+                if isinstance(value, datetime)
+                else (str(value) if isinstance(value, InstanceStatus) else value)
             )
         out["duration"] = self.duration
         return out

@@ -1,4 +1,4 @@
-"""The statuses of instances and daemons, with the seed's names, and the groups reports filter by."""
+"""Statuses of instances and daemons (the seed's names) and the groups reports filter by."""
 
 from __future__ import annotations
 
@@ -71,9 +71,7 @@ class Request(enum.StrEnum):
 
 #: Status groups used by ``--status`` filters in reports, as in the seed.
 STATUS_GROUPS: dict[str, frozenset[InstanceStatus]] = {
-    "active": frozenset(
-        {InstanceStatus.CREATED, InstanceStatus.QUEUED, InstanceStatus.RUNNING}
-    ),
+    "active": frozenset({InstanceStatus.CREATED, InstanceStatus.QUEUED, InstanceStatus.RUNNING}),
     "running": frozenset({InstanceStatus.RUNNING}),
     "succeeded": frozenset({InstanceStatus.SUCCESS}),
     "failed": frozenset(
@@ -102,4 +100,6 @@ def statuses_for(group_or_status: str) -> frozenset[InstanceStatus]:
         return frozenset({InstanceStatus(key.upper())})
     except ValueError:
         choices = ", ".join([*STATUS_GROUPS, *(s.value for s in InstanceStatus)])
-        raise UnknownStatus(f"unknown status or group {group_or_status!r} (choose from {choices})") from None
+        raise UnknownStatus(
+            f"unknown status or group {group_or_status!r} (choose from {choices})"
+        ) from None

@@ -28,7 +28,9 @@ from norc.abc import Claimant, RunContext, Task
 from norc.status import InstanceStatus
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.02) -> None:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.02
+) -> None:
     """Poll ``predicate()`` until it is truthy; raise ``AssertionError`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -96,9 +98,7 @@ class QueueContract:
         assert queue.claim(_claimant(1), 5, timeout=0.3) == []
         assert 0.25 <= time.monotonic() - start < 5
 
-    def test_concurrent_claimants_never_share_an_instance(
-        self, app: Any, make_queue: Any
-    ) -> None:
+    def test_concurrent_claimants_never_share_an_instance(self, app: Any, make_queue: Any) -> None:
         """Four claimants racing over one queue each get disjoint instances, all of them."""
         queue_name = "contract-d"
         make_queue(queue_name)

@@ -76,16 +76,14 @@ class _Slot:
         self.worker = WorkerProcess() if executor.isolation == "process" else None
         self.busy_with: int | None = None
         self.interrupt = threading.Event()
-        self.thread = threading.Thread(
-            target=self._loop, name=f"norc-slot-{index}", daemon=True
-        )
+        self.thread = threading.Thread(target=self._loop, name=f"norc-slot-{index}", daemon=True)
 
     def _loop(self) -> None:
         while (work := self.inbox.get()) is not None:
             self.busy_with = work.instance.id
             try:
                 outcome = self._run(work)
-            except Exception as exc:  # noqa: BLE001 - Norc's own failure: ERROR, keep going
+            except Exception as exc:
                 log.exception("slot failed", instance=work.instance.id)
                 outcome = _outcome(InstanceStatus.ERROR, f"executor failure: {exc!r}")
             self.busy_with = None
@@ -178,16 +176,26 @@ class _Slot:
 
 
 def _outcome(status: InstanceStatus, error: str | None) -> dict[str, Any]:
-    return {"status": status.value, "error": error, "exit_code": None, "revision": None,
-            "pid": None}
+    return {
+        "status": status.value,
+        "error": error,
+        "exit_code": None,
+        "revision": None,
+        "pid": None,
+    }
 
 
 class Executor:
     """Runs instances from one queue; embeddable (``with``, ``start``/``stop``) or blocking."""
 
     def __init__(
-        self, app: Norc, *, queue: str = "default", concurrency: int = 1,
-        isolation: Isolation = "process", install_signal_handlers: bool = False,
+        self,
+        app: Norc,
+        *,
+        queue: str = "default",
+        concurrency: int = 1,
+        isolation: Isolation = "process",
+        install_signal_handlers: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
@@ -219,16 +227,26 @@ class Executor:
         app = self.app
         self.queue = app.queue(self.queue_name)
         self.id = app.db.insert_daemon(
-            kind="executor", host=hostname(), pid=os.getpid(), queue=self.queue_name,
-            concurrency=self.concurrency, status=DaemonStatus.RUNNING.value,
+            kind="executor",
+            host=hostname(),
+            pid=os.getpid(),
+            queue=self.queue_name,
+            concurrency=self.concurrency,
+            status=DaemonStatus.RUNNING.value,
         )
         self.status = DaemonStatus.RUNNING
         self.claimant = Claimant(executor_id=self.id, host=hostname(), pid=os.getpid())
         log_path = resolve_key(app.settings.log_dir, daemon_log_key("executor", self.id))
         self._log_file = open_log(str(log_path))
         self.log = event_logger(self._log_file, executor=self.id)
-        self.log.info("executor started", queue=self.queue_name, concurrency=self.concurrency,
-                      isolation=self.isolation, host=self.claimant.host, pid=self.claimant.pid)
+        self.log.info(
+            "executor started",
+            queue=self.queue_name,
+            concurrency=self.concurrency,
+            isolation=self.isolation,
+            host=self.claimant.host,
+            pid=self.claimant.pid,
+        )
         for i in range(self.concurrency):
             slot = _Slot(self, i)
             slot.thread.start()
@@ -240,7 +258,10 @@ class Executor:
             thread.start()
             self._threads.append(thread)
         self._heartbeat = Heartbeat(
-            app.db, self.id, app.settings.heartbeat_interval, self._on_request,
+            app.db,
+            self.id,
+            app.settings.heartbeat_interval,
+            self._on_request,
             lambda: self.status.value,
         )
         self._heartbeat.start()
@@ -274,9 +295,10 @@ class Executor:
         return self._finished.wait(timeout)
 
     def run(self) -> None:
-        """Start and block until ended; with ``install_signal_handlers``, SIGINT stops, SIGTERM kills."""
-        previous: dict[int, Any] = {}
+        """Start, block until ended; ``install_signal_handlers``: SIGINT stops, SIGTERM kills."""
+        previous: dict[signal.Signals, Any] = {}
         if self.install_signal_handlers:
+
             def _handler(signum: int, _frame: FrameType | None) -> None:
                 self._begin_stop(kill=signum == signal.SIGTERM)
 
@@ -295,7 +317,9 @@ class Executor:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
@@ -382,11 +406,19 @@ class Executor:
             type_path = f"{cls.__module__}:{cls.__qualname__}"
         timeout = task.timeout
         job = {
-            "op": "run", "instance_id": instance.id, "attempt": instance.attempt,
-            "task_id": task.id, "task_name": task.name, "task_type": task.type,
-            "type_path": type_path, "params": task.params,
-            "settings": {"description": task.description, "timeout": timeout,
-                         "finally_timeout": task.finally_timeout},
+            "op": "run",
+            "instance_id": instance.id,
+            "attempt": instance.attempt,
+            "task_id": task.id,
+            "task_name": task.name,
+            "task_type": task.type,
+            "type_path": type_path,
+            "params": task.params,
+            "settings": {
+                "description": task.description,
+                "timeout": timeout,
+                "finally_timeout": task.finally_timeout,
+            },
             "log_path": str(log_path),
             "fire_time": instance.fire_time.isoformat() if instance.fire_time else None,
             "deadline": time.time() + timeout if timeout else None,
@@ -425,18 +457,25 @@ class Executor:
                 pending = []
             except (SQLAlchemyError, DatabaseError) as exc:
                 # The outcomes stay in memory and are written when the database is back.
-                self.log.warning("recording outcomes failed; retrying",
-                                 count=len(pending), error=str(exc).splitlines()[0])
+                self.log.warning(
+                    "recording outcomes failed; retrying",
+                    count=len(pending),
+                    error=str(exc).splitlines()[0],
+                )
                 time.sleep(1.0)
 
     def _write(self, batch: list[tuple[_Work, dict[str, Any]]]) -> None:
         now = datetime.now(UTC)
         rows = [
             {
-                "id": w.instance.id, "executor_id": self.id, "status": o["status"],
-                "ended_at": now, "exit_code": o.get("exit_code"), "revision": o.get("revision"),
-                "error": o.get("error"), "log_key": instance_log_key(
-                    w.task.type, w.task.name, w.instance.id),
+                "id": w.instance.id,
+                "executor_id": self.id,
+                "status": o["status"],
+                "ended_at": now,
+                "exit_code": o.get("exit_code"),
+                "revision": o.get("revision"),
+                "error": o.get("error"),
+                "log_key": instance_log_key(w.task.type, w.task.name, w.instance.id),
                 "pid": o.get("pid"),
             }
             for w, o in batch

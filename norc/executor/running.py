@@ -7,6 +7,7 @@ log file path and the deadline.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import time
@@ -72,9 +73,13 @@ def execute(
     logger = event_logger(log_file, instance=job["instance_id"], task=job["task_name"])
     fire = job.get("fire_time")
     ctx = RunContext(
-        instance_id=job["instance_id"], attempt=job["attempt"], task_name=job["task_name"],
+        instance_id=job["instance_id"],
+        attempt=job["attempt"],
+        task_name=job["task_name"],
         fire_time=datetime.fromisoformat(fire) if fire else None,
-        deadline=job.get("deadline"), log=logger, log_file=log_file,
+        deadline=job.get("deadline"),
+        log=logger,
+        log_file=log_file,
     )
     outcome: dict[str, Any] = {"status": None, "error": None, "exit_code": None}
     try:
@@ -84,12 +89,16 @@ def execute(
         outcome["revision"] = None
     if not with_run:
         return outcome, ctx
-    logger.info("instance started", attempt=job["attempt"], type=job["task_type"],
-                revision=outcome["revision"])
+    logger.info(
+        "instance started",
+        attempt=job["attempt"],
+        type=job["task_type"],
+        revision=outcome["revision"],
+    )
     started = time.monotonic()
     try:
         result = task.run(ctx)
-    except BaseException as exc:  # noqa: BLE001 - SystemExit from a task is its failure too
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         flush_std()
@@ -102,8 +111,12 @@ def execute(
         outcome["status"] = (InstanceStatus.FAILURE if failed else InstanceStatus.SUCCESS).value
         outcome["error"] = ctx.error if failed else None
     outcome["exit_code"] = ctx.exit_code
-    logger.info("run ended", status=outcome["status"],
-                seconds=round(time.monotonic() - started, 6), exit_code=ctx.exit_code)
+    logger.info(
+        "run ended",
+        status=outcome["status"],
+        seconds=round(time.monotonic() - started, 6),
+        exit_code=ctx.exit_code,
+    )
     return outcome, ctx
 
 
@@ -111,7 +124,7 @@ def run_finally(task: Task, ctx: RunContext) -> None:
     """Call ``finally_``, logging (never raising) what it raised."""
     try:
         task.finally_(ctx)
-    except Exception:  # noqa: BLE001 - logged into the instance log
+    except Exception:
         ctx.log.exception("finally_() raised")
     flush_std()
 
@@ -119,7 +132,5 @@ def run_finally(task: Task, ctx: RunContext) -> None:
 def flush_std() -> None:
     """Push Python-level buffered output into the log before Norc writes its own lines."""
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass

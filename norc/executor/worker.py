@@ -16,6 +16,7 @@ there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -67,8 +68,11 @@ class WorkerProcess:
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "norc.executor.worker", str(job_r), str(res_w)],
-            pass_fds=(job_r, res_w), start_new_session=True, env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            pass_fds=(job_r, res_w),
+            start_new_session=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
         )
         os.close(job_r)
         os.close(res_w)
@@ -103,25 +107,19 @@ class WorkerProcess:
     def kill(self) -> None:
         """SIGKILL the worker's whole process group and reap the worker."""
         if self.proc is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.proc.wait()
         self.close()
 
     def close(self) -> None:
         """Ask an idle worker to exit and close the pipes."""
         if self._to is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._to)  # EOF on its job pipe: the worker exits
-            except OSError:
-                pass
         if self._from is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._from)
-            except OSError:
-                pass
         if self.proc is not None and self.proc.poll() is None:
             try:
                 self.proc.wait(timeout=5)
@@ -135,7 +133,9 @@ class WorkerProcess:
             return "worker process is not running"
         code = self.proc.wait()
         if code < 0:
-            return f"worker process {self.proc.pid} was killed by signal {signal.Signals(-code).name}"
+            return (
+                f"worker process {self.proc.pid} was killed by signal {signal.Signals(-code).name}"
+            )
         return f"worker process {self.proc.pid} exited with code {code}"
 
 
@@ -174,8 +174,16 @@ def _handle(job: dict[str, Any], log_file: Any, classes: dict[str, Any], fd: int
     except Exception as exc:  # noqa: BLE001 - reported as the instance's ERROR
         message = str(exc) if isinstance(exc, TaskLoadError) else f"{type(exc).__name__}: {exc}"
         log_file.write(f"[norc] cannot load task: {message}\n".encode())
-        _reply(fd, {"event": "ran", "status": InstanceStatus.ERROR.value, "error": message,
-                    "exit_code": None, "revision": None})
+        _reply(
+            fd,
+            {
+                "event": "ran",
+                "status": InstanceStatus.ERROR.value,
+                "error": message,
+                "exit_code": None,
+                "revision": None,
+            },
+        )
         _reply(fd, {"event": "done"})
         return
     outcome, ctx = execute(task, job, log_file, with_run=job["op"] == "run")

@@ -53,8 +53,12 @@ class DBQueue(Queue):
         tx.conn.execute(
             sa.insert(queue_items),
             [
-                {"queue": self.name, "priority": i.priority, "instance_id": i.instance_id,
-                 "enqueued_at": now}
+                {
+                    "queue": self.name,
+                    "priority": i.priority,
+                    "instance_id": i.instance_id,
+                    "enqueued_at": now,
+                }
                 for i in items
             ],
         )

@@ -40,8 +40,6 @@ if TYPE_CHECKING:
     from norc.abc import Claimant
 
 
-
-
 def normalise_url(url: str) -> URL:
     """Parse a database URL, choosing the drivers Norc ships with when none is named."""
     try:
@@ -162,14 +160,26 @@ class Database:
     # -- tasks -----------------------------------------------------------------------
 
     def insert_task(
-        self, *, name: str, type: str, type_path: str, plugin: str, params: dict[str, Any],
-        settings: dict[str, Any], replace: bool = False,
+        self,
+        *,
+        name: str,
+        type: str,
+        type_path: str,
+        plugin: str,
+        params: dict[str, Any],
+        settings: dict[str, Any],
+        replace: bool = False,
     ) -> int:
         """Save a task under its unique name; with ``replace``, overwrite one of that name."""
         now = utcnow()
         values = dict(
-            name=name, type=type, type_path=type_path, plugin=plugin, params=params,
-            updated_at=now, **settings,
+            name=name,
+            type=type,
+            type_path=type_path,
+            plugin=plugin,
+            params=params,
+            updated_at=now,
+            **settings,
         )
         with self.transaction() as tx:
             existing = tx.conn.execute(
@@ -246,15 +256,29 @@ class Database:
     # -- instances -------------------------------------------------------------------
 
     def insert_instances(
-        self, tx: Transaction, *, task_id: int, queue: str, count: int = 1, priority: int = 0,
-        status: InstanceStatus = InstanceStatus.QUEUED, schedule_id: int | None = None,
-        fire_time: datetime | None = None, attempt: int = 1,
+        self,
+        tx: Transaction,
+        *,
+        task_id: int,
+        queue: str,
+        count: int = 1,
+        priority: int = 0,
+        status: InstanceStatus = InstanceStatus.QUEUED,
+        schedule_id: int | None = None,
+        fire_time: datetime | None = None,
+        attempt: int = 1,
     ) -> list[int]:
         """Insert ``count`` instances of one task; returns their ids in order."""
         now = utcnow()
         row = dict(
-            task_id=task_id, queue=queue, priority=priority, status=status.value,
-            attempt=attempt, schedule_id=schedule_id, fire_time=fire_time, created_at=now,
+            task_id=task_id,
+            queue=queue,
+            priority=priority,
+            status=status.value,
+            attempt=attempt,
+            schedule_id=schedule_id,
+            fire_time=fire_time,
+            created_at=now,
             enqueued_at=now if status is InstanceStatus.QUEUED else None,
         )
         if count == 1:
@@ -285,8 +309,11 @@ class Database:
             sa.update(instances)
             .where(instances.c.id.in_(ids), instances.c.status == InstanceStatus.QUEUED.value)
             .values(
-                status=InstanceStatus.RUNNING.value, started_at=now,
-                executor_id=claimant.executor_id, host=claimant.host, pid=claimant.pid,
+                status=InstanceStatus.RUNNING.value,
+                started_at=now,
+                executor_id=claimant.executor_id,
+                host=claimant.host,
+                pid=claimant.pid,
             )
         )
         result = tx.conn.execute(stmt)
@@ -307,9 +334,17 @@ class Database:
         if not ids:
             return []
         query = (
-            sa.select(instances, tasks.c.name.label("t_name"), tasks.c.type.label("t_type"),
-                      tasks.c.type_path, tasks.c.plugin, tasks.c.params, tasks.c.description,
-                      tasks.c.timeout, tasks.c.finally_timeout)
+            sa.select(
+                instances,
+                tasks.c.name.label("t_name"),
+                tasks.c.type.label("t_type"),
+                tasks.c.type_path,
+                tasks.c.plugin,
+                tasks.c.params,
+                tasks.c.description,
+                tasks.c.timeout,
+                tasks.c.finally_timeout,
+            )
             .join(tasks, tasks.c.id == instances.c.task_id)
             .where(instances.c.id.in_(list(ids)))
             .order_by(instances.c.id)
@@ -319,9 +354,15 @@ class Database:
         out = []
         for r in rows:
             task = TaskRecord(
-                id=r["task_id"], name=r["t_name"], type=r["t_type"], type_path=r["type_path"],
-                plugin=r["plugin"], params=dict(r["params"]), description=r["description"],
-                timeout=r["timeout"], finally_timeout=r["finally_timeout"],
+                id=r["task_id"],
+                name=r["t_name"],
+                type=r["t_type"],
+                type_path=r["type_path"],
+                plugin=r["plugin"],
+                params=dict(r["params"]),
+                description=r["description"],
+                timeout=r["timeout"],
+                finally_timeout=r["finally_timeout"],
             )
             out.append((_instance_record(r, r["t_name"], r["t_type"]), task))
         return out
@@ -343,9 +384,12 @@ class Database:
                 instances.c.status == InstanceStatus.RUNNING.value,
             )
             .values(
-                status=sa.bindparam("b_status"), ended_at=sa.bindparam("b_ended"),
-                exit_code=sa.bindparam("b_exit"), revision=sa.bindparam("b_revision"),
-                error=sa.bindparam("b_error"), log_key=sa.bindparam("b_log"),
+                status=sa.bindparam("b_status"),
+                ended_at=sa.bindparam("b_ended"),
+                exit_code=sa.bindparam("b_exit"),
+                revision=sa.bindparam("b_revision"),
+                error=sa.bindparam("b_error"),
+                log_key=sa.bindparam("b_log"),
                 pid=sa.bindparam("b_pid"),
             )
         )
@@ -353,9 +397,14 @@ class Database:
             stmt,
             [
                 {
-                    "b_id": r["id"], "b_executor": r["executor_id"], "b_status": r["status"],
-                    "b_ended": r["ended_at"], "b_exit": r["exit_code"],
-                    "b_revision": r["revision"], "b_error": r["error"], "b_log": r["log_key"],
+                    "b_id": r["id"],
+                    "b_executor": r["executor_id"],
+                    "b_status": r["status"],
+                    "b_ended": r["ended_at"],
+                    "b_exit": r["exit_code"],
+                    "b_revision": r["revision"],
+                    "b_error": r["error"],
+                    "b_log": r["log_key"],
                     "b_pid": r["pid"],
                 }
                 for r in results
@@ -366,7 +415,8 @@ class Database:
         """Record where the log store put an instance's log."""
         with self.transaction() as tx:
             tx.conn.execute(
-                sa.update(instances).where(instances.c.id == instance_id)
+                sa.update(instances)
+                .where(instances.c.id == instance_id)
                 .values(log_location=location)
             )
 
@@ -385,9 +435,14 @@ class Database:
         return [_instance_record(r, r["t_name"], r["t_type"]) for r in rows]
 
     def find_instances(
-        self, *, statuses: Collection[InstanceStatus] | None = None,
-        since: datetime | None = None, task: str | None = None, queue: str | None = None,
-        executor_id: int | None = None, limit: int | None = 100,
+        self,
+        *,
+        statuses: Collection[InstanceStatus] | None = None,
+        since: datetime | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        executor_id: int | None = None,
+        limit: int | None = 100,
     ) -> list[InstanceRecord]:
         """Instances matching every given filter, newest first."""
         query = _instance_query()
@@ -420,14 +475,14 @@ class Database:
         """Running, succeeded and failed instance counts of one executor."""
         from norc.status import STATUS_GROUPS
 
-        counts = {}
+        counts: dict[str, int] = {}
         with self.reading() as conn:
-            by_status = dict(
+            by_status: dict[str, int] = dict(
                 conn.execute(
                     sa.select(instances.c.status, sa.func.count())
                     .where(instances.c.executor_id == executor_id)
                     .group_by(instances.c.status)
-                ).all()
+                ).tuples()
             )
         for group in ("running", "succeeded", "failed"):
             counts[group] = sum(int(by_status.get(s.value, 0)) for s in STATUS_GROUPS[group])
@@ -436,7 +491,13 @@ class Database:
     # -- daemons ---------------------------------------------------------------------
 
     def insert_daemon(
-        self, *, kind: str, host: str, pid: int, queue: str | None, concurrency: int | None,
+        self,
+        *,
+        kind: str,
+        host: str,
+        pid: int,
+        queue: str | None,
+        concurrency: int | None,
         status: str,
     ) -> int:
         """Register a starting executor or scheduler; returns its id."""
@@ -444,8 +505,14 @@ class Database:
         with self.transaction() as tx:
             result = tx.conn.execute(
                 sa.insert(daemons).values(
-                    kind=kind, host=host, pid=pid, queue=queue, concurrency=concurrency,
-                    status=status, heartbeat=now, started_at=now,
+                    kind=kind,
+                    host=host,
+                    pid=pid,
+                    queue=queue,
+                    concurrency=concurrency,
+                    status=status,
+                    heartbeat=now,
+                    started_at=now,
                 )
             )
             return int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -488,28 +555,50 @@ class Database:
 
 
 def _instance_query() -> sa.Select[Any]:
-    return sa.select(
-        instances, tasks.c.name.label("t_name"), tasks.c.type.label("t_type")
-    ).join(tasks, tasks.c.id == instances.c.task_id)
+    return sa.select(instances, tasks.c.name.label("t_name"), tasks.c.type.label("t_type")).join(
+        tasks, tasks.c.id == instances.c.task_id
+    )
 
 
 def _instance_record(r: Any, task_name: str, task_type: str) -> InstanceRecord:
     return InstanceRecord(
-        id=r["id"], task_id=r["task_id"], task_name=task_name, task_type=task_type,
-        queue=r["queue"], status=InstanceStatus(r["status"]), priority=r["priority"],
-        attempt=r["attempt"], schedule_id=r["schedule_id"], fire_time=r["fire_time"],
-        created_at=r["created_at"], enqueued_at=r["enqueued_at"], started_at=r["started_at"],
-        ended_at=r["ended_at"], executor_id=r["executor_id"], host=r["host"], pid=r["pid"],
-        exit_code=r["exit_code"], revision=r["revision"], log_key=r["log_key"],
-        log_location=r["log_location"], error=r["error"],
+        id=r["id"],
+        task_id=r["task_id"],
+        task_name=task_name,
+        task_type=task_type,
+        queue=r["queue"],
+        status=InstanceStatus(r["status"]),
+        priority=r["priority"],
+        attempt=r["attempt"],
+        schedule_id=r["schedule_id"],
+        fire_time=r["fire_time"],
+        created_at=r["created_at"],
+        enqueued_at=r["enqueued_at"],
+        started_at=r["started_at"],
+        ended_at=r["ended_at"],
+        executor_id=r["executor_id"],
+        host=r["host"],
+        pid=r["pid"],
+        exit_code=r["exit_code"],
+        revision=r["revision"],
+        log_key=r["log_key"],
+        log_location=r["log_location"],
+        error=r["error"],
     )
 
 
 def _task_record(r: Any) -> TaskRecord:
     return TaskRecord(
-        id=r["id"], name=r["name"], type=r["type"], type_path=r["type_path"],
-        plugin=r["plugin"], params=dict(r["params"]), description=r["description"],
-        timeout=r["timeout"], finally_timeout=r["finally_timeout"], created_at=r["created_at"],
+        id=r["id"],
+        name=r["name"],
+        type=r["type"],
+        type_path=r["type_path"],
+        plugin=r["plugin"],
+        params=dict(r["params"]),
+        description=r["description"],
+        timeout=r["timeout"],
+        finally_timeout=r["finally_timeout"],
+        created_at=r["created_at"],
     )
 
 

@@ -27,8 +27,15 @@ from norc import RunContext, Task, hookimpl
 from norc.errors import InvalidTaskParams
 from norc.registry import PluginRegistry
 
-_DATE_TOKENS = {"YYYY": "%Y", "YY": "%y", "MM": "%m", "DD": "%d", "hh": "%H", "mm": "%M",
-                "ss": "%S"}
+_DATE_TOKENS = {
+    "YYYY": "%Y",
+    "YY": "%y",
+    "MM": "%m",
+    "DD": "%d",
+    "hh": "%H",
+    "mm": "%M",
+    "ss": "%S",
+}
 _TOKEN = re.compile("|".join(sorted(_DATE_TOKENS, key=len, reverse=True)))
 _MACRO = re.compile(r"\$(UTC|LOCAL)\{([^}]*)\}")
 
@@ -75,7 +82,10 @@ class CommandTask(Task):
         # The log file takes the command's output directly: no pipe to fill, no size
         # limit, binary output kept byte for byte.
         proc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, stdout=ctx.log_file, stderr=ctx.log_file,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=ctx.log_file,
+            stderr=ctx.log_file,
             check=False,
         )
         ctx.exit_code = proc.returncode

@@ -1,0 +1,89 @@
+"""The built-in DBQueue: the queue contract on every database, and exactly-once across processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import norc
+from norc.store.schema import instances, queue_items
+from norc.testing import NoopTask, QueueContract, wait_until
+
+
+class TestDBQueue(QueueContract):
+    """DBQueue honours the Queue contract."""
+
+    @pytest.fixture
+    def make_queue(self, app: norc.Norc) -> Callable[[str], norc.Queue]:
+        def make(name: str) -> norc.Queue:
+            app.create_queue(name, type="dbqueue")
+            return app.queue(name)
+
+        return make
+
+
+def test_claimed_unfinished_instance_stays_visible(app: norc.Norc) -> None:
+    """A claimed instance keeps its queue row, marked with the claimant, until it ends."""
+    from norc.abc import Claimant
+
+    app.save_task(NoopTask(name="n"))
+    instance_id = app.enqueue("n")
+    [claimed] = app.queue("default").claim(Claimant(executor_id=7, host="h", pid=1), 1, 1.0)
+    assert claimed == instance_id
+    with app.db.reading() as conn:
+        row = conn.execute(sa.select(queue_items)).mappings().one()
+        status = conn.execute(sa.select(instances.c.status)).scalar_one()
+    assert row["instance_id"] == instance_id and row["claimed_by"] == 7
+    assert status == "RUNNING"
+
+
+EXECUTOR_SCRIPT = """
+import sys, norc
+app = norc.Norc(sys.argv[1], log_dir=sys.argv[2])
+app.executor(queue="default", concurrency=int(sys.argv[3]), install_signal_handlers=True).run()
+"""
+
+
+@pytest.mark.slow
+def test_four_executor_processes_run_each_instance_exactly_once(
+    app: norc.Norc, db_url: str, tmp_path: Path
+) -> None:
+    """2,000 queued instances drained by 4 executor processes: every one runs once, none twice."""
+    app.save_task(NoopTask(name="noop"))
+    ids = app.enqueue_many("noop", 2000)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", EXECUTOR_SCRIPT, db_url, str(tmp_path / "logs"), "4"],
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    try:
+        wait_until(lambda: app.db.count_by_status(ids).get("SUCCESS", 0) == len(ids), 240, 0.2)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            _, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err.decode()[-2000:]
+    records = app.db.instances_by_id(ids)
+    assert len(records) == 2000
+    assert all(r.status is norc.InstanceStatus.SUCCESS for r in records)
+    # Each instance was claimed by exactly one executor, and each executor took a share.
+    by_executor: dict[int | None, int] = {}
+    for r in records:
+        by_executor[r.executor_id] = by_executor.get(r.executor_id, 0) + 1
+    assert len(by_executor) == 4 and None not in by_executor
+    with app.db.reading() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(queue_items)).scalar() == 0
+    # Every executor ended cleanly after SIGINT (STOP).
+    assert {d.status for d in app.db.daemons(kind="executor")} == {"ENDED"}

@@ -1,0 +1,242 @@
+"""Executors: claiming, running in isolation, timeouts, logs, outcomes and bookkeeping."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+import norc
+from norc.status import DaemonStatus, InstanceStatus
+from norc.testing import wait_until
+from tests.tasks import Echo, Hang, Noisy, Outcome, Sleep, SlowFinally
+
+
+def _run_all(
+    app: norc.Norc, ids: list[int], **executor_kwargs: object
+) -> list[norc.InstanceRecord]:
+    with app.executor(**executor_kwargs):  # type: ignore[arg-type]
+        wait_until(lambda: all(r.status.is_final for r in app.db.instances_by_id(ids)), 60)
+    return app.db.instances_by_id(ids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is gone for our purpose.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_outcomes_are_recorded(app: norc.Norc) -> None:
+    """True/None is SUCCESS, False and raising are FAILURE; times, host, pid, revision recorded."""
+    for name, kwargs in [
+        ("ok", {}),
+        ("none", {"result": None}),
+        ("false", {"result": False}),
+        ("boom", {"raise_": "kaput"}),
+    ]:
+        app.save_task(Outcome(name=name, **kwargs))
+    ids = [app.enqueue(n) for n in ("ok", "none", "false", "boom")]
+    records = _run_all(app, ids, concurrency=2)
+    assert [r.status for r in records] == [
+        InstanceStatus.SUCCESS,
+        InstanceStatus.SUCCESS,
+        InstanceStatus.FAILURE,
+        InstanceStatus.FAILURE,
+    ]
+    assert records[3].error == "RuntimeError: kaput"
+    for r in records:
+        assert r.started_at and r.ended_at and r.started_at <= r.ended_at
+        assert r.host == socket.gethostname()
+        assert r.pid and r.pid != os.getpid()  # ran in a worker process
+        assert r.revision == "rev-42"
+        assert r.executor_id is not None
+    assert "RuntimeError: kaput" in app.logs(ids[3])  # the traceback is in the log
+
+
+def test_log_holds_stdout_stderr_and_norc_events(sqlite_app: norc.Norc) -> None:
+    """One file per instance with the task's stdout, stderr and Norc's structured events."""
+    app = sqlite_app
+    app.save_task(Echo(name="echo", message="ahoy"))
+    [record] = _run_all(app, [app.enqueue("echo")])
+    text = app.logs(record.id)
+    assert "out: ahoy" in text and "err: ahoy" in text
+    assert 'event="instance started"' in text and "event=echoed" in text
+    assert (
+        app.log_path(record) == app.settings.log_dir.resolve() / f"tasks/Echo/echo/echo-{record.id}"
+    )
+    assert record.log_key == f"tasks/Echo/echo/echo-{record.id}"
+
+
+def test_hung_python_loop_times_out_and_its_process_is_gone(
+    sqlite_app: norc.Norc, tmp_path: Path
+) -> None:
+    """A task spinning in Python ends TIMEDOUT about a second after its timeout; finally_ runs."""
+    app = sqlite_app
+    app.save_task(Hang(name="hang", marker_dir=str(tmp_path), child=True, timeout=1))
+    start = time.monotonic()
+    [record] = _run_all(app, [app.enqueue("hang")])
+    assert record.status is InstanceStatus.TIMEDOUT
+    assert record.error == "timed out after 1 s"
+    assert time.monotonic() - start < 5
+    assert record.duration is not None and 1.0 <= record.duration < 2.0
+    worker = int((tmp_path / f"pid-{record.id}").read_text())
+    child = int((tmp_path / f"child-{record.id}").read_text())
+    assert not _alive(worker) and not _alive(child)  # the whole process group
+    assert (tmp_path / f"finally-{record.id}").read_text() == "ran"
+    assert "process group" in app.logs(record.id)
+
+
+def test_finally_is_bounded(sqlite_app: norc.Norc) -> None:
+    """A finally_ that hangs is killed after finally_timeout; the outcome stands."""
+    app = sqlite_app
+    app.save_task(SlowFinally(name="slowfin", finally_timeout=0.5))
+    app.save_task(Outcome(name="after"))
+    ids = [app.enqueue("slowfin"), app.enqueue("after")]
+    records = _run_all(app, ids)
+    assert [r.status for r in records] == [InstanceStatus.SUCCESS, InstanceStatus.SUCCESS]
+    assert "finally_ exceeded 0.5 s" in app.logs(ids[0])
+
+
+def test_megabytes_and_binary_output_keep_the_log_intact(sqlite_app: norc.Norc) -> None:
+    """Large and non-UTF-8 output neither blocks the task nor breaks reading its log."""
+    app = sqlite_app
+    app.save_task(Noisy(name="noisy", megabytes=6))
+    [record] = _run_all(app, [app.enqueue("noisy")])
+    assert record.status is InstanceStatus.SUCCESS
+    assert app.log_path(record).stat().st_size > 6 * 1024 * 1024
+    assert "\ufffd" in app.logs(record.id)[-2000:]  # undecodable bytes come back replaced
+
+
+def test_missing_task_type_is_an_error_and_the_executor_goes_on(app: norc.Norc) -> None:
+    """An instance whose class is gone ends ERROR naming type and plugin; the next one runs."""
+    task_id = app.db.insert_task(
+        name="orphan",
+        type="Vanished",
+        type_path="norc_gone_plugin:Vanished",
+        plugin="norc-gone",
+        params={},
+        settings={"description": "", "timeout": None, "finally_timeout": 1.0},
+    )
+    app.save_task(Outcome(name="fine"))
+    ids = [app.enqueue(task_id), app.enqueue("fine")]
+    records = _run_all(app, ids)
+    assert records[0].status is InstanceStatus.ERROR
+    assert "'Vanished'" in (records[0].error or "") and "norc-gone" in (records[0].error or "")
+    assert records[1].status is InstanceStatus.SUCCESS
+
+
+def test_invalid_stored_params_are_an_error(sqlite_app: norc.Norc) -> None:
+    """Params that no longer fit the class end the instance ERROR, naming the parameter."""
+    app = sqlite_app
+    app.save_task(Echo(name="e"))
+    with app.db.transaction() as tx:
+        from norc.store.schema import tasks
+
+        tx.conn.execute(tasks.update().values(params={"message": 12}))
+    [record] = _run_all(app, [app.enqueue("e")])
+    assert record.status is InstanceStatus.ERROR
+    assert "'message'" in (record.error or "")
+
+
+def test_heartbeat_row_lives_with_the_executor(app: norc.Norc) -> None:
+    """An executor is a daemon row: RUNNING with a fresh heartbeat, ENDED after stop()."""
+    executor = app.executor(concurrency=3)
+    executor.start()
+    try:
+        [row] = app.db.daemons(kind="executor")
+        assert row.status == "RUNNING" and row.concurrency == 3 and row.pid == os.getpid()
+        assert row.heartbeat is not None
+    finally:
+        assert executor.stop(timeout=30)
+    [row] = app.db.daemons(kind="executor")
+    assert row.status == DaemonStatus.ENDED.value and row.ended_at is not None
+
+
+def test_embedded_executor_leaves_signal_handlers_alone(sqlite_app: norc.Norc) -> None:
+    """Embedding an executor installs no signal handlers."""
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    with sqlite_app.executor():
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_stop_lets_running_instances_finish(sqlite_app: norc.Norc) -> None:
+    """stop() takes nothing new but waits for what runs; the rest stays QUEUED."""
+    app = sqlite_app
+    app.save_task(Sleep(name="nap", seconds=1.0))
+    running, waiting = app.enqueue("nap"), app.enqueue("nap")
+    executor = app.executor(concurrency=1).start()
+    wait_until(lambda: app.instance(running).status is InstanceStatus.RUNNING)
+    assert executor.stop(timeout=30)
+    assert app.instance(running).status is InstanceStatus.SUCCESS
+    assert app.instance(waiting).status is InstanceStatus.QUEUED
+
+
+def test_kill_interrupts_running_instances_and_runs_finally(
+    sqlite_app: norc.Norc, tmp_path: Path
+) -> None:
+    """kill() ends running instances INTERRUPTED at once; their finally_ still runs."""
+    app = sqlite_app
+    app.save_task(Hang(name="hang", marker_dir=str(tmp_path)))
+    instance_id = app.enqueue("hang")
+    executor = app.executor().start()
+    wait_until(lambda: (tmp_path / f"pid-{instance_id}").exists())
+    assert executor.kill(timeout=30)
+    record = app.instance(instance_id)
+    assert record.status is InstanceStatus.INTERRUPTED
+    assert (tmp_path / f"finally-{instance_id}").exists()
+    [row] = app.db.daemons(kind="executor")
+    assert row.status == DaemonStatus.KILLED.value
+
+
+def test_thread_isolation_runs_in_process(sqlite_app: norc.Norc) -> None:
+    """isolation='thread' runs the task in the executor's own process."""
+    app = sqlite_app
+    app.save_task(Outcome(name="ok"))
+    [record] = _run_all(app, [app.enqueue("ok")], isolation="thread")
+    assert record.status is InstanceStatus.SUCCESS and record.pid == os.getpid()
+
+
+def test_idle_embedded_executor_wakes_at_once(sqlite_app: norc.Norc) -> None:
+    """An enqueue in the same process starts an idle executor's next run within milliseconds."""
+    app = sqlite_app
+    app.save_task(Outcome(name="ok"))
+    with app.executor():
+        first = app.enqueue("ok")  # warms the worker process
+        wait_until(lambda: app.instance(first).status.is_final)
+        time.sleep(0.3)  # let the executor go idle, waiting on its queue
+        instance_id = app.enqueue("ok")
+        wait_until(lambda: app.instance(instance_id).started_at is not None)
+    record = app.instance(instance_id)
+    assert record.enqueued_at and record.started_at
+    assert (record.started_at - record.enqueued_at).total_seconds() < 0.2
+
+
+def test_priority_runs_first(sqlite_app: norc.Norc) -> None:
+    """A high-priority instance enqueued last is run first by a single slot."""
+    app = sqlite_app
+    app.save_task(Outcome(name="ok"))
+    low = app.enqueue_many("ok", 3)
+    high = app.enqueue("ok", priority=10)
+    records = {r.id: r for r in _run_all(app, [*low, high])}
+    assert all(records[high].started_at <= records[i].started_at for i in low)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_unknown_queue_fails_before_starting(sqlite_app: norc.Norc, isolation: str) -> None:
+    """An executor on a missing queue raises UnknownQueue and registers nothing."""
+    from norc.errors import UnknownQueue
+
+    with pytest.raises(UnknownQueue):
+        sqlite_app.executor(queue="missing", isolation=isolation).start()  # type: ignore[arg-type]
+    assert sqlite_app.db.daemons() == []

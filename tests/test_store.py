@@ -1,0 +1,53 @@
+"""The schema: created on first use, migrated by Alembic, checked on open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+import norc
+from norc.errors import SchemaOutdated
+from norc.store import migrate
+from norc.store.database import normalise_url
+from norc.store.schema import metadata
+
+
+def test_migrations_build_exactly_the_declared_schema(db_url: str) -> None:
+    """`norc db upgrade` on an empty database yields the tables the code declares, no drift."""
+    engine = sa.create_engine(normalise_url(db_url))
+    before, after = migrate.upgrade(engine)
+    assert before is None and after == migrate.head_revision()
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": "norc_alembic_version"})
+        diff = compare_metadata(context, metadata)
+        queues = conn.execute(sa.text("SELECT name, type FROM norc_queues")).all()
+    engine.dispose()
+    assert diff == []
+    assert [tuple(q) for q in queues] == [("default", "dbqueue")]
+
+
+def test_a_database_behind_the_code_is_refused_with_advice(db_url: str, tmp_path: Path) -> None:
+    """An older schema revision is SchemaOutdated telling the user to run `norc db upgrade`."""
+    app = norc.Norc(db_url, log_dir=tmp_path)
+    app.tasks()
+    with app.db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE norc_alembic_version SET version_num = '0000'"))
+    other = norc.Norc(db_url, log_dir=tmp_path)
+    with pytest.raises(SchemaOutdated, match="norc db upgrade"):
+        other.tasks()
+    app.close()
+    other.close()
+
+
+def test_times_come_back_aware_utc(app: norc.Norc) -> None:
+    """Every stored time is timezone-aware UTC on every backend."""
+    from tests.tasks import Outcome
+
+    app.save_task(Outcome(name="t"))
+    record = app.instance(app.enqueue("t"))
+    assert record.created_at is not None and record.created_at.utcoffset() is not None
+    assert record.created_at.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
