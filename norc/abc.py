@@ -322,6 +322,11 @@ class LogStore(abc.ABC):
         self.settings = dict(settings)
         self.log_dir = log_dir
 
+    @classmethod
+    def validate_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Check settings when a handle is configured with this store; raise a NorcError."""
+        return dict(settings)
+
     @abc.abstractmethod
     def save(self, key: str, local_path: Path) -> str | None:
         """Keep the finished log at ``local_path`` under ``key``; return where it went.

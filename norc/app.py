@@ -7,27 +7,37 @@ is global.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
 from norc.abc import LogStore, Queue, QueueItem, Task, check_name
 from norc.config import Settings
-from norc.errors import DuplicateRegistration, LogNotFound, UnknownTask
+from norc.errors import (
+    ConfigurationError,
+    DuplicateRegistration,
+    InvalidSpec,
+    LogNotFound,
+    UnknownTask,
+)
 from norc.logs import instance_log_key, resolve_key
 from norc.pluginmanager import PluginManager, build_plugin_manager
-from norc.records import InstanceRecord, TaskRecord
+from norc.records import InstanceRecord, ScheduleRecord, TaskRecord
 from norc.registry import APPLICATION, Registry
+from norc.schedules.timing import Timing, timing_for
 from norc.status import InstanceStatus
 from norc.store.database import Database
+from norc.store.schema import utcnow
 
 if TYPE_CHECKING:
     from norc.executor.executor import Executor, Isolation
+    from norc.scheduler.scheduler import Scheduler
 
 log = structlog.get_logger("norc")
 
@@ -46,14 +56,19 @@ class Norc:
         *,
         log_dir: str | Path | None = None,
         log_store: str | None = None,
+        log_store_settings: Mapping[str, Any] | None = None,
         plugins: Sequence[object] = (),
         disable_plugins: Sequence[str] | None = None,
         settings: Settings | None = None,
     ) -> None:
+        given = (database_url, log_dir, log_store, log_store_settings, disable_plugins)
+        if settings is not None and any(v is not None for v in given):
+            raise ConfigurationError("pass either settings= or individual settings, not both")
         self.settings = settings or Settings.load(
             database_url=database_url,
             log_dir=log_dir,
             log_store=log_store,
+            log_store_settings=dict(log_store_settings) if log_store_settings is not None else None,
             disable_plugins=tuple(disable_plugins) if disable_plugins is not None else None,
         )
         self.plugins: PluginManager = build_plugin_manager(
@@ -61,6 +76,10 @@ class Norc:
         )
         self.registry = Registry()
         self.plugins.fill_registry(self.registry)
+        # A misconfigured log store fails here, not at the first upload in the background.
+        self.registry.log_store(self.settings.log_store).validate_settings(
+            self.settings.log_store_settings
+        )
         self.db = Database(self.settings.database_url)
         self._queues: dict[str, Queue] = {}
         self._lock = threading.Lock()
@@ -257,6 +276,129 @@ class Norc:
         if location:
             self.db.set_log_location(instance_id, location)
 
+    # -- schedules -------------------------------------------------------------------
+
+    def add_schedule(
+        self,
+        task: Task | str | int,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        start: datetime | float | timedelta | None = None,
+        repetitions: int = 0,
+        make_up: bool = False,
+        tz: str = "UTC",
+        queue: str = "default",
+        priority: int = 0,
+        paused: bool = False,
+    ) -> ScheduleRecord:
+        """Schedule a saved task: ``cron=`` any supported spec, or ``every=`` seconds.
+
+        ``start`` (a datetime, or a delay in seconds) is when a simple schedule first
+        fires; without it the first fire is one period from now. ``repetitions`` counts
+        enqueued fires (0 = forever). ``make_up`` decides what happens to fires missed
+        while no scheduler ran: enqueue each (True) or record each as SKIPPED (False).
+        """
+        record = self._task_for(task)
+        self.queue(queue)  # an unknown queue fails now, not at the first fire
+        values = _schedule_timing(cron, every, start, tz)
+        if repetitions < 0:
+            raise InvalidSpec(f"repetitions must be >= 0 (0 = forever), got {repetitions}")
+        timing = timing_for(
+            values["kind"], values["spec"], tz, values["start_at"], values["period"]
+        )
+        schedule_id = self.db.schedules.insert(
+            task_id=record.id,
+            queue=queue,
+            priority=priority,
+            timezone=tz,
+            repetitions=repetitions,
+            remaining=repetitions or None,
+            make_up=make_up,
+            next_fire_at=_first_fire(timing),
+            paused=paused,
+            deleted=False,
+            **values,
+        )
+        return self.db.schedules.get(schedule_id)
+
+    def schedule(self, schedule_id: int) -> ScheduleRecord:
+        """One schedule."""
+        return self.db.schedules.get(schedule_id)
+
+    def schedules(
+        self, *, task: str | None = None, include_deleted: bool = False
+    ) -> list[ScheduleRecord]:
+        """Schedules (of one task), oldest first."""
+        return self.db.schedules.find(task=task, include_deleted=include_deleted)
+
+    def update_schedule(
+        self,
+        schedule_id: int,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        start: datetime | float | timedelta | None = None,
+        tz: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        repetitions: int | None = None,
+        make_up: bool | None = None,
+    ) -> ScheduleRecord:
+        """Edit a schedule while schedulers run; its next fire is computed anew from now."""
+        current = self.db.schedules.get(schedule_id)
+        zone = tz or current.timezone
+        values: dict[str, Any] = {"timezone": zone}
+        if cron is not None or every is not None or start is not None:
+            values.update(_schedule_timing(cron, every, start, zone))
+        else:
+            values.update(
+                kind=current.kind,
+                spec=current.spec,
+                start_at=current.start_at,
+                period=current.period,
+            )
+        if queue is not None:
+            self.queue(queue)
+            values["queue"] = queue
+        if priority is not None:
+            values["priority"] = priority
+        if repetitions is not None:
+            values.update(repetitions=repetitions, remaining=repetitions or None)
+        if make_up is not None:
+            values["make_up"] = make_up
+        timing = timing_for(
+            values["kind"], values["spec"], zone, values["start_at"], values["period"]
+        )
+        values["next_fire_at"] = _first_fire(timing)
+        self.db.schedules.update(schedule_id, **values)
+        return self.db.schedules.get(schedule_id)
+
+    def pause_schedule(self, schedule_id: int) -> None:
+        """Stop a schedule firing until resumed (its fires meanwhile are not made up)."""
+        self.db.schedules.update(schedule_id, paused=True)
+
+    def resume_schedule(self, schedule_id: int) -> None:
+        """Fire again from the next fire time after now."""
+        s = self.db.schedules.get(schedule_id)
+        timing = timing_for(s.kind, s.spec, s.timezone, s.start_at, s.period)
+        self.db.schedules.update(schedule_id, paused=False, next_fire_at=_first_fire(timing))
+
+    def delete_schedule(self, schedule_id: int) -> None:
+        """Soft-delete a schedule: it never fires again; its history stays."""
+        self.db.schedules.get(schedule_id)
+        self.db.schedules.update(schedule_id, deleted=True)
+
+    def scheduler(
+        self, *, misfire_grace: float = 5.0, install_signal_handlers: bool = False
+    ) -> Scheduler:
+        """A scheduler; use it as a context manager or call ``start()``."""
+        from norc.scheduler.scheduler import Scheduler
+
+        return Scheduler(
+            self, misfire_grace=misfire_grace, install_signal_handlers=install_signal_handlers
+        )
+
     # -- daemons ---------------------------------------------------------------------
 
     def executor(
@@ -298,3 +440,47 @@ class Norc:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _schedule_timing(
+    cron: str | None,
+    every: float | timedelta | None,
+    start: datetime | float | timedelta | None,
+    tz: str,
+) -> dict[str, Any]:
+    """The kind/spec/start_at/period columns for a cron spec or a period."""
+    from norc.schedules.cron import parse_cron, resolve_timezone
+
+    zone = resolve_timezone(tz)
+    if (cron is None) == (every is None and start is None):
+        raise InvalidSpec("give either cron=SPEC or every=SECONDS (with an optional start)")
+    if cron is not None:
+        return {
+            "kind": "cron",
+            "spec": parse_cron(cron).canonical,
+            "start_at": None,
+            "period": None,
+        }
+    period = every.total_seconds() if isinstance(every, timedelta) else every
+    if period is not None and not period > 0:
+        raise InvalidSpec(f"every must be > 0 seconds, got {every!r}")
+    now = utcnow()
+    if start is None:
+        assert period is not None
+        start_at = now + timedelta(seconds=period)
+    elif isinstance(start, datetime):
+        start_at = start if start.tzinfo else start.replace(tzinfo=zone)
+    else:
+        delay = start.total_seconds() if isinstance(start, timedelta) else float(start)
+        start_at = now + timedelta(seconds=delay)
+    return {
+        "kind": "simple",
+        "spec": "",
+        "start_at": start_at.astimezone(ZoneInfo("UTC")),
+        "period": period,
+    }
+
+
+def _first_fire(timing: Timing) -> datetime | None:
+    # A fire at exactly "now" (a start of now) still counts as the first one.
+    return timing.next_after(utcnow() - timedelta(microseconds=1))

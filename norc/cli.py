@@ -209,6 +209,175 @@ def executor(c: Ctx, queue: str, concurrency: int, isolation: Isolation) -> None
     ex.run()
 
 
+@cli.command()
+@click.option(
+    "--misfire-grace",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds late after which a fire counts as missed (see make_up).",
+)
+@pass_ctx
+def scheduler(c: Ctx, misfire_grace: float) -> None:
+    """Run a scheduler until stopped (SIGINT or SIGTERM); any number may run at once."""
+    sch = c.app.scheduler(misfire_grace=misfire_grace, install_signal_handlers=True)
+    sch.start()
+    click.echo(f"scheduler {sch.id} (pid {os.getpid()})", err=True)
+    sch.run()
+
+
+# -- schedules ---------------------------------------------------------------------------
+
+
+@cli.group()
+def schedule() -> None:
+    """Check specs and manage schedules."""
+
+
+@schedule.command("next")
+@click.argument("spec")
+@click.option("-n", "--count", default=5, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--tz", default="UTC", show_default=True, help="IANA timezone of the spec.")
+@click.option("--after", help="Start from this ISO time instead of now.")
+def schedule_next(spec: str, count: int, tz: str, after: str | None) -> None:
+    """Print the next fire times of SPEC (cron, seed encoding or predefined), one per line."""
+    from norc.schedules.cron import next_fire_times, resolve_timezone
+
+    start = None
+    if after:
+        try:
+            start = datetime.fromisoformat(after)
+        except ValueError:
+            raise click.BadParameter(f"--after {after!r} is not an ISO 8601 time") from None
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=resolve_timezone(tz))
+    for fire in next_fire_times(spec, count=count, tz=tz, after=start):
+        click.echo(fire.isoformat())
+
+
+@schedule.command("add")
+@click.argument("task_ref", metavar="TASK")
+@click.option("--cron", "cron_spec", help="A cron spec: crontab, 6-field, @daily, seed, DAILY...")
+@click.option("--every", type=click.FloatRange(min=0, min_open=True), help="Period in seconds.")
+@click.option("--start", help="First fire of a --every schedule: ISO time or delay (30s, 2h).")
+@click.option("--tz", default="UTC", show_default=True)
+@click.option("-q", "--queue", default="default", show_default=True)
+@click.option("-p", "--priority", default=0, show_default=True, type=int)
+@click.option(
+    "-r",
+    "--repetitions",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Fires to enqueue, 0 = forever.",
+)
+@click.option(
+    "--make-up/--no-make-up",
+    default=False,
+    show_default=True,
+    help="Enqueue fires missed while no scheduler ran, or record them as SKIPPED.",
+)
+@pass_ctx
+def schedule_add(
+    c: Ctx,
+    task_ref: str,
+    cron_spec: str | None,
+    every: float | None,
+    start: str | None,
+    tz: str,
+    queue: str,
+    priority: int,
+    repetitions: int,
+    make_up: bool,
+) -> None:
+    """Schedule TASK with --cron SPEC or --every SECONDS."""
+    ref: str | int = int(task_ref) if task_ref.isdigit() else task_ref
+    record = c.app.add_schedule(
+        ref,
+        cron=cron_spec,
+        every=every,
+        start=_parse_start(start),
+        tz=tz,
+        queue=queue,
+        priority=priority,
+        repetitions=repetitions,
+        make_up=make_up,
+    )
+    click.echo(f"schedule {record.id} ({record.label}), next fire {fmt(record.next_fire_at)} UTC")
+
+
+def _parse_start(text: str | None) -> datetime | float | None:
+    if text is None:
+        return None
+    match = _DURATION.match(text)
+    if match:
+        return float(match[1]) * _UNITS[match[2]]
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"--start {text!r} is neither an ISO time nor a delay") from None
+
+
+@schedule.command("list")
+@click.option("--task", "task_name", help="Only this task's schedules.")
+@click.option("--all", "include_deleted", is_flag=True, help="Include deleted schedules.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def schedule_list(c: Ctx, task_name: str | None, include_deleted: bool, as_json: bool) -> None:
+    """Schedules with their next fire times."""
+    _report_schedules(c, task_name, include_deleted, as_json)
+
+
+def _report_schedules(c: Ctx, task_name: str | None, include_deleted: bool, as_json: bool) -> None:
+    records = c.app.schedules(task=task_name, include_deleted=include_deleted)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in records], indent=2))
+        return
+    rows = []
+    for r in records:
+        state = "deleted" if r.deleted else "paused" if r.paused else "active"
+        when = r.label if r.kind == "cron" else f"every {r.period:g}s" if r.period else "once"
+        rows.append(
+            {
+                **r.to_json(),
+                "task": r.task_name,
+                "when": when,
+                "state": state,
+                "next_fire": r.next_fire_at,
+                "scheduler": r.claimed_by,
+            }
+        )
+    print_table(
+        rows,
+        [
+            "id",
+            "task",
+            "when",
+            "timezone",
+            "queue",
+            "state",
+            "remaining",
+            "make_up",
+            "next_fire",
+            "scheduler",
+        ],
+    )
+
+
+def _schedule_action(name: str, help_text: str) -> None:
+    @schedule.command(name, help=help_text)
+    @click.argument("schedule_id", type=int)
+    @pass_ctx
+    def action(c: Ctx, schedule_id: int) -> None:
+        getattr(c.app, f"{name}_schedule")(schedule_id)
+        click.echo(f"schedule {schedule_id}: {name}d")
+
+
+_schedule_action("pause", "Stop a schedule firing until resumed.")
+_schedule_action("resume", "Fire a paused schedule again, from its next fire after now.")
+_schedule_action("delete", "Soft-delete a schedule: it never fires again, its history stays.")
+
+
 # -- tasks and queues --------------------------------------------------------------------
 
 
@@ -430,6 +599,15 @@ def _report_queues(c: Ctx, as_json: bool) -> None:
             [{**r, "settings": json.dumps(r["settings"])} for r in rows],
             ["name", "type", "depth", "settings"],
         )
+
+
+@report.command("schedules")
+@click.option("--task", "task_name", help="Only this task's schedules.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def report_schedules(c: Ctx, task_name: str | None, as_json: bool) -> None:
+    """Schedules with their next fire times."""
+    _report_schedules(c, task_name, False, as_json)
 
 
 @report.command("executors")

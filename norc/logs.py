@@ -80,3 +80,10 @@ def event_logger(stream: IO[bytes], **context: Any) -> FilteringBoundLogger:
         context_class=dict,
     )
     return logger.bind(**context)
+
+
+def open_log(path: str) -> IO[bytes]:
+    """Open (creating folders) an instance log for unbuffered binary append."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return open(p, "ab", buffering=0)

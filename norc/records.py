@@ -103,3 +103,39 @@ class DaemonRecord:
         for key in ("heartbeat", "started_at", "ended_at"):
             out[key] = out[key].isoformat() if out[key] else None
         return out
+
+
+@attrs.frozen(kw_only=True)
+class ScheduleRecord:
+    """A schedule: when a task fires, onto which queue."""
+
+    id: int
+    task_id: int
+    task_name: str
+    queue: str
+    priority: int
+    kind: str
+    spec: str
+    #: The predefined name (``DAILY``) for predefined cron specs, else the spec.
+    label: str
+    timezone: str
+    start_at: datetime | None
+    period: float | None
+    repetitions: int
+    remaining: int | None
+    make_up: bool
+    next_fire_at: datetime | None
+    claimed_by: int | None
+    lease_until: datetime | None
+    paused: bool
+    deleted: bool
+    revision: int
+    created_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        out = attrs.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+        return out

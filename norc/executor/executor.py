@@ -34,17 +34,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from norc.abc import Claimant, Task
 from norc.daemon import Heartbeat, hostname
-from norc.errors import ConfigurationError, DatabaseError
+from norc.errors import ConfigurationError, DatabaseError, NorcError
 from norc.executor.running import (
     TaskLoadError,
     build_task,
     execute,
     load_class,
-    open_log,
     run_finally,
 )
 from norc.executor.worker import WorkerDied, WorkerProcess
-from norc.logs import daemon_log_key, event_logger, instance_log_key, resolve_key
+from norc.logs import daemon_log_key, event_logger, instance_log_key, open_log, resolve_key
 from norc.records import InstanceRecord, TaskRecord
 from norc.status import DaemonStatus, InstanceStatus, Request
 
@@ -373,7 +372,11 @@ class Executor:
                 except (SQLAlchemyError, DatabaseError) as exc:
                     self.log.warning("claim failed; retrying", error=str(exc).splitlines()[0])
                     works = []
-                    time.sleep(1.0)
+                    self._stopping.wait(1.0)
+                except NorcError as exc:  # a queue plugin's failure (SQS down, queue missing)
+                    self.log.error("claim failed; retrying", queue=self.queue_name, error=str(exc))
+                    works = []
+                    self._stopping.wait(5.0)
                 for work in works:
                     slots.pop().inbox.put(work)
                 for unused in slots:

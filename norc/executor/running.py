@@ -13,7 +13,6 @@ import sys
 import time
 import traceback
 from datetime import datetime
-from pathlib import Path
 from typing import IO, Any
 
 from norc.abc import RunContext, Task
@@ -52,13 +51,6 @@ def build_task(cls: type[Task], job: dict[str, Any]) -> Task:
     return cls.from_params(
         name=job["task_name"], params=job["params"], id=job["task_id"], **job["settings"]
     )
-
-
-def open_log(path: str) -> IO[bytes]:
-    """Open (creating folders) an instance log for unbuffered binary append."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return open(p, "ab", buffering=0)
 
 
 def execute(

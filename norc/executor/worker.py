@@ -32,9 +32,9 @@ from norc.executor.running import (
     execute,
     flush_std,
     load_class,
-    open_log,
     run_finally,
 )
+from norc.logs import open_log
 from norc.status import InstanceStatus
 
 

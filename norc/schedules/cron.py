@@ -83,6 +83,7 @@ instant, so iterating it is strictly increasing and never repeats an instant.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Mapping
@@ -115,20 +116,9 @@ _ONE_SECOND: Final = timedelta(seconds=1)
 
 # Feb counts 29 days: a spec for Feb 29 is rare but possible, so only days no
 # month ever has are rejected as impossible.
-_MAX_DAYS: Final = {
-    1: 31,
-    2: 29,
-    3: 31,
-    4: 30,
-    5: 31,
-    6: 30,
-    7: 31,
-    8: 31,
-    9: 30,
-    10: 31,
-    11: 30,
-    12: 31,
-}
+_MAX_DAYS: Final = dict(
+    zip(range(1, 13), (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31), strict=True)
+)
 
 _Values = tuple[int, ...] | None
 """Sorted matching values of one field; None means every value (``*``)."""
@@ -275,7 +265,9 @@ def _find_transition(zone: ZoneInfo, low: datetime, high: datetime, before: time
     transitions fall on whole seconds); a gap or repeat is at most a day wide,
     so this takes at most 17 steps.
     """
-    lo, hi = 0, int((high - low).total_seconds())
+    # Whole seconds from a whole second: `low` may carry microseconds from `after`.
+    low = low.replace(microsecond=0)
+    lo, hi = 0, math.ceil((high - low).total_seconds())
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if _offset_at(zone, low + timedelta(seconds=mid)) == before:
@@ -425,7 +417,7 @@ def parse_cron(spec: str, *, rng: random.Random | None = None) -> CronSpec:
                     f"unknown schedule name {word!r} (known: {', '.join(PREDEFINED_NAMES)})"
                 )
         return _parse_seed(text, spec, rng)
-    if first.isdigit() or first == "*":
+    if _is_number(first) or first == "*":
         return _parse_crontab(text, spec)
     raise InvalidSpec(f"cannot parse schedule spec {spec!r}: {_EXPECTED}")
 
@@ -449,6 +441,11 @@ _EXPECTED: Final = (
     "expected a crontab line like '30 2 * * *', an alias like '@daily', a predefined name"
     f" ({', '.join(PREDEFINED_NAMES)}) or a seed encoding like 'o*d*w*h2m30s0'"
 )
+
+
+def _is_number(text: str) -> bool:
+    # str.isdigit alone also accepts non-ASCII digits such as '²', which int() rejects.
+    return text.isascii() and text.isdigit()
 
 
 def _is_ascii_letter(char: str) -> bool:
@@ -560,7 +557,7 @@ def _parse_crontab_field(text: str, field: _CrontabField, spec: str) -> set[int]
         base, slash, step_text = item.partition("/")
         step = 1
         if slash:
-            if not step_text.isdigit():
+            if not _is_number(step_text):
                 raise InvalidSpec(f"{field.name} step {step_text!r} is not a number in {spec!r}")
             step = int(step_text)
             if not 1 <= step <= field.high:
@@ -591,7 +588,7 @@ def _parse_crontab_field(text: str, field: _CrontabField, spec: str) -> set[int]
 
 
 def _crontab_value(text: str, field: _CrontabField, spec: str) -> int:
-    if text.isdigit():
+    if _is_number(text):
         value = int(text)
     elif text.upper() in field.names:
         return field.names[text.upper()]
@@ -664,7 +661,7 @@ def _parse_seed_values(text: str, spec: str, rng: random.Random | None) -> _Seed
 def _seed_value(text: str, field: _SeedField, word: str, spec: str) -> tuple[int, ...] | None:
     if text == "*":
         return None
-    if not re.fullmatch(r"\d+(,\d+)*", text):
+    if not re.fullmatch(r"[0-9]+(,[0-9]+)*", text):
         raise InvalidSpec(
             f"{field.name} ({word!r}) value {text!r} in seed spec {spec!r}"
             " must be '*' or comma-separated numbers"

@@ -11,7 +11,7 @@ import contextlib
 import re
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +81,10 @@ class Database:
         #: In-process wake-ups of idle executors when this process enqueues.
         self.wakeups = Wakeups()
         self.engine = self._create_engine()
+        from norc.store.schedules import ScheduleStore
+
+        #: The SQL of schedules (kept in its own module; same connection pool).
+        self.schedules = ScheduleStore(self)
 
     # -- engine and schema -----------------------------------------------------------
 
@@ -137,8 +141,16 @@ class Database:
                 raise DatabaseUnreachable(masked(self.url), _reason(exc)) from None
             raise
         if tx is not None:
+            # Every callback runs even if one fails (an SQS send, say); the first error
+            # is raised afterwards, once the others had their chance.
+            errors: list[Exception] = []
             for fn in tx._after_commit:
-                fn()
+                try:
+                    fn()
+                except Exception as exc:  # noqa: BLE001 - re-raised below
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -281,20 +293,17 @@ class Database:
             created_at=now,
             enqueued_at=now if status is InstanceStatus.QUEUED else None,
         )
-        if count == 1:
-            result = tx.conn.execute(sa.insert(instances).values(**row))
+        return self.insert_instance_rows(tx, [row] * count)
+
+    def insert_instance_rows(self, tx: Transaction, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """Insert instance rows (full column dicts) in one statement; returns ids in order."""
+        if not rows:
+            return []
+        if len(rows) == 1:
+            result = tx.conn.execute(sa.insert(instances).values(**rows[0]))
             return [int(result.inserted_primary_key[0])]  # type: ignore[index]
-        # Bulk: RETURNING where the backend has it, else a range after the insert, which
-        # is safe because ids of one multi-row INSERT are consecutive on every backend
-        # Norc supports (InnoDB with the default "consecutive" lock mode, SQLite, PG).
         stmt = sa.insert(instances).returning(instances.c.id, sort_by_parameter_order=True)
-        if self.engine.dialect.insert_executemany_returning_sort_by_parameter_order:
-            return [int(i) for i in tx.conn.execute(stmt, [row] * count).scalars()]
-        tx.conn.execute(sa.insert(instances), [row] * count)
-        last = tx.conn.execute(
-            sa.select(sa.func.max(instances.c.id)).where(instances.c.task_id == task_id)
-        ).scalar_one()
-        return list(range(int(last) - count + 1, int(last) + 1))
+        return [int(i) for i in tx.conn.execute(stmt, list(rows)).scalars()]
 
     def mark_running(self, tx: Transaction, ids: Sequence[int], claimant: Claimant) -> list[int]:
         """Move QUEUED instances to RUNNING for ``claimant``; returns the ids it won.
@@ -536,6 +545,20 @@ class Database:
                 sa.select(daemons.c.request).where(daemons.c.id == daemon_id)
             ).scalar_one_or_none()
         return str(request) if request else None
+
+    def live_daemon_count(self, kind: str, threshold: float) -> int:
+        """How many daemons of ``kind`` have beaten within ``threshold`` seconds and not ended."""
+        cutoff = utcnow() - timedelta(seconds=threshold)
+        with self.reading() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(
+                        daemons.c.kind == kind,
+                        daemons.c.ended_at.is_(None),
+                        daemons.c.heartbeat >= cutoff,
+                    )
+                ).scalar_one()
+            )
 
     def set_daemon(self, daemon_id: int, **values: Any) -> None:
         """Update columns of a daemon row (status, request, ended_at, error)."""

@@ -131,6 +131,37 @@ instances = sa.Table(
     sa.Index(None, "executor_id", "status"),
 )
 
+schedules = sa.Table(
+    "norc_schedules",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("task_id", BigId, sa.ForeignKey("norc_tasks.id"), nullable=False),
+    sa.Column("queue", Name, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, default=0),
+    sa.Column("kind", sa.String(16), nullable=False),  # simple | cron
+    # cron: the canonical spec text; simple: empty (start_at and period say it all).
+    sa.Column("spec", sa.String(500), nullable=False, default=""),
+    sa.Column("timezone", sa.String(64), nullable=False, default="UTC"),
+    sa.Column("start_at", UTCDateTime, nullable=True),
+    sa.Column("period", sa.Float, nullable=True),
+    sa.Column("repetitions", sa.Integer, nullable=False, default=0),  # 0 = forever
+    sa.Column("remaining", sa.Integer, nullable=True),  # None = forever
+    sa.Column("make_up", sa.Boolean, nullable=False, default=False),
+    # The next fire not yet handled; None once the schedule has run out.
+    sa.Column("next_fire_at", UTCDateTime, nullable=True),
+    sa.Column("claimed_by", BigId, nullable=True),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    # Bumped by every edit, so schedulers notice a change without comparing fields.
+    sa.Column("revision", sa.Integer, nullable=False, default=1),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index(None, "claimed_by", "updated_at"),
+    sa.Index(None, "lease_until"),
+    sa.Index(None, "task_id"),
+)
+
 # The DBQueue's waiting room. A row lives from push until its instance has ended (it is
 # marked claimed, not deleted, when taken), so a crashed executor loses nothing, and the
 # table stays as small as the work in flight however long the history grows.

@@ -1,0 +1,237 @@
+"""Schedulers: firing on time, repetitions, make_up, edits while running, many schedulers."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import norc
+from norc.errors import InvalidSpec, UnknownQueue
+from norc.status import InstanceStatus
+from norc.store.schema import schedules
+from norc.testing import wait_until
+from tests.tasks import Outcome
+
+
+def _fires(app: norc.Norc, schedule_id: int) -> list[norc.InstanceRecord]:
+    return sorted(
+        (r for r in app.instances(limit=None) if r.schedule_id == schedule_id),
+        key=lambda r: r.fire_time or datetime.min.replace(tzinfo=UTC),
+    )
+
+
+def test_every_second_cron_fires_once_per_second(app: norc.Norc) -> None:
+    """A 6-field every-second spec makes one QUEUED instance per second, fire time recorded."""
+    app.save_task(Outcome(name="tick"))
+    s = app.add_schedule("tick", cron="* * * * * *")
+    with app.scheduler():
+        wait_until(lambda: len(_fires(app, s.id)) >= 3, 10)
+    fires = _fires(app, s.id)
+    times = [r.fire_time for r in fires]
+    assert all(t is not None and t.microsecond == 0 for t in times)
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(times))  # type: ignore[operator]
+    assert all(r.status is InstanceStatus.QUEUED and r.enqueued_at for r in fires)
+    assert all(r.enqueued_at >= r.fire_time for r in fires)  # type: ignore[operator]
+
+
+def test_repetitions_count_enqueued_fires(app: norc.Norc) -> None:
+    """every=0.2 with repetitions=3 enqueues exactly three instances, then the schedule ends."""
+    app.save_task(Outcome(name="thrice"))
+    s = app.add_schedule("thrice", every=0.2, repetitions=3)
+    with app.scheduler():
+        wait_until(lambda: app.schedule(s.id).next_fire_at is None, 10)
+        time.sleep(0.5)
+    assert len(_fires(app, s.id)) == 3
+    assert app.schedule(s.id).remaining == 0
+
+
+def _minute() -> datetime:
+    return datetime.now(UTC).replace(second=0, microsecond=0)
+
+
+def _simulate_outage(app: norc.Norc, schedule_id: int, minutes: int) -> None:
+    """Move a schedule's next fire into the past, as if no scheduler ran for a while."""
+    with app.db.transaction() as tx:
+        tx.conn.execute(
+            sa.update(schedules)
+            .where(schedules.c.id == schedule_id)
+            .values(next_fire_at=_minute() - timedelta(minutes=minutes))
+        )
+
+
+@pytest.mark.parametrize("make_up", [True, False])
+def test_make_up_after_a_ten_minute_outage(app: norc.Norc, make_up: bool) -> None:
+    """make_up enqueues every missed fire in order; without it each is recorded SKIPPED."""
+    app.save_task(Outcome(name="minutely"))
+    s = app.add_schedule(
+        "minutely", every=60, start=_minute() - timedelta(hours=1), make_up=make_up
+    )
+    _simulate_outage(app, s.id, 10)
+    with app.scheduler():
+        wait_until(lambda: len(_fires(app, s.id)) >= 10, 10)
+        time.sleep(0.3)
+    fires = _fires(app, s.id)
+    assert len(fires) == 11  # ten minutes of missed fires, and this minute's
+    gaps = {b.fire_time - a.fire_time for a, b in itertools.pairwise(fires)}  # type: ignore[operator]
+    assert gaps == {timedelta(minutes=1)}
+    next_fire = app.schedule(s.id).next_fire_at
+    assert next_fire is not None and next_fire > datetime.now(UTC)
+    if make_up:
+        assert {r.status for r in fires} == {InstanceStatus.QUEUED}
+    else:
+        assert {r.status for r in fires[:10]} == {InstanceStatus.SKIPPED}
+        assert "make_up is off" in (fires[0].error or "")
+        # This minute's fire is enqueued only if it is within the misfire grace (5 s).
+        queued = [r for r in fires if r.status is InstanceStatus.QUEUED]
+        assert app.queue("default").count() == len(queued) <= 1
+
+
+def test_pause_edit_delete_take_effect_within_a_second(app: norc.Norc) -> None:
+    """Pausing, editing and deleting a schedule reach a running scheduler within a second."""
+    app.save_task(Outcome(name="busy"))
+    s = app.add_schedule("busy", every=0.2)
+    with app.scheduler():
+        wait_until(lambda: len(_fires(app, s.id)) >= 2, 10)
+        app.pause_schedule(s.id)
+        time.sleep(1.0)
+        paused_count = len(_fires(app, s.id))
+        time.sleep(1.0)
+        assert len(_fires(app, s.id)) == paused_count
+        app.resume_schedule(s.id)
+        wait_until(lambda: len(_fires(app, s.id)) >= paused_count + 2, 3)
+        app.update_schedule(s.id, every=3600)
+        time.sleep(1.0)
+        edited_count = len(_fires(app, s.id))
+        time.sleep(0.8)
+        assert len(_fires(app, s.id)) == edited_count
+        app.update_schedule(s.id, every=0.2, start=0)
+        wait_until(lambda: len(_fires(app, s.id)) >= edited_count + 2, 3)
+        app.delete_schedule(s.id)
+        time.sleep(1.0)
+        deleted_count = len(_fires(app, s.id))
+        time.sleep(0.8)
+        assert len(_fires(app, s.id)) == deleted_count
+    assert app.schedules() == [] and len(app.schedules(include_deleted=True)) == 1
+
+
+def test_new_schedule_is_picked_up_without_restart(app: norc.Norc) -> None:
+    """A schedule added while a scheduler runs starts firing within about a second."""
+    app.save_task(Outcome(name="late"))
+    with app.scheduler():
+        time.sleep(0.3)
+        s = app.add_schedule("late", every=0.1, start=0)
+        wait_until(lambda: len(_fires(app, s.id)) >= 1, 2)
+
+
+def test_two_schedulers_split_the_schedules(app: norc.Norc) -> None:
+    """Two schedulers share 40 schedules between them and fire each exactly once per period."""
+    app.save_task(Outcome(name="shared"))
+    ids = [app.add_schedule("shared", every=0.5).id for _ in range(40)]
+    a = app.scheduler().start()
+    b = norc.Norc(settings=app.settings).scheduler().start()
+    try:
+        wait_until(lambda: a.held and b.held and len(a.held | b.held) == 40, 15)
+        assert not a.held & b.held
+        time.sleep(2)
+    finally:
+        a.stop()
+        b.stop()
+    for schedule_id in ids:
+        times = [r.fire_time for r in _fires(app, schedule_id)]
+        assert len(times) == len(set(times)) >= 3
+
+
+def test_stopping_releases_leases_for_others(app: norc.Norc) -> None:
+    """A scheduler that stops gives its schedules back at once."""
+    app.save_task(Outcome(name="t"))
+    s = app.add_schedule("t", cron="@daily")
+    with app.scheduler() as sch:
+        wait_until(lambda: s.id in sch.held, 10)
+    assert app.schedule(s.id).claimed_by is None
+
+
+def test_invalid_schedules_are_refused(app: norc.Norc) -> None:
+    """Bad specs, zones, periods and queues are clear errors before anything is stored."""
+    app.save_task(Outcome(name="t"))
+    with pytest.raises(InvalidSpec, match="minute 61 out of range 0-59"):
+        app.add_schedule("t", cron="61 * * * *")
+    with pytest.raises(InvalidSpec, match="Mars/Base"):
+        app.add_schedule("t", cron="@daily", tz="Mars/Base")
+    with pytest.raises(InvalidSpec, match="every"):
+        app.add_schedule("t", every=0)
+    with pytest.raises(InvalidSpec, match="either"):
+        app.add_schedule("t", cron="@daily", every=5)
+    with pytest.raises(UnknownQueue):
+        app.add_schedule("t", cron="@daily", queue="nope")
+    assert app.schedules() == []
+
+
+def test_predefined_schedule_shows_its_name(app: norc.Norc) -> None:
+    """A DAILY schedule keeps a fixed random time and reports itself as DAILY."""
+    app.save_task(Outcome(name="t"))
+    s = app.add_schedule("t", cron="daily")
+    assert s.label == "DAILY" and s.spec.startswith("DAILY ")
+    assert app.schedule(s.id).next_fire_at == s.next_fire_at
+
+
+SCHEDULER_SCRIPT = """
+import sys, norc
+norc.Norc(sys.argv[1], log_dir=sys.argv[2]).scheduler(install_signal_handlers=True).run()
+"""
+
+
+@pytest.mark.slow
+def test_three_schedulers_one_killed_every_fire_exactly_once(
+    app: norc.Norc, db_url: str, tmp_path: Path
+) -> None:
+    """200 every-second schedules, 3 scheduler processes, one SIGKILLed: no fire lost or doubled."""
+    app.save_task(Outcome(name="sec"))
+    for _ in range(200):
+        app.add_schedule("sec", cron="* * * * * *", make_up=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "NORC_HEARTBEAT_INTERVAL": "0.5",
+        "NORC_HEARTBEAT_TIMEOUT": "3",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SCHEDULER_SCRIPT, db_url, str(tmp_path / "logs")],
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    try:
+        time.sleep(12)
+        procs[0].send_signal(signal.SIGKILL)
+        time.sleep(14)
+    finally:
+        for p in procs[1:]:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.communicate(timeout=60)
+    assert procs[1].returncode == procs[2].returncode == 0
+    by_schedule: dict[int | None, list[datetime]] = defaultdict(list)
+    for r in app.instances(limit=None):
+        assert r.status is InstanceStatus.QUEUED
+        by_schedule[r.schedule_id].append(r.fire_time)  # type: ignore[arg-type]
+    assert len(by_schedule) == 200
+    for times in by_schedule.values():
+        times.sort()
+        assert len(times) == len(set(times))  # none doubled
+        span = int((times[-1] - times[0]).total_seconds()) + 1
+        assert len(times) == span  # none missing: every second from first to last
+        assert span >= 22
+    # The survivors took over the dead scheduler's share.
+    assert all(s.claimed_by is None for s in app.schedules())
