@@ -7,7 +7,7 @@ is global.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,14 +24,15 @@ from norc.errors import (
     DuplicateRegistration,
     InvalidSpec,
     LogNotFound,
+    NorcError,
     UnknownTask,
 )
-from norc.logs import instance_log_key, resolve_key
+from norc.logs import daemon_log_key, instance_log_key, resolve_key
 from norc.pluginmanager import PluginManager, build_plugin_manager
-from norc.records import InstanceRecord, ScheduleRecord, TaskRecord
+from norc.records import DaemonRecord, InstanceRecord, ScheduleRecord, TaskRecord
 from norc.registry import APPLICATION, Registry
 from norc.schedules.timing import Timing, timing_for
-from norc.status import InstanceStatus
+from norc.status import InstanceStatus, Request
 from norc.store.database import Database
 from norc.store.schema import utcnow
 
@@ -234,24 +235,65 @@ class Norc:
         )
         return resolve_key(self.settings.log_dir, key)
 
-    def logs(self, instance_id: int) -> str:
-        """An instance's log: the local file, else the log store's copy."""
+    def logs(self, instance_id: int, *, remote: bool = False) -> str:
+        """An instance's log: the local file, else (or with ``remote``) the log store's copy."""
         instance = self.db.instance(instance_id)
-        path = self.log_path(instance)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            key = instance.log_key or instance_log_key(
-                instance.task_type, instance.task_name, instance.id
+        key = instance.log_key or instance_log_key(
+            instance.task_type, instance.task_name, instance.id
+        )
+        return self._read_log(f"instance {instance_id}", key, remote=remote)
+
+    def daemon_logs(self, daemon_id: int, *, remote: bool = False) -> str:
+        """An executor's or scheduler's own log."""
+        from norc.control import get_daemon
+
+        daemon = get_daemon(self, daemon_id)
+        return self._read_log(
+            f"{daemon.kind} {daemon_id}", daemon_log_key(daemon.kind, daemon.id), remote=remote
+        )
+
+    def _read_log(self, what: str, key: str, *, remote: bool) -> str:
+        path = resolve_key(self.settings.log_dir, key)
+        data: bytes | None = None
+        if not remote:
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                data = None
+        if data is None:
+            data = self.log_store.open(key)
+        if data is None:
+            where = "" if remote else f"not at {path} and "
+            raise LogNotFound(
+                f"no log for {what}: {where}not in the {self.settings.log_store!r} log store"
             )
-            remote = self.log_store.open(key)
-            if remote is None:
-                raise LogNotFound(
-                    f"no log for instance {instance_id}: not at {path} and not in the"
-                    f" {self.settings.log_store!r} log store"
-                ) from None
-            data = remote
         return data.decode("utf-8", "replace")
+
+    def prune(self, older_than: timedelta, *, batch: int = 1000) -> dict[str, int]:
+        """Delete history older than ``older_than``: final instances and their local logs,
+        ended daemon rows and their logs. Works in batches; returns what it deleted."""
+        cutoff = utcnow() - older_than
+        counts = {"instances": 0, "daemons": 0, "log_files": 0}
+        while True:
+            deleted = self.db.prune_batch(cutoff, batch)
+            if not deleted:
+                break
+            counts["instances"] += len(deleted)
+            counts["log_files"] += self._remove_logs(key for _, key in deleted if key)
+        gone = self.db.prune_daemons(cutoff)
+        counts["daemons"] = len(gone)
+        counts["log_files"] += self._remove_logs(daemon_log_key(kind, i) for i, kind in gone)
+        return counts
+
+    def _remove_logs(self, keys: Iterable[str]) -> int:
+        removed = 0
+        for key in keys:
+            try:
+                resolve_key(self.settings.log_dir, key).unlink()
+                removed += 1
+            except (FileNotFoundError, NorcError):
+                pass
+        return removed
 
     def after_finish(self, instance_ids: Sequence[int], log_paths: Sequence[Path]) -> None:
         """Called once outcomes are committed: lifecycle hooks, then log upload."""
@@ -399,6 +441,12 @@ class Norc:
             self, misfire_grace=misfire_grace, install_signal_handlers=install_signal_handlers
         )
 
+    def after_interrupt(self, instance_ids: Sequence[int]) -> None:
+        """Instances ended INTERRUPTED outside an executor (a dead executor's): hooks."""
+        if self.plugins.has_hook_impls("norc_instance_finished"):
+            for instance in self.db.instances_by_id(instance_ids):
+                self.plugins.notify("norc_instance_finished", instance=instance)
+
     # -- daemons ---------------------------------------------------------------------
 
     def executor(
@@ -408,8 +456,12 @@ class Norc:
         concurrency: int = 1,
         isolation: Isolation = "process",
         install_signal_handlers: bool = False,
+        python: str | None = None,
     ) -> Executor:
-        """An executor for ``queue``; use it as a context manager or call ``start()``."""
+        """An executor for ``queue``; use it as a context manager or call ``start()``.
+
+        ``python`` names the interpreter its worker processes run (default: this one).
+        """
         from norc.executor.executor import Executor
 
         return Executor(
@@ -418,7 +470,44 @@ class Norc:
             concurrency=concurrency,
             isolation=isolation,
             install_signal_handlers=install_signal_handlers,
+            python=python,
         )
+
+    # -- control ---------------------------------------------------------------------
+
+    def request(
+        self,
+        daemon_id: int,
+        request: Request | str,
+        *,
+        kind: str | None = None,
+        force: bool = False,
+        wait: bool = False,
+        timeout: float = 10.0,
+    ) -> DaemonRecord:
+        """Ask a running executor or scheduler to STOP, KILL, PAUSE, RESUME or RELOAD.
+
+        With ``wait``, return once it has (raises ``ControlError`` after ``timeout``).
+        ``force`` ends a daemon that is no longer alive (STOP/KILL) and settles its work.
+        """
+        from norc import control
+
+        req = Request(request.upper()) if isinstance(request, str) else request
+        record = control.send(self, daemon_id, req, kind=kind, force=force)
+        if wait and record.ended_at is None:
+            return control.wait(self, daemon_id, req, timeout)
+        return record
+
+    def request_host(self, host: str, request: Request | str) -> list[int]:
+        """Send a request to every live daemon on ``host``; returns their ids."""
+        from norc import control
+
+        req = Request(request.upper()) if isinstance(request, str) else request
+        return control.send_to_host(self, host, req)
+
+    def daemons(self, kind: str | None = None) -> list[DaemonRecord]:
+        """Executor and scheduler rows, newest first."""
+        return self.db.daemons(kind=kind)
 
     # -- lifecycle -------------------------------------------------------------------
 

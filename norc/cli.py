@@ -95,6 +95,16 @@ def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
+def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool) -> None:
+    """Rows as a JSON list (every field) or as a table (the given columns)."""
+    if as_json:
+        from norc.reports import jsonable
+
+        click.echo(json.dumps(jsonable(list(rows)), indent=2))
+    else:
+        print_table(rows, columns)
+
+
 def parse_assignments(pairs: Sequence[str], what: str) -> dict[str, str]:
     """``key=value`` pairs, values as typed."""
     out: dict[str, str] = {}
@@ -329,26 +339,10 @@ def schedule_list(c: Ctx, task_name: str | None, include_deleted: bool, as_json:
 
 
 def _report_schedules(c: Ctx, task_name: str | None, include_deleted: bool, as_json: bool) -> None:
-    records = c.app.schedules(task=task_name, include_deleted=include_deleted)
-    if as_json:
-        click.echo(json.dumps([r.to_json() for r in records], indent=2))
-        return
-    rows = []
-    for r in records:
-        state = "deleted" if r.deleted else "paused" if r.paused else "active"
-        when = r.label if r.kind == "cron" else f"every {r.period:g}s" if r.period else "once"
-        rows.append(
-            {
-                **r.to_json(),
-                "task": r.task_name,
-                "when": when,
-                "state": state,
-                "next_fire": r.next_fire_at,
-                "scheduler": r.claimed_by,
-            }
-        )
-    print_table(
-        rows,
+    from norc import reports
+
+    emit(
+        reports.schedules_(c.app, task=task_name, include_deleted=include_deleted),
         [
             "id",
             "task",
@@ -361,6 +355,7 @@ def _report_schedules(c: Ctx, task_name: str | None, include_deleted: bool, as_j
             "next_fire",
             "scheduler",
         ],
+        as_json,
     )
 
 
@@ -565,14 +560,28 @@ def report_tasks(c: Ctx, as_json: bool) -> None:
     _report_tasks(c, as_json)
 
 
-def _report_tasks(c: Ctx, as_json: bool) -> None:
-    records = c.app.tasks()
-    if as_json:
-        click.echo(json.dumps([r.to_json() for r in records], indent=2))
-        return
-    print_table(
-        [{**r.to_json(), "params": json.dumps(r.params)} for r in records],
-        ["id", "name", "type", "plugin", "timeout", "params", "description"],
+def _report_tasks(c: Ctx, as_json: bool, since: datetime | None = None) -> None:
+    from norc import reports
+
+    rows = reports.tasks(c.app, since=since)
+    if not as_json:
+        rows = [{**r, "params": json.dumps(r["params"])} for r in rows]
+    emit(
+        rows,
+        [
+            "id",
+            "name",
+            "type",
+            "plugin",
+            "timeout",
+            "succeeded",
+            "failed",
+            "running",
+            "success_rate",
+            "next_fire",
+            "params",
+        ],
+        as_json,
     )
 
 
@@ -585,20 +594,12 @@ def report_queues(c: Ctx, as_json: bool) -> None:
 
 
 def _report_queues(c: Ctx, as_json: bool) -> None:
-    rows = []
-    for name, type_name, settings in c.app.queues():
-        try:
-            depth: int | None = c.app.queue(name).count()
-        except NorcError:
-            depth = None  # its plugin is not installed here
-        rows.append({"name": name, "type": type_name, "depth": depth, "settings": settings})
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    else:
-        print_table(
-            [{**r, "settings": json.dumps(r["settings"])} for r in rows],
-            ["name", "type", "depth", "settings"],
-        )
+    from norc import reports
+
+    rows = reports.queues(c.app)
+    if not as_json:
+        rows = [{**r, "settings": json.dumps(r["settings"])} for r in rows]
+    emit(rows, ["name", "type", "depth", "consumers", "settings"], as_json)
 
 
 @report.command("schedules")
@@ -614,38 +615,166 @@ def report_schedules(c: Ctx, task_name: str | None, as_json: bool) -> None:
 @_common_report_options
 @pass_ctx
 def report_executors(c: Ctx, as_json: bool, limit: int, since: str | None) -> None:
-    """Executors, with liveness and their instances' outcomes."""
-    app = c.app
-    now = datetime.now(UTC)
-    threshold = app.settings.heartbeat_timeout
-    cutoff = parse_since(since) if since else None
-    rows = []
-    for d in app.db.daemons(kind="executor")[:limit]:
-        if cutoff and d.started_at and d.started_at < cutoff and d.ended_at is not None:
-            continue
-        age = (now - d.heartbeat).total_seconds() if d.heartbeat else None
-        alive = d.ended_at is None and age is not None and age < threshold
-        counts = app.db.executor_counts(d.id)
-        rows.append({**d.to_json(), "alive": alive, "heartbeat_age": age, **counts})
+    """Executors: liveness, heartbeat age, running/succeeded/failed counts."""
+    from norc import reports
+
+    rows = reports.daemons(
+        c.app, "executor", since=parse_since(since) if since else None, limit=limit
+    )
+    emit(
+        rows,
+        [
+            "id",
+            "host",
+            "pid",
+            "queue",
+            "concurrency",
+            "status",
+            "alive",
+            "heartbeat_age",
+            "running",
+            "succeeded",
+            "failed",
+            "error",
+        ],
+        as_json,
+    )
+
+
+@report.command("schedulers")
+@_common_report_options
+@pass_ctx
+def report_schedulers(c: Ctx, as_json: bool, limit: int, since: str | None) -> None:
+    """Schedulers: liveness, heartbeat age, schedules they lease."""
+    from norc import reports
+
+    rows = reports.daemons(
+        c.app, "scheduler", since=parse_since(since) if since else None, limit=limit
+    )
+    emit(
+        rows,
+        ["id", "host", "pid", "status", "alive", "heartbeat_age", "schedules", "error"],
+        as_json,
+    )
+
+
+@cli.command()
+@click.option("--since", default="1h", show_default=True, help="Count instances since then.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def status(c: Ctx, since: str, as_json: bool) -> None:
+    """One screen: live daemons, queues, instance counts, recent failures."""
+    from norc import reports
+
+    overview = reports.status(c.app, since=parse_since(since))
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    else:
-        print_table(
-            rows,
-            [
-                "id",
-                "host",
-                "pid",
-                "queue",
-                "concurrency",
-                "status",
-                "alive",
-                "heartbeat_age",
-                "running",
-                "succeeded",
-                "failed",
-            ],
+        click.echo(json.dumps(reports.jsonable(overview), indent=2))
+        return
+    click.echo(f"Executors ({len(overview['executors'])} alive)")
+    print_table(
+        overview["executors"],
+        ["id", "host", "pid", "queue", "status", "heartbeat_age", "running", "succeeded", "failed"],
+    )
+    click.echo(f"\nSchedulers ({len(overview['schedulers'])} alive)")
+    print_table(
+        overview["schedulers"], ["id", "host", "pid", "status", "heartbeat_age", "schedules"]
+    )
+    click.echo("\nQueues")
+    print_table(overview["queues"], ["name", "type", "depth", "consumers"])
+    counts = {k: v for k, v in overview["instances"].items() if v}
+    click.echo(
+        f"\nInstances since {since}: "
+        + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none")
+    )
+    if overview["recent_failures"]:
+        click.echo("\nRecent failures")
+        print_table(overview["recent_failures"], ["id", "task_name", "status", "ended_at", "error"])
+
+
+# -- control -----------------------------------------------------------------------------
+
+
+_REQUEST_FLAGS = ("stop", "kill", "pause", "resume", "reload")
+
+
+def _control_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for flag in reversed(_REQUEST_FLAGS):
+        fn = click.option(f"--{flag}", flag, is_flag=True, help=f"Request {flag.upper()}.")(fn)
+    return fn
+
+
+def _one_request(flags: dict[str, bool], handle: bool = False) -> str | None:
+    chosen = [name for name in _REQUEST_FLAGS if flags.get(name)]
+    if len(chosen) + int(handle) != 1:
+        raise click.UsageError(
+            "choose exactly one of --stop, --kill, --pause, --resume, --reload, --handle"
         )
+    return chosen[0].upper() if chosen else None
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(["executor", "scheduler", "instance", "host"]))
+@click.argument("target")
+@_control_options
+@click.option("--handle", is_flag=True, help="Mark an ERROR daemon or failed instance HANDLED.")
+@click.option("--wait", "wait_", is_flag=True, help="Return once the daemon has acted.")
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--force", is_flag=True, help="End a daemon that is not alive (STOP/KILL).")
+@pass_ctx
+def control(
+    c: Ctx,
+    /,
+    kind: str,
+    target: str,
+    handle: bool,
+    wait_: bool,
+    timeout: float,
+    force: bool,
+    **flags: bool,
+) -> None:
+    """Steer a daemon: `norc control executor 3 --pause`, `norc control host web1 --stop`."""
+    from norc import control as ctl
+
+    request = _one_request(flags, handle)
+    if kind == "host":
+        if request is None:
+            raise click.UsageError("--handle applies to one executor, scheduler or instance")
+        ids = c.app.request_host(target, request)
+        click.echo(
+            f"{request} sent to {len(ids)} daemon(s) on {target}: "
+            + (" ".join(map(str, ids)) or "none alive")
+        )
+        return
+    ident = parse_instance_id(target)
+    if kind == "instance":
+        if request is not None:
+            raise click.UsageError("instances take --handle only")
+        ctl.handle_instance(c.app, ident)
+        click.echo(f"instance {ident}: HANDLED")
+        return
+    if request is None:
+        ctl.get_daemon(c.app, ident, kind)
+        record = ctl.handle_daemon(c.app, ident)
+        click.echo(f"{kind} {ident}: {record.status}")
+        return
+    record = c.app.request(ident, request, kind=kind, force=force, wait=wait_, timeout=timeout)
+    click.echo(
+        f"{kind} {ident}: {request} {'done' if wait_ or record.ended_at else 'sent'}"
+        f" (status {record.status})"
+    )
+
+
+@cli.command()
+@click.option("--older-than", required=True, help="Age like 30d, 12h; older history goes.")
+@click.option("--batch", default=1000, show_default=True, type=click.IntRange(1))
+@pass_ctx
+def prune(c: Ctx, older_than: str, batch: int) -> None:
+    """Delete old history: final instances and their logs, ended daemons and theirs."""
+    match = _DURATION.match(older_than)
+    if not match:
+        raise click.BadParameter(f"--older-than {older_than!r} is not a duration like 30d")
+    counts = c.app.prune(timedelta(seconds=float(match[1]) * _UNITS[match[2]]), batch=batch)
+    click.echo(", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()) + " deleted")
 
 
 # -- logs, plugins, database -------------------------------------------------------------
@@ -658,10 +787,65 @@ def logs() -> None:
 
 @logs.command("instance")
 @click.argument("instance_id")
+@click.option("--remote", is_flag=True, help="Read the log store's copy, not the local file.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the instance ends.")
 @pass_ctx
-def logs_instance(c: Ctx, instance_id: str) -> None:
+def logs_instance(c: Ctx, instance_id: str, remote: bool, follow: bool) -> None:
     """Print an instance's log (``42`` or ``#42``)."""
-    click.echo(c.app.logs(parse_instance_id(instance_id)), nl=False)
+    ident = parse_instance_id(instance_id)
+    if follow and not remote:
+        record = c.app.instance(ident)
+        _follow(c.app.log_path(record), lambda: c.app.instance(ident).status.is_final)
+        return
+    click.echo(c.app.logs(ident, remote=remote), nl=False)
+
+
+def _daemon_logs_command(kind: str) -> None:
+    @logs.command(kind, help=f"Print a {kind}'s own log.")
+    @click.argument("daemon_id")
+    @click.option("--remote", is_flag=True, help="Read the log store's copy.")
+    @click.option("-f", "--follow", is_flag=True, help=f"Keep printing until the {kind} ends.")
+    @pass_ctx
+    def command(c: Ctx, daemon_id: str, remote: bool, follow: bool) -> None:
+        from norc import control as ctl
+        from norc.logs import daemon_log_key, resolve_key
+
+        ident = parse_instance_id(daemon_id)
+        daemon = ctl.get_daemon(c.app, ident, kind)
+        if follow and not remote:
+            path = resolve_key(c.app.settings.log_dir, daemon_log_key(kind, ident))
+            _follow(path, lambda: ctl.get_daemon(c.app, ident).ended_at is not None)
+            return
+        click.echo(c.app.daemon_logs(daemon.id, remote=remote), nl=False)
+
+
+_daemon_logs_command("executor")
+_daemon_logs_command("scheduler")
+
+
+def _follow(path: Any, finished: Callable[[], bool], poll: float = 0.25) -> None:
+    """Print a growing file until ``finished()`` and nothing more is written (^C stops)."""
+    import time
+
+    offset = 0
+    try:
+        while True:
+            done = finished()  # checked before reading, so the last lines are not missed
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+            except FileNotFoundError:
+                chunk = b""
+            if chunk:
+                offset += len(chunk)
+                sys.stdout.write(chunk.decode("utf-8", "replace"))
+                sys.stdout.flush()
+            if done and not chunk:
+                return
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        return
 
 
 @cli.command()

@@ -8,7 +8,6 @@ daemon keeps running.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -35,7 +34,8 @@ def hostname() -> str:
 
 
 class Heartbeat:
-    """A thread that beats for one daemon row and hands requests to ``on_request``."""
+    """A thread that beats for one daemon row, hands requests to ``on_request`` and,
+    after each beat, runs ``on_beat`` (settling dead daemons: every live daemon helps)."""
 
     def __init__(
         self,
@@ -44,17 +44,21 @@ class Heartbeat:
         interval: float,
         on_request: Callable[[Request], None],
         status: Callable[[], str],
+        on_beat: Callable[[], object] | None = None,
+        judge_after: float = 0.0,
     ) -> None:
         self.db = db
         self.daemon_id = daemon_id
         self.interval = interval
         self.on_request = on_request
         self.status = status
+        self.on_beat = on_beat
+        #: Seconds of trouble-free beating before ``on_beat`` (judging others) runs.
+        self.judge_after = judge_after
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"norc-heartbeat-{daemon_id}", daemon=True
         )
-        self.pid = os.getpid()
 
     def start(self) -> None:
         """Start beating."""
@@ -68,31 +72,54 @@ class Heartbeat:
 
     def _run(self) -> None:
         last_beat = 0.0
-        backoff = REQUEST_POLL
-        while not self._stop.wait(REQUEST_POLL if backoff == REQUEST_POLL else backoff):
+        wait = REQUEST_POLL
+        # Only a daemon that has itself beaten without trouble for a whole timeout may
+        # judge others dead: after a database outage every heartbeat is stale, and the
+        # first daemon back must not condemn the others, which are alive and retrying.
+        healthy_since = time.monotonic()
+        while not self._stop.wait(wait):
             try:
                 now = time.monotonic()
                 if now - last_beat >= self.interval:
                     request = self.db.beat(self.daemon_id, self.status())
                     last_beat = now
+                    if now - healthy_since >= self.judge_after:
+                        self._after_beat()
                 else:
                     request = self.db.pending_request(self.daemon_id)
-                backoff = REQUEST_POLL
+                wait = REQUEST_POLL
+                if request:
+                    self._deliver(request)
             except (SQLAlchemyError, DatabaseError) as exc:
-                backoff = min(backoff * 2, 10.0)
+                # The database is away: keep the daemon running, retry with backoff.
+                # Never back off so far that a live daemon looks dead to the others.
+                wait = min(wait * 2, 10.0, max(REQUEST_POLL, self.judge_after / 3))
+                healthy_since = time.monotonic() + wait
+                last_beat = 0.0
                 log.warning(
                     "heartbeat failed; retrying",
                     daemon=self.daemon_id,
                     error=str(exc).splitlines()[0],
-                    retry_in=backoff,
+                    retry_in=wait,
                 )
-                continue
-            if request:
-                try:
-                    parsed = Request(request)
-                except ValueError:
-                    log.warning("ignoring unknown request", request=request)
-                    self.db.set_daemon(self.daemon_id, request=None)
-                    continue
-                self.db.set_daemon(self.daemon_id, request=None)
-                self.on_request(parsed)
+
+    def _deliver(self, request: str) -> None:
+        self.db.set_daemon(self.daemon_id, request=None)
+        try:
+            parsed = Request(request)
+        except ValueError:
+            log.warning("ignoring unknown request", daemon=self.daemon_id, request=request)
+            return
+        self.on_request(parsed)
+        # Show the new status at once, so `--wait` returns within a second.
+        self.db.beat(self.daemon_id, self.status())
+
+    def _after_beat(self) -> None:
+        if self.on_beat is None:
+            return
+        try:
+            self.on_beat()
+        except (SQLAlchemyError, DatabaseError):
+            raise
+        except Exception:
+            log.exception("settling dead daemons failed", daemon=self.daemon_id)

@@ -33,6 +33,7 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from norc.abc import Claimant, Task
+from norc.control import settle_dead
 from norc.daemon import Heartbeat, hostname
 from norc.errors import ConfigurationError, DatabaseError, NorcError
 from norc.executor.running import (
@@ -72,7 +73,7 @@ class _Slot:
         self.executor = executor
         self.index = index
         self.inbox: queuelib.SimpleQueue[_Work | None] = queuelib.SimpleQueue()
-        self.worker = WorkerProcess() if executor.isolation == "process" else None
+        self.worker = WorkerProcess(executor.python) if executor.isolation == "process" else None
         self.busy_with: int | None = None
         self.interrupt = threading.Event()
         self.thread = threading.Thread(target=self._loop, name=f"norc-slot-{index}", daemon=True)
@@ -119,10 +120,15 @@ class _Slot:
         task = work.task
         try:
             worker.ensure()
-            pid = worker.pid
+        except OSError as exc:
+            return self._host_broken(work, f"cannot start a worker process: {exc}")
+        pid = worker.pid
+        try:
             worker.send(work.job)
             message = self._await(worker, task.timeout)
         except WorkerDied as exc:
+            if worker.answered == 0:  # it never got going: the host, not the task
+                return self._host_broken(work, f"worker process failed to start: {exc}")
             self._note(work, f"worker died: {exc}")
             return _outcome(InstanceStatus.ERROR, str(exc))
         if message is None:  # timed out or interrupted: the whole group goes
@@ -145,6 +151,12 @@ class _Slot:
             self._note(work, f"finally_ exceeded {task.finally_timeout:g} s; process group killed")
         message.pop("event", None)
         return {**message, "pid": pid}
+
+    def _host_broken(self, work: _Work, reason: str) -> dict[str, Any]:
+        """An instance failed while initialising: a sign the host is broken (seed: SUSPENDED)."""
+        self._note(work, reason)
+        self.executor.suspend(reason)
+        return _outcome(InstanceStatus.ERROR, reason)
 
     def _await(self, worker: WorkerProcess, timeout: float | None) -> dict[str, Any] | None:
         """Wait for the ``ran`` message; None on timeout or interrupt."""
@@ -195,6 +207,7 @@ class Executor:
         concurrency: int = 1,
         isolation: Isolation = "process",
         install_signal_handlers: bool = False,
+        python: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
@@ -205,6 +218,8 @@ class Executor:
         self.concurrency = concurrency
         self.isolation: Isolation = isolation
         self.install_signal_handlers = install_signal_handlers
+        #: The interpreter worker processes run (default: this one).
+        self.python = python
         self.id: int | None = None
         self.status = DaemonStatus.CREATED
         self._taking = threading.Event()  # set while the executor takes new work
@@ -262,6 +277,8 @@ class Executor:
             app.settings.heartbeat_interval,
             self._on_request,
             lambda: self.status.value,
+            on_beat=lambda: settle_dead(self.app),
+            judge_after=self.app.settings.heartbeat_timeout,
         )
         self._heartbeat.start()
         return self
@@ -284,10 +301,23 @@ class Executor:
             self._wake_claim()
 
     def resume(self) -> None:
-        """Take new work again after :meth:`pause`."""
+        """Take new work again after :meth:`pause` or a suspension."""
         if not self._stopping.is_set():
+            if self.status is DaemonStatus.SUSPENDED and self.id is not None:
+                self.app.db.set_daemon(self.id, error=None)
             self.status = DaemonStatus.RUNNING
             self._taking.set()
+
+    def suspend(self, reason: str) -> None:
+        """Stop taking work because the host looks broken; shown until resumed."""
+        if self._stopping.is_set():
+            return
+        self._taking.clear()
+        self.status = DaemonStatus.SUSPENDED
+        self._wake_claim()
+        self.log.error("executor suspended", reason=reason)
+        if self.id is not None:
+            self.app.db.set_daemon(self.id, status=self.status.value, error=reason)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the executor has ended (by a request, :meth:`stop` or :meth:`kill`)."""

@@ -45,8 +45,11 @@ class WorkerDied(Exception):
 class WorkerProcess:
     """The executor's handle on one worker process."""
 
-    def __init__(self) -> None:
+    def __init__(self, python: str | None = None) -> None:
+        self.python = python or sys.executable
         self.proc: subprocess.Popen[bytes] | None = None
+        #: How many jobs this process answered; 0 means it never got going.
+        self.answered = 0
         self._to: int | None = None
         self._from: int | None = None
         self._buffer = b""
@@ -56,18 +59,22 @@ class WorkerProcess:
         """The worker's pid (also its process group id), if it is running."""
         return self.proc.pid if self.proc else None
 
-    def ensure(self) -> None:
-        """Start the worker if it is not running."""
+    def ensure(self) -> bool:
+        """Start the worker if it is not running; True if it was started now.
+
+        Raises ``OSError`` when no process can be started (a broken host).
+        """
         if self.proc is not None and self.proc.poll() is None:
-            return
+            return False
         self.close()
+        self.answered = 0
         job_r, job_w = os.pipe()
         res_r, res_w = os.pipe()
         env = dict(os.environ)
         # The worker imports task classes by module path: give it our import path.
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "norc.executor.worker", str(job_r), str(res_w)],
+            [self.python, "-m", "norc.executor.worker", str(job_r), str(res_w)],
             pass_fds=(job_r, res_w),
             start_new_session=True,
             env=env,
@@ -77,6 +84,7 @@ class WorkerProcess:
         os.close(job_r)
         os.close(res_w)
         self._to, self._from, self._buffer = job_w, res_r, b""
+        return True
 
     def send(self, job: dict[str, Any]) -> None:
         """Hand the worker a job; raises :class:`WorkerDied` if it is gone."""
@@ -101,6 +109,7 @@ class WorkerProcess:
                 raise WorkerDied(self._exit_description())
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
+        self.answered += 1
         message: dict[str, Any] = json.loads(line)
         return message
 

@@ -73,11 +73,13 @@ class DBQueue(Queue):
         deadline = time.monotonic() + timeout
         poll = MIN_POLL
         while True:
+            if self._interrupted:  # wake(): the executor has new flags to look at
+                self._interrupted = False
+                return []
             generation = self.db.wakeups.generation(self.name)
             ids = self._claim_now(claimant, limit)
             remaining = deadline - time.monotonic()
-            if ids or remaining <= 0 or self._interrupted:
-                self._interrupted = False
+            if ids or remaining <= 0:
                 return ids
             if self.db.dialect == "postgresql":
                 self._wait_notify(min(remaining, 0.25))

@@ -37,6 +37,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from norc.abc import QueueItem
+from norc.control import settle_dead
 from norc.daemon import Heartbeat, hostname
 from norc.errors import DatabaseError, NorcError
 from norc.logs import daemon_log_key, event_logger, open_log, resolve_key
@@ -102,6 +103,8 @@ class Scheduler:
             self.app.settings.heartbeat_interval,
             self._on_request,
             lambda: self.status.value,
+            on_beat=lambda: settle_dead(self.app),
+            judge_after=self.app.settings.heartbeat_timeout,
         )
         self._heartbeat.start()
         self._thread = threading.Thread(target=self._loop, name="norc-scheduler", daemon=True)

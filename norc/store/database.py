@@ -480,22 +480,39 @@ class Database:
         with self.reading() as conn:
             return {str(s): int(n) for s, n in conn.execute(query).all()}
 
-    def executor_counts(self, executor_id: int) -> dict[str, int]:
-        """Running, succeeded and failed instance counts of one executor."""
-        from norc.status import STATUS_GROUPS
+    def prune_batch(self, cutoff: datetime, batch: int) -> list[tuple[int, str | None]]:
+        """Delete up to ``batch`` final instances that ended before ``cutoff``.
 
-        counts: dict[str, int] = {}
-        with self.reading() as conn:
-            by_status: dict[str, int] = dict(
-                conn.execute(
-                    sa.select(instances.c.status, sa.func.count())
-                    .where(instances.c.executor_id == executor_id)
-                    .group_by(instances.c.status)
-                ).tuples()
-            )
-        for group in ("running", "succeeded", "failed"):
-            counts[group] = sum(int(by_status.get(s.value, 0)) for s in STATUS_GROUPS[group])
-        return counts
+        One short transaction per batch, touching only old rows, so executors claiming
+        from the queue are never held up. Returns (id, log key) of what was deleted.
+        """
+        from norc.status import FINAL_INSTANCE_STATUSES
+
+        with self.transaction() as tx:
+            rows = tx.conn.execute(
+                sa.select(instances.c.id, instances.c.log_key)
+                .where(
+                    instances.c.ended_at < cutoff,
+                    instances.c.status.in_([s.value for s in FINAL_INSTANCE_STATUSES]),
+                )
+                .order_by(instances.c.id)
+                .limit(batch)
+            ).all()
+            if rows:
+                tx.conn.execute(
+                    sa.delete(instances).where(instances.c.id.in_([r.id for r in rows]))
+                )
+        return [(int(r.id), r.log_key) for r in rows]
+
+    def prune_daemons(self, cutoff: datetime) -> list[tuple[int, str]]:
+        """Delete daemon rows that ended before ``cutoff``; returns (id, kind)."""
+        with self.transaction() as tx:
+            rows = tx.conn.execute(
+                sa.select(daemons.c.id, daemons.c.kind).where(daemons.c.ended_at < cutoff)
+            ).all()
+            if rows:
+                tx.conn.execute(sa.delete(daemons).where(daemons.c.id.in_([r.id for r in rows])))
+        return [(int(r.id), str(r.kind)) for r in rows]
 
     # -- daemons ---------------------------------------------------------------------
 
@@ -564,6 +581,99 @@ class Database:
         """Update columns of a daemon row (status, request, ended_at, error)."""
         with self.transaction() as tx:
             tx.conn.execute(sa.update(daemons).where(daemons.c.id == daemon_id).values(**values))
+
+    def set_request(self, daemon_ids: Collection[int], request: str) -> list[int]:
+        """Leave ``request`` for these daemons (those not ended); returns the ids it reached."""
+        if not daemon_ids:
+            return []
+        with self.transaction() as tx:
+            where = (daemons.c.id.in_(list(daemon_ids)), daemons.c.ended_at.is_(None))
+            ids = [int(i) for i in tx.conn.execute(sa.select(daemons.c.id).where(*where)).scalars()]
+            tx.conn.execute(sa.update(daemons).where(*where).values(request=request))
+        return ids
+
+    def dead_daemons(self, threshold: float) -> list[DaemonRecord]:
+        """Daemons not ended whose heartbeat is older than ``threshold`` seconds."""
+        cutoff = utcnow() - timedelta(seconds=threshold)
+        query = sa.select(daemons).where(daemons.c.ended_at.is_(None), daemons.c.heartbeat < cutoff)
+        with self.reading() as conn:
+            return [DaemonRecord(**dict(r)) for r in conn.execute(query).mappings()]
+
+    def end_dead_daemon(
+        self,
+        tx: Transaction,
+        daemon_id: int,
+        *,
+        threshold: float | None,
+        status: str,
+        reason: str,
+    ) -> list[tuple[int, str]]:
+        """End a daemon that stopped beating and interrupt its RUNNING instances.
+
+        The update is conditional (still not ended, still stale when ``threshold`` is
+        given), so of several survivors racing, exactly one settles it. Returns the
+        (instance id, queue) pairs it interrupted; empty when another got there first.
+        """
+        now = utcnow()
+        where = [daemons.c.id == daemon_id, daemons.c.ended_at.is_(None)]
+        if threshold is not None:
+            where.append(daemons.c.heartbeat < now - timedelta(seconds=threshold))
+        won = tx.conn.execute(
+            sa.update(daemons)
+            .where(*where)
+            .values(status=status, ended_at=now, error=reason, request=None)
+        ).rowcount
+        if not won:
+            return []
+        running = [
+            (int(i), str(q))
+            for i, q in tx.conn.execute(
+                sa.select(instances.c.id, instances.c.queue).where(
+                    instances.c.executor_id == daemon_id,
+                    instances.c.status == InstanceStatus.RUNNING.value,
+                )
+            ).all()
+        ]
+        if running:
+            tx.conn.execute(
+                sa.update(instances)
+                .where(
+                    instances.c.id.in_([i for i, _ in running]),
+                    instances.c.status == InstanceStatus.RUNNING.value,
+                )
+                .values(status=InstanceStatus.INTERRUPTED.value, ended_at=now, error=reason)
+            )
+        return running
+
+    def mark_handled(self, instance_ids: Collection[int]) -> int:
+        """Mark failed instances HANDLED (somebody dealt with them); returns how many."""
+        from norc.status import STATUS_GROUPS
+
+        with self.transaction() as tx:
+            return int(
+                tx.conn.execute(
+                    sa.update(instances)
+                    .where(
+                        instances.c.id.in_(list(instance_ids)),
+                        instances.c.status.in_([s.value for s in STATUS_GROUPS["failed"]]),
+                    )
+                    .values(status=InstanceStatus.HANDLED.value)
+                ).rowcount
+            )
+
+    def counts_by_executor(self, executor_ids: Collection[int]) -> dict[int, dict[str, int]]:
+        """Per executor: how many of its instances have each status."""
+        out: dict[int, dict[str, int]] = {int(i): {} for i in executor_ids}
+        if not out:
+            return out
+        with self.reading() as conn:
+            for executor_id, status, n in conn.execute(
+                sa.select(instances.c.executor_id, instances.c.status, sa.func.count())
+                .where(instances.c.executor_id.in_(list(out)))
+                .group_by(instances.c.executor_id, instances.c.status)
+            ).all():
+                out[int(executor_id)][str(status)] = int(n)
+        return out
 
     def daemons(self, kind: str | None = None, daemon_id: int | None = None) -> list[DaemonRecord]:
         """Daemon rows, newest first."""

@@ -1,0 +1,140 @@
+"""A database that goes away for 30 s kills no daemon and loses or doubles no work.
+
+Runs against a private PostgreSQL server the test starts itself (initdb into a
+temporary directory, a free port), so stopping it disturbs nothing else. It runs where
+CI runs the PostgreSQL suite (``NORC_TEST_POSTGRES_URL`` set); there, missing server
+binaries fail the test rather than skip it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import norc
+from norc.status import DaemonStatus, InstanceStatus
+from norc.testing import free_port, wait_until
+from tests.tasks import Outcome, Sleep
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("NORC_TEST_POSTGRES_URL"),
+    reason="needs PostgreSQL server binaries: runs where NORC_TEST_POSTGRES_URL is set",
+)
+
+
+class PrivatePostgres:
+    """A throw-away PostgreSQL cluster owned by the postgres user."""
+
+    def __init__(self) -> None:
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        if not bins or not shutil.which("runuser"):
+            pytest.fail("PostgreSQL server binaries (pg_ctl) or runuser are missing")
+        self.bin = Path(bins[-1]).parent
+        self.dir = Path(tempfile.mkdtemp(prefix="norc-pg-"))
+        shutil.chown(self.dir, "postgres", "postgres")
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._as_postgres(
+            str(self.bin / "initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres"
+        )
+
+    def _as_postgres(self, *argv: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, timeout=120
+        )
+
+    def start(self) -> None:
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.dir / "data"),
+            "-w",
+            "-l",
+            str(self.dir / "log"),
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._as_postgres(
+            str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-w", "stop", "-m", "fast"
+        )
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A private PostgreSQL server, started, and removed after the test."""
+    server = PrivatePostgres()
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.mark.slow
+def test_thirty_second_database_outage_loses_nothing(
+    private_pg: PrivatePostgres, tmp_path: Path
+) -> None:
+    """Executor and scheduler survive the server stopping for 30 s; all work done exactly once."""
+    app = norc.Norc(private_pg.url, log_dir=tmp_path / "logs")
+    app.save_task(Sleep(name="work", seconds=0.2))
+    app.save_task(Outcome(name="tick"))
+    schedule = app.add_schedule("tick", every=0.5, start=0, make_up=True)
+    batch = app.enqueue_many("work", 300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "NORC_HEARTBEAT_INTERVAL": "1",
+        "NORC_HEARTBEAT_TIMEOUT": "6",
+    }
+    norc_bin = str(Path(sys.executable).with_name("norc"))
+    common = [norc_bin, "--db", private_pg.url, "--log-dir", str(tmp_path / "logs")]
+    procs = [
+        subprocess.Popen([*common, "executor", "-c", "2"], env=env, stderr=subprocess.PIPE),
+        subprocess.Popen([*common, "executor", "-c", "2"], env=env, stderr=subprocess.PIPE),
+        subprocess.Popen([*common, "scheduler"], env=env, stderr=subprocess.PIPE),
+    ]
+    try:
+        wait_until(lambda: app.db.count_by_status(batch).get("SUCCESS", 0) >= 20, 60)
+        app.db.dispose()
+        private_pg.stop()
+        time.sleep(30)
+        assert all(p.poll() is None for p in procs), "a daemon died while the database was away"
+        private_pg.start()
+        wait_until(lambda: app.db.count_by_status(batch).get("SUCCESS", 0) == len(batch), 180, 0.5)
+        time.sleep(3)
+        assert all(p.poll() is None for p in procs)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        errors = [p.communicate(timeout=60)[1].decode(errors="replace") for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    records = app.db.instances_by_id(batch)
+    assert {r.status for r in records} == {InstanceStatus.SUCCESS}
+    # Every fire of the schedule, before, during and after the outage: present once.
+    fires = sorted(r.fire_time for r in app.instances(limit=None) if r.schedule_id == schedule.id)
+    assert len(fires) == len(set(fires))
+    steps = {round((b - a).total_seconds(), 3) for a, b in itertools.pairwise(fires)}  # type: ignore[operator]
+    assert steps == {0.5}
+    assert (fires[-1] - fires[0]).total_seconds() > 35  # type: ignore[operator]
+    # Nobody was declared dead: every daemon ended normally.
+    assert {d.status for d in app.daemons()} == {DaemonStatus.ENDED.value}
+    assert not app.instances(status={InstanceStatus.RUNNING, InstanceStatus.INTERRUPTED})
+    app.close()
