@@ -55,6 +55,46 @@ def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: floa
         )
 
 
+#: Outcomes retried unless a task says otherwise.
+DEFAULT_RETRY_ON = ("FAILURE", "TIMEDOUT", "INTERRUPTED")
+RETRYABLE = frozenset({"FAILURE", "TIMEDOUT", "INTERRUPTED", "ERROR"})
+OVERLAP_POLICIES = ("allow", "skip", "queue", "replace")
+
+
+def _fraction(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 <= value <= 1:
+        raise InvalidTaskParams(
+            type(instance).__name__, f"{attribute.name} must be 0-1, got {value!r}"
+        )
+
+
+def _retry_statuses(
+    instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]
+) -> None:
+    wrong = sorted(set(value) - RETRYABLE)
+    if wrong:
+        raise InvalidTaskParams(
+            type(instance).__name__,
+            f"retry_on: {', '.join(wrong)} cannot be retried"
+            f" (choose from {', '.join(sorted(RETRYABLE))})",
+        )
+
+
+def _overlap(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in OVERLAP_POLICIES:
+        raise InvalidTaskParams(
+            type(instance).__name__,
+            f"overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {value!r}",
+        )
+
+
+def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and value < 1:
+        raise InvalidTaskParams(
+            type(instance).__name__, f"{attribute.name} must be >= 1, got {value!r}"
+        )
+
+
 @attrs.define(kw_only=True)
 class RunContext:
     """What a running task gets from Norc: who it is, where to write, how long it has."""
@@ -92,6 +132,9 @@ class Task(abc.ABC):
 
     #: The name this type is registered and stored under; defaults to the class name.
     type_name: ClassVar[str] = ""
+    #: True for tasks an executor expands into other instances instead of running them
+    #: (Jobs): they never occupy a worker or a slot.
+    expands: ClassVar[bool] = False
 
     name: str = attrs.field(validator=lambda _i, _a, v: check_name("task", v))
     description: str = ""
@@ -99,6 +142,25 @@ class Task(abc.ABC):
     timeout: float | None = attrs.field(default=None, validator=_non_negative)
     #: Seconds ``finally_`` may take; it is stopped after that, whatever it was doing.
     finally_timeout: float = attrs.field(default=10.0, validator=_non_negative)
+    #: Attempts after the first when an attempt ends in a status of ``retry_on``.
+    max_retries: int = attrs.field(default=0, validator=_non_negative)
+    #: Seconds before the first retry; each next one waits ``retry_backoff`` times longer,
+    #: at most ``retry_max_delay``, spread by +/- ``retry_jitter`` (a fraction).
+    retry_delay: float = attrs.field(default=1.0, validator=_non_negative)
+    retry_backoff: float = attrs.field(default=2.0, validator=_non_negative)
+    retry_max_delay: float = attrs.field(default=3600.0, validator=_non_negative)
+    retry_jitter: float = attrs.field(default=0.1, validator=_fraction)
+    #: Which outcomes are retried. ERROR (Norc could not run the task: a missing type,
+    #: bad params) is left out by default: trying again rarely helps.
+    retry_on: tuple[str, ...] = attrs.field(
+        default=DEFAULT_RETRY_ON, converter=tuple, validator=_retry_statuses
+    )
+    #: A new run while an earlier one is active: ``allow`` it, ``skip`` it (recorded
+    #: SKIPPED), ``queue`` it (it starts when the earlier one ends) or ``replace`` the
+    #: earlier one (interrupted).
+    overlap: str = attrs.field(default="allow", validator=_overlap)
+    #: At most this many instances of the task RUNNING anywhere at once.
+    concurrency_limit: int | None = attrs.field(default=None, validator=_positive_or_none)
     #: The database id, set once the task is saved.
     id: int | None = attrs.field(default=None, eq=False)
 
@@ -113,6 +175,9 @@ class Task(abc.ABC):
 
     def finally_(self, ctx: RunContext) -> None:  # noqa: B027 - optional hook, empty on purpose
         """Clean up after :meth:`run`: called after success, failure, timeout and interruption."""
+
+    def on_save(self, app: Any) -> None:  # noqa: B027 - optional hook, empty on purpose
+        """Check the task against the database before it is saved (Jobs check their graph)."""
 
     def revision(self) -> str | None:
         """The revision of the code this task runs (a git hash); recorded per instance."""
@@ -134,11 +199,9 @@ class Task(abc.ABC):
 
     def settings(self) -> dict[str, Any]:
         """The common settings, as stored in the task's own columns."""
-        return {
-            "description": self.description,
-            "timeout": self.timeout,
-            "finally_timeout": self.finally_timeout,
-        }
+        out = {name: getattr(self, name) for name in TASK_SETTINGS}
+        out["retry_on"] = list(self.retry_on)
+        return out
 
     @classmethod
     def from_params(cls, *, name: str, params: Mapping[str, Any], **settings: Any) -> Task:
@@ -150,6 +213,21 @@ class Task(abc.ABC):
             raise InvalidTaskParams(cls.type_name, str(exc)) from None
         return task
 
+
+#: The common settings every task has (its own columns), as opposed to its params.
+TASK_SETTINGS = (
+    "description",
+    "timeout",
+    "finally_timeout",
+    "max_retries",
+    "retry_delay",
+    "retry_backoff",
+    "retry_max_delay",
+    "retry_jitter",
+    "retry_on",
+    "overlap",
+    "concurrency_limit",
+)
 
 _JSON_SCALARS: dict[type, tuple[type, ...]] = {
     str: (str,),
@@ -239,6 +317,8 @@ class QueueItem:
     instance_id: int
     task_type: str
     priority: int = 0
+    #: Not to be claimed before this time (a retry's backoff); None means at once.
+    available_at: datetime | None = None
 
 
 @attrs.frozen(kw_only=True)

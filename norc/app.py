@@ -106,6 +106,7 @@ class Norc:
         cls = type(task)
         self.register_task_type(cls)
         params = task.params()
+        task.on_save(self)
         task.id = self.db.insert_task(
             name=task.name,
             type=cls.type_name,
@@ -128,12 +129,7 @@ class Norc:
         record = self.db.task(ref)
         cls = self.registry.task_type(record.type) or load_class(record.type_path, record.type)
         return cls.from_params(
-            name=record.name,
-            params=record.params,
-            id=record.id,
-            description=record.description,
-            timeout=record.timeout,
-            finally_timeout=record.finally_timeout,
+            name=record.name, params=record.params, id=record.id, **record.settings
         )
 
     def tasks(self) -> list[TaskRecord]:
@@ -175,10 +171,35 @@ class Norc:
         queue: str = "default",
         priority: int = 0,
     ) -> list[int]:
-        """Create ``count`` QUEUED instances in one transaction; returns their ids."""
+        """Create ``count`` QUEUED instances in one transaction; returns their ids.
+
+        The task's overlap policy applies: with ``skip`` a run while another is active
+        is recorded SKIPPED instead; with ``replace`` the active ones are stopped first.
+        """
+        from norc.lifecycle import overlap_verdict
+
         record = self._task_for(task)
         q = self.queue(queue)
         with self.db.transaction() as tx:
+            verdict = overlap_verdict(self, tx, record.id, record.overlap, new_label="enqueue")
+            if verdict is not None:
+                now = utcnow()
+                return self.db.insert_instance_rows(
+                    tx,
+                    [
+                        {
+                            "task_id": record.id,
+                            "queue": queue,
+                            "priority": priority,
+                            "status": InstanceStatus.SKIPPED.value,
+                            "attempt": 1,
+                            "created_at": now,
+                            "ended_at": now,
+                            "error": verdict,
+                        }
+                        for _ in range(count)
+                    ],
+                )
             ids = self.db.insert_instances(
                 tx, task_id=record.id, queue=queue, count=count, priority=priority
             )
@@ -190,6 +211,19 @@ class Norc:
             for instance in self.db.instances_by_id(ids):
                 self.plugins.notify("norc_instance_queued", instance=instance)
         return ids
+
+    def stop_instance(self, instance_id: int, *, reason: str = "stopped by request") -> bool:
+        """Stop one instance wherever it is: QUEUED becomes SKIPPED, RUNNING INTERRUPTED
+        (its executor kills it within a second), a Job with all its nodes. False if it
+        had already ended."""
+        from norc.lifecycle import stop_instances
+
+        self.db.instance(instance_id)
+        with self.db.transaction() as tx:
+            ended = stop_instances(self, tx, [instance_id], reason=reason)
+        if ended:
+            self.after_interrupt(ended)
+        return bool(ended)
 
     def _task_for(self, task: Task | str | int) -> TaskRecord:
         if isinstance(task, Task):

@@ -428,6 +428,74 @@ def task_list(c: Ctx, as_json: bool) -> None:
     _report_tasks(c, as_json)
 
 
+# -- jobs ------------------------------------------------------------------------------
+
+
+@cli.group()
+def job() -> None:
+    """Build Jobs (graphs of tasks) and look at them."""
+
+
+def _parse_node(text: str) -> tuple[str, str, list[str]]:
+    head, _, parents = text.partition(":")
+    node, _, task_name = head.partition("=")
+    if not node.strip():
+        raise click.BadParameter(f"node {text!r} is not NODE[=TASK][:PARENT,...]")
+    after = [p.strip() for p in parents.split(",") if p.strip()]
+    return node.strip(), (task_name or node).strip(), after
+
+
+@job.command("create")
+@click.argument("name")
+@click.option(
+    "-n",
+    "--node",
+    "nodes",
+    multiple=True,
+    required=True,
+    metavar="NODE[=TASK][:PARENT,...]",
+    help="A node running TASK (default: the task named NODE) after its parents.",
+)
+@click.option("--timeout", type=click.FloatRange(min=0), help="Seconds the whole Job may take.")
+@click.option("--description", default="")
+@click.option("--replace", is_flag=True, help="Overwrite a Job of the same name.")
+@pass_ctx
+def job_create(
+    c: Ctx,
+    name: str,
+    nodes: tuple[str, ...],
+    timeout: float | None,
+    description: str,
+    replace: bool,
+) -> None:
+    """Save a Job: `norc job create etl -n extract -n load:extract -n report=mail:load`."""
+    from norc.jobs import Job
+
+    graph = Job(name=name, timeout=timeout, description=description)
+    for text in nodes:
+        node, task_name, after = _parse_node(text)
+        graph.add(task_name, name=node, after=after)
+    c.app.save_task(graph, replace=replace)
+    click.echo(f"job {graph.id} {name!r} saved with {len(graph.nodes)} nodes")
+
+
+@job.command("show")
+@click.argument("name")
+@click.option("-i", "--instance", "instance_id", help="Show one run of the Job, node by node.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def job_show(c: Ctx, name: str, instance_id: str | None, as_json: bool) -> None:
+    """A Job's graph as a table (node, task, parents), or one run's nodes with status."""
+    from norc import reports
+
+    ident = parse_instance_id(instance_id) if instance_id else None
+    rows = reports.job_nodes(c.app, name, instance_id=ident)
+    columns = ["node", "task", "after", "queue"]
+    if ident is not None:
+        columns += ["instance", "status", "attempt", "started_at", "ended_at", "error"]
+    emit(rows, columns, as_json)
+
+
 @cli.command()
 @click.argument("task_ref", metavar="TASK")
 @click.option("-q", "--queue", default="default", show_default=True)
@@ -904,3 +972,33 @@ def db_current(c: Ctx) -> None:
     with c.app.db.engine.connect() as conn:
         current = migrate.current_revision(conn)
     click.echo(f"database: {current or 'none'}  needed: {migrate.head_revision()}")
+
+
+# -- web ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--read-only", is_flag=True, help="Serve reports only; refuse every control.")
+@click.option(
+    "--token", envvar="NORC_WEB_TOKEN", help="Bearer token for changes ($NORC_WEB_TOKEN)."
+)
+@click.option("--user", envvar="NORC_WEB_USER", help="User for changes ($NORC_WEB_USER).")
+@click.option("--password", envvar="NORC_WEB_PASSWORD", help="Password ($NORC_WEB_PASSWORD).")
+@pass_ctx
+def web(
+    c: Ctx,
+    host: str,
+    port: int,
+    read_only: bool,
+    token: str | None,
+    user: str | None,
+    password: str | None,
+) -> None:
+    """Serve the web page and JSON API (loopback only unless authentication is set)."""
+    from norc.web import serve
+
+    serve(
+        c.app, host=host, port=port, read_only=read_only, token=token, user=user, password=password
+    )

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 import structlog
 
 from norc.errors import NorcError, UnknownDaemon
+from norc.lifecycle import after_end
 from norc.records import DaemonRecord
-from norc.status import DaemonStatus, Request
+from norc.status import DaemonStatus, InstanceStatus, Request
 
 if TYPE_CHECKING:
     from norc.app import Norc
@@ -148,6 +149,16 @@ def settle(app: Norc, daemon: DaemonRecord, *, threshold: float | None, reason: 
                 app.queue(queue).release(ids, tx)
             except NorcError as exc:  # its plugin is not installed here: items stay
                 log.warning("cannot release queue items", queue=queue, error=str(exc))
+        if interrupted:
+            # Retries (as the task's policy allows) and Job progress, in this transaction.
+            after_end(
+                app,
+                tx,
+                [
+                    (instance, task, InstanceStatus.INTERRUPTED)
+                    for instance, task in app.db.claimed_work([i for i, _ in interrupted])
+                ],
+            )
     ids = [i for i, _ in interrupted]
     if ids:
         log.warning("settled a dead daemon", daemon=daemon.id, instances=ids, reason=reason)
@@ -170,3 +181,22 @@ def settle_dead(app: Norc) -> list[int]:
 
 def _when(moment: datetime | None) -> str:
     return moment.isoformat(timespec="seconds") if moment else "never"
+
+
+def expire_jobs(app: Norc) -> list[int]:
+    """End Job instances that ran past their timeout: nodes INTERRUPTED or SKIPPED."""
+    from norc import jobs
+
+    overdue = app.db.overdue_jobs(jobs.Job.type_name)
+    for job_id, timeout in overdue:
+        with app.db.transaction() as tx:
+            jobs.cancel(app, tx, job_id, InstanceStatus.TIMEDOUT, f"timed out after {timeout:g} s")
+    return [job_id for job_id, _ in overdue]
+
+
+def housekeeping(app: Norc, *, trusted: bool) -> None:
+    """What every live daemon does after a heartbeat: end overdue Jobs, and, once it is
+    trusted (see :class:`norc.daemon.Heartbeat`), settle daemons that stopped beating."""
+    expire_jobs(app)
+    if trusted:
+        settle_dead(app)

@@ -35,7 +35,9 @@ def hostname() -> str:
 
 class Heartbeat:
     """A thread that beats for one daemon row, hands requests to ``on_request`` and,
-    after each beat, runs ``on_beat`` (settling dead daemons: every live daemon helps)."""
+    after each beat, runs ``on_beat(trusted)``: housekeeping every live daemon helps with.
+    ``trusted`` is True once this daemon has beaten without trouble for ``judge_after``
+    seconds, the condition for judging other daemons dead."""
 
     def __init__(
         self,
@@ -44,8 +46,9 @@ class Heartbeat:
         interval: float,
         on_request: Callable[[Request], None],
         status: Callable[[], str],
-        on_beat: Callable[[], object] | None = None,
+        on_beat: Callable[[bool], object] | None = None,
         judge_after: float = 0.0,
+        on_poll: Callable[[], object] | None = None,
     ) -> None:
         self.db = db
         self.daemon_id = daemon_id
@@ -53,7 +56,9 @@ class Heartbeat:
         self.on_request = on_request
         self.status = status
         self.on_beat = on_beat
-        #: Seconds of trouble-free beating before ``on_beat`` (judging others) runs.
+        #: Called at every poll (twice a second), e.g. to notice instances stopped elsewhere.
+        self.on_poll = on_poll
+        #: Seconds of trouble-free beating before ``on_beat`` is trusted to judge others.
         self.judge_after = judge_after
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -83,13 +88,14 @@ class Heartbeat:
                 if now - last_beat >= self.interval:
                     request = self.db.beat(self.daemon_id, self.status())
                     last_beat = now
-                    if now - healthy_since >= self.judge_after:
-                        self._after_beat()
+                    self._after_beat(trusted=now - healthy_since >= self.judge_after)
                 else:
                     request = self.db.pending_request(self.daemon_id)
                 wait = REQUEST_POLL
                 if request:
                     self._deliver(request)
+                if self.on_poll is not None:
+                    self.on_poll()
             except (SQLAlchemyError, DatabaseError) as exc:
                 # The database is away: keep the daemon running, retry with backoff.
                 # Never back off so far that a live daemon looks dead to the others.
@@ -114,12 +120,12 @@ class Heartbeat:
         # Show the new status at once, so `--wait` returns within a second.
         self.db.beat(self.daemon_id, self.status())
 
-    def _after_beat(self) -> None:
+    def _after_beat(self, *, trusted: bool) -> None:
         if self.on_beat is None:
             return
         try:
-            self.on_beat()
+            self.on_beat(trusted)
         except (SQLAlchemyError, DatabaseError):
             raise
         except Exception:
-            log.exception("settling dead daemons failed", daemon=self.daemon_id)
+            log.exception("housekeeping after a heartbeat failed", daemon=self.daemon_id)

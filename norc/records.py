@@ -36,6 +36,9 @@ class InstanceRecord:
     log_key: str | None = None
     log_location: str | None = None
     error: str | None = None
+    first_attempt_id: int | None = None
+    job_instance_id: int | None = None
+    job_node: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -71,11 +74,27 @@ class TaskRecord:
     description: str
     timeout: float | None
     finally_timeout: float
+    max_retries: int = 0
+    retry_delay: float = 1.0
+    retry_backoff: float = 2.0
+    retry_max_delay: float = 3600.0
+    retry_jitter: float = 0.1
+    retry_on: tuple[str, ...] = ("FAILURE", "TIMEDOUT", "INTERRUPTED")
+    overlap: str = "allow"
+    concurrency_limit: int | None = None
     created_at: datetime | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The common settings, as keyword arguments for ``Task.from_params``."""
+        from norc.abc import TASK_SETTINGS
+
+        return {name: getattr(self, name) for name in TASK_SETTINGS}
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         out = attrs.asdict(self)
+        out["retry_on"] = list(self.retry_on)
         out["created_at"] = self.created_at.isoformat() if self.created_at else None
         return out
 

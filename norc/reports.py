@@ -210,3 +210,44 @@ def status(app: Norc, *, since: datetime) -> dict[str, Any]:
         "instances": {s.value: by_status.get(s.value, 0) for s in InstanceStatus},
         "recent_failures": [f.to_json() for f in failures],
     }
+
+
+def job_nodes(app: Norc, job_name: str, *, instance_id: int | None = None) -> list[dict[str, Any]]:
+    """A Job's nodes in dependency order; with ``instance_id``, how each went in that run."""
+    from norc.errors import NorcError
+    from norc.jobs import Job
+
+    job = app.task(job_name)
+    if not isinstance(job, Job):
+        raise NorcError(f"task {job_name!r} is a {type(job).type_name}, not a Job")
+    latest: dict[str, Any] = {}
+    if instance_id is not None:
+        run = app.instance(instance_id)
+        if run.task_id != job.id:
+            raise NorcError(f"instance {instance_id} is not a run of job {job_name!r}")
+        for node_run in app.db.find_instances(job_instance_id=instance_id, limit=None):
+            current = latest.get(node_run.job_node or "")
+            if current is None or node_run.attempt > current.attempt:
+                latest[node_run.job_node or ""] = node_run
+    by_name = {n["name"]: n for n in job.nodes}
+    rows = []
+    for name in job.order():
+        node = by_name[name]
+        row: dict[str, Any] = {
+            "node": name,
+            "task": node["task"],
+            "after": ", ".join(node.get("after", [])) or "-",
+            "queue": node.get("queue"),
+        }
+        if instance_id is not None:
+            r = latest.get(name)
+            row.update(
+                instance=r.id if r else None,
+                status=r.status.value if r else "PENDING",
+                attempt=r.attempt if r else None,
+                started_at=r.started_at if r else None,
+                ended_at=r.ended_at if r else None,
+                error=r.error if r else None,
+            )
+        rows.append(row)
+    return rows

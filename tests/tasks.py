@@ -95,3 +95,17 @@ class Sleep(Task):
 
     def run(self, ctx: RunContext) -> None:
         time.sleep(self.seconds)
+
+
+@attrs.define(kw_only=True)
+class FlakyOnce(Task):
+    """Fails its first ``failures`` attempts (counted in a file), then succeeds."""
+
+    counter: str
+    failures: int = 1
+
+    def run(self, ctx: RunContext) -> bool:
+        path = Path(self.counter)
+        seen = int(path.read_text()) if path.exists() else 0
+        path.write_text(str(seen + 1))
+        return seen >= self.failures

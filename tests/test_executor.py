@@ -84,11 +84,9 @@ def test_hung_python_loop_times_out_and_its_process_is_gone(
     """A task spinning in Python ends TIMEDOUT about a second after its timeout; finally_ runs."""
     app = sqlite_app
     app.save_task(Hang(name="hang", marker_dir=str(tmp_path), child=True, timeout=1))
-    start = time.monotonic()
     [record] = _run_all(app, [app.enqueue("hang")])
     assert record.status is InstanceStatus.TIMEDOUT
     assert record.error == "timed out after 1 s"
-    assert time.monotonic() - start < 5
     assert record.duration is not None and 1.0 <= record.duration < 2.0
     worker = int((tmp_path / f"pid-{record.id}").read_text())
     child = int((tmp_path / f"child-{record.id}").read_text())

@@ -33,7 +33,7 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from norc.abc import Claimant, Task
-from norc.control import settle_dead
+from norc.control import housekeeping
 from norc.daemon import Heartbeat, hostname
 from norc.errors import ConfigurationError, DatabaseError, NorcError
 from norc.executor.running import (
@@ -44,6 +44,7 @@ from norc.executor.running import (
     run_finally,
 )
 from norc.executor.worker import WorkerDied, WorkerProcess
+from norc.lifecycle import after_end, wants_retry
 from norc.logs import daemon_log_key, event_logger, instance_log_key, open_log, resolve_key
 from norc.records import InstanceRecord, TaskRecord
 from norc.status import DaemonStatus, InstanceStatus, Request
@@ -76,6 +77,7 @@ class _Slot:
         self.worker = WorkerProcess(executor.python) if executor.isolation == "process" else None
         self.busy_with: int | None = None
         self.interrupt = threading.Event()
+        self.interrupt_reason = "interrupted by a KILL request"
         self.thread = threading.Thread(target=self._loop, name=f"norc-slot-{index}", daemon=True)
 
     def _loop(self) -> None:
@@ -134,7 +136,7 @@ class _Slot:
         if message is None:  # timed out or interrupted: the whole group goes
             worker.kill()
             if self.interrupt.is_set():
-                status, reason = InstanceStatus.INTERRUPTED, "interrupted by a KILL request"
+                status, reason = InstanceStatus.INTERRUPTED, self.interrupt_reason
             else:
                 status = InstanceStatus.TIMEDOUT
                 reason = f"timed out after {task.timeout:g} s"
@@ -277,8 +279,9 @@ class Executor:
             app.settings.heartbeat_interval,
             self._on_request,
             lambda: self.status.value,
-            on_beat=lambda: settle_dead(self.app),
+            on_beat=lambda trusted: housekeeping(self.app, trusted=trusted),
             judge_after=self.app.settings.heartbeat_timeout,
+            on_poll=self._check_stopped_elsewhere,
         )
         self._heartbeat.start()
         return self
@@ -380,6 +383,18 @@ class Executor:
             self._taking.clear()
             self._wake_claim()
 
+    def _check_stopped_elsewhere(self) -> None:
+        """Interrupt slots whose instance was ended from outside (a stop request, a Job's
+        end or timeout, a replacing run): checked twice a second while anything runs."""
+        busy = {slot.busy_with: slot for slot in self._slots if slot.busy_with is not None}
+        if not busy:
+            return
+        running = set(self.app.db.still_running(list(busy)))
+        for instance_id, slot in busy.items():
+            if instance_id not in running and not slot.interrupt.is_set():
+                slot.interrupt_reason = "stopped from outside: the instance was ended"
+                slot.interrupt.set()
+
     def _wake_claim(self) -> None:
         with contextlib.suppress(Exception):
             self.queue.wake()
@@ -422,6 +437,16 @@ class Executor:
         if self.app.plugins.has_hook_impls("norc_instance_started"):
             for work in works:
                 self.app.plugins.notify("norc_instance_started", instance=work.instance)
+        expanding = [w for w in works if w.cls is not None and w.cls.expands]
+        if expanding:
+            # Jobs are expanded here, at once, and take no slot: their nodes are the work.
+            from norc import jobs
+
+            with self.app.db.transaction() as tx:
+                started = [w.instance.id for w in expanding]
+                self.queue.release(started, tx)
+                jobs.start(self.app, tx, started)
+            works = [w for w in works if w not in expanding]
         return works
 
     def _prepare(self, instance: InstanceRecord, task: TaskRecord) -> _Work:
@@ -447,11 +472,7 @@ class Executor:
             "task_type": task.type,
             "type_path": type_path,
             "params": task.params,
-            "settings": {
-                "description": task.description,
-                "timeout": timeout,
-                "finally_timeout": task.finally_timeout,
-            },
+            "settings": {**task.settings, "retry_on": list(task.retry_on)},
             "log_path": str(log_path),
             "fire_time": instance.fire_time.isoformat() if instance.fire_time else None,
             "deadline": time.time() + timeout if timeout else None,
@@ -513,9 +534,28 @@ class Executor:
             }
             for w, o in batch
         ]
+        # Most outcomes are written in one executemany. Those that may lead somewhere (a
+        # retry, the next nodes of a Job) are written one by one, so that what follows is
+        # done only if this executor's write was the one that ended the instance.
+        plain, special = [], []
+        for row, (work, _) in zip(rows, batch, strict=True):
+            status = InstanceStatus(row["status"])
+            if work.instance.job_instance_id is not None or wants_retry(
+                work.task, work.instance, status
+            ):
+                special.append((row, work, status))
+            else:
+                plain.append(row)
         with self.app.db.transaction() as tx:
-            self.app.db.finish_instances(tx, rows)
+            self.app.db.finish_instances(tx, plain)
+            ended = [
+                (w.instance, w.task, st)
+                for row, w, st in special
+                if self.app.db.finish_instance(tx, row)
+            ]
             self.queue.release([r["id"] for r in rows], tx)
+            if ended:
+                after_end(self.app, tx, ended)
         self.app.after_finish([r["id"] for r in rows], [w.log_path for w, _ in batch])
 
     def _shutdown(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +31,8 @@ from norc.store.schema import queue_items, utcnow
 CHANNEL = "norc_queue"
 MIN_POLL = 0.002
 MAX_POLL = 0.05
+#: How long an instance held back by its task's concurrency limit waits to be offered again.
+DEFERRAL = timedelta(seconds=0.5)
 
 log = structlog.get_logger("norc.dbqueue")
 
@@ -58,6 +61,7 @@ class DBQueue(Queue):
                     "priority": i.priority,
                     "instance_id": i.instance_id,
                     "enqueued_at": now,
+                    "available_at": i.available_at,
                 }
                 for i in items
             ],
@@ -88,9 +92,14 @@ class DBQueue(Queue):
                 poll = min(poll * 2, MAX_POLL)
 
     def _claim_now(self, claimant: Claimant, limit: int) -> list[int]:
+        now = utcnow()
         query = (
             sa.select(queue_items.c.id, queue_items.c.instance_id)
-            .where(queue_items.c.queue == self.name, queue_items.c.claimed_by.is_(None))
+            .where(
+                queue_items.c.queue == self.name,
+                queue_items.c.claimed_by.is_(None),
+                sa.or_(queue_items.c.available_at.is_(None), queue_items.c.available_at <= now),
+            )
             .order_by(queue_items.c.priority.desc(), queue_items.c.id)
             .limit(limit)
         )
@@ -104,14 +113,23 @@ class DBQueue(Queue):
             tx.conn.execute(
                 sa.update(queue_items)
                 .where(queue_items.c.id.in_(item_ids))
-                .values(claimed_by=claimant.executor_id, claimed_at=utcnow())
+                .values(claimed_by=claimant.executor_id, claimed_at=now)
             )
             wanted = [int(r.instance_id) for r in rows]
             won = self.db.mark_running(tx, wanted, claimant)
             if len(won) != len(wanted):
-                # Instances that stopped being QUEUED meanwhile (cancelled, settled):
-                # their items are stale, drop them rather than leave them claimed.
-                self.release(sorted(set(wanted) - set(won)), tx)
+                lost = set(wanted) - set(won)
+                deferred = self.db.still_queued(tx, lost)
+                if deferred:
+                    # Held back by a concurrency limit: offer them again shortly.
+                    tx.conn.execute(
+                        sa.update(queue_items)
+                        .where(queue_items.c.instance_id.in_(sorted(deferred)))
+                        .values(claimed_by=None, claimed_at=None, available_at=now + DEFERRAL)
+                    )
+                # The rest stopped being QUEUED meanwhile (stopped, settled): their
+                # items are stale, drop them rather than leave them claimed.
+                self.release(sorted(lost - deferred), tx)
             return won
 
     def _wait_notify(self, timeout: float) -> bool:

@@ -37,9 +37,10 @@ import structlog
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from norc.abc import QueueItem
-from norc.control import settle_dead
+from norc.control import housekeeping
 from norc.daemon import Heartbeat, hostname
 from norc.errors import DatabaseError, NorcError
+from norc.lifecycle import overlap_verdict
 from norc.logs import daemon_log_key, event_logger, open_log, resolve_key
 from norc.schedules.timing import Timing, timing_for
 from norc.status import DaemonStatus, InstanceStatus, Request
@@ -103,7 +104,7 @@ class Scheduler:
             self.app.settings.heartbeat_interval,
             self._on_request,
             lambda: self.status.value,
-            on_beat=lambda: settle_dead(self.app),
+            on_beat=lambda trusted: housekeeping(self.app, trusted=trusted),
             judge_after=self.app.settings.heartbeat_timeout,
         )
         self._heartbeat.start()
@@ -359,6 +360,7 @@ class Scheduler:
                     continue  # edited meanwhile: the change poll brings the new state
                 timing = self._timings[(schedule_id, revision)]
                 made, next_fire, remaining = self._plan(row, timing, now)
+                self._apply_overlap(tx, row, made)
                 instance_rows.extend(made)
                 task_types.extend([row["task_type"]] * len(made))
                 changes.append(
@@ -389,6 +391,25 @@ class Scheduler:
             queued = [item.instance_id for items in pushes.values() for item in items]
             for record in db.instances_by_id(queued):
                 self.app.plugins.notify("norc_instance_queued", instance=record)
+
+    def _apply_overlap(self, tx: Any, row: dict[str, Any], made: list[dict[str, Any]]) -> None:
+        """A run falling due while an earlier one is active: the overlap policy decides."""
+        policy = row["overlap"] or row["task_overlap"]
+        if policy in ("allow", "queue") or not made:
+            return
+        verdict = overlap_verdict(
+            self.app, tx, int(row["task_id"]), policy, new_label=f"schedule {row['id']}"
+        )
+        if verdict is None:
+            return
+        for instance in made:
+            if instance["status"] == InstanceStatus.QUEUED.value:
+                instance.update(
+                    status=InstanceStatus.SKIPPED.value,
+                    error=verdict,
+                    ended_at=instance["created_at"],
+                    enqueued_at=None,
+                )
 
     def _plan(
         self, row: dict[str, Any], timing: Timing, now: datetime

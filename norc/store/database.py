@@ -313,6 +313,9 @@ class Database:
         """
         if not ids:
             return []
+        ids = self._within_limits(tx, ids)
+        if not ids:
+            return []
         now = utcnow()
         stmt = (
             sa.update(instances)
@@ -338,43 +341,132 @@ class Database:
         ).scalars()
         return sorted(int(i) for i in won)
 
+    def _within_limits(self, tx: Transaction, ids: Sequence[int]) -> list[int]:
+        """Drop instances whose task is at its concurrency limit (overlap ``queue`` = 1).
+
+        The task row is locked while its RUNNING instances are counted, so executors on
+        any number of hosts together never exceed the limit. Dropped instances stay
+        QUEUED; the queue offers them again a little later.
+        """
+        limited = tx.conn.execute(
+            sa.select(
+                instances.c.id, instances.c.task_id, tasks.c.concurrency_limit, tasks.c.overlap
+            )
+            .join(tasks, tasks.c.id == instances.c.task_id)
+            .where(
+                instances.c.id.in_(list(ids)),
+                sa.or_(tasks.c.concurrency_limit.is_not(None), tasks.c.overlap == "queue"),
+            )
+        ).all()
+        if not limited:
+            return list(ids)
+        keep = set(ids) - {int(r.id) for r in limited}
+        by_task: dict[int, list[Any]] = {}
+        for r in limited:
+            by_task.setdefault(int(r.task_id), []).append(r)
+        for task_id in sorted(by_task):  # a fixed lock order: no deadlocks between claimers
+            rows = sorted(by_task[task_id], key=lambda r: int(r.id))
+            lock = sa.select(tasks.c.id).where(tasks.c.id == task_id)
+            if self.dialect != "sqlite":
+                lock = lock.with_for_update()
+            tx.conn.execute(lock)
+            running = int(
+                tx.conn.execute(
+                    sa.select(sa.func.count()).where(
+                        instances.c.task_id == task_id,
+                        instances.c.status == InstanceStatus.RUNNING.value,
+                    )
+                ).scalar_one()
+            )
+            limit = rows[0].concurrency_limit or 1_000_000_000
+            if rows[0].overlap == "queue":
+                limit = 1
+            keep.update(int(r.id) for r in rows[: max(0, limit - running)])
+        return [i for i in ids if i in keep]
+
+    def overdue_jobs(self, job_type: str) -> list[tuple[int, float]]:
+        """RUNNING instances of expanding tasks (Jobs) past their task's timeout."""
+        now = utcnow()
+        with self.reading() as conn:
+            rows = conn.execute(
+                sa.select(instances.c.id, instances.c.started_at, tasks.c.timeout)
+                .join(tasks, tasks.c.id == instances.c.task_id)
+                .where(
+                    tasks.c.type == job_type,
+                    tasks.c.timeout.is_not(None),
+                    instances.c.status == InstanceStatus.RUNNING.value,
+                )
+            ).all()
+        return [
+            (int(r.id), float(r.timeout))
+            for r in rows
+            if r.started_at is not None and (now - r.started_at).total_seconds() > r.timeout
+        ]
+
+    def still_running(self, ids: Collection[int]) -> list[int]:
+        """Which of these instances are still RUNNING."""
+        with self.reading() as conn:
+            return [
+                int(i)
+                for i in conn.execute(
+                    sa.select(instances.c.id).where(
+                        instances.c.id.in_(list(ids)),
+                        instances.c.status == InstanceStatus.RUNNING.value,
+                    )
+                ).scalars()
+            ]
+
+    def still_queued(self, tx: Transaction, ids: Collection[int]) -> set[int]:
+        """Which of these instances are still QUEUED (not claimed, not ended)."""
+        if not ids:
+            return set()
+        return {
+            int(i)
+            for i in tx.conn.execute(
+                sa.select(instances.c.id).where(
+                    instances.c.id.in_(list(ids)),
+                    instances.c.status == InstanceStatus.QUEUED.value,
+                )
+            ).scalars()
+        }
+
+    def finish_instance(self, tx: Transaction, result: dict[str, Any]) -> bool:
+        """Record the end of one RUNNING instance; False if it was no longer RUNNING there."""
+        return bool(
+            tx.conn.execute(
+                sa.update(instances)
+                .where(
+                    instances.c.id == result["id"],
+                    instances.c.executor_id == result["executor_id"],
+                    instances.c.status == InstanceStatus.RUNNING.value,
+                )
+                .values(
+                    status=result["status"],
+                    ended_at=result["ended_at"],
+                    exit_code=result["exit_code"],
+                    revision=result["revision"],
+                    error=result["error"],
+                    log_key=result["log_key"],
+                    pid=result["pid"],
+                )
+            ).rowcount
+        )
+
     def claimed_work(self, ids: Collection[int]) -> list[tuple[InstanceRecord, TaskRecord]]:
         """The instances an executor just claimed, each with its task, in id order."""
         if not ids:
             return []
         query = (
-            sa.select(
-                instances,
-                tasks.c.name.label("t_name"),
-                tasks.c.type.label("t_type"),
-                tasks.c.type_path,
-                tasks.c.plugin,
-                tasks.c.params,
-                tasks.c.description,
-                tasks.c.timeout,
-                tasks.c.finally_timeout,
-            )
+            sa.select(instances, *_TASK_COLUMNS)
             .join(tasks, tasks.c.id == instances.c.task_id)
             .where(instances.c.id.in_(list(ids)))
             .order_by(instances.c.id)
         )
         with self.reading() as conn:
             rows = conn.execute(query).mappings().all()
-        out = []
-        for r in rows:
-            task = TaskRecord(
-                id=r["task_id"],
-                name=r["t_name"],
-                type=r["t_type"],
-                type_path=r["type_path"],
-                plugin=r["plugin"],
-                params=dict(r["params"]),
-                description=r["description"],
-                timeout=r["timeout"],
-                finally_timeout=r["finally_timeout"],
-            )
-            out.append((_instance_record(r, r["t_name"], r["t_type"]), task))
-        return out
+        return [
+            (_instance_record(r, r["t_name"], r["t_type"]), _task_record(r, "t_")) for r in rows
+        ]
 
     def finish_instances(self, tx: Transaction, results: Sequence[dict[str, Any]]) -> None:
         """Record the end of RUNNING instances, one executemany for the whole batch.
@@ -451,10 +543,13 @@ class Database:
         task: str | None = None,
         queue: str | None = None,
         executor_id: int | None = None,
+        job_instance_id: int | None = None,
         limit: int | None = 100,
     ) -> list[InstanceRecord]:
         """Instances matching every given filter, newest first."""
         query = _instance_query()
+        if job_instance_id is not None:
+            query = query.where(instances.c.job_instance_id == job_instance_id)
         if statuses is not None:
             query = query.where(instances.c.status.in_([s.value for s in statuses]))
         if since is not None:
@@ -717,22 +812,42 @@ def _instance_record(r: Any, task_name: str, task_type: str) -> InstanceRecord:
         log_key=r["log_key"],
         log_location=r["log_location"],
         error=r["error"],
+        first_attempt_id=r["first_attempt_id"],
+        job_instance_id=r["job_instance_id"],
+        job_node=r["job_node"],
     )
 
 
-def _task_record(r: Any) -> TaskRecord:
+def _task_record(r: Any, prefix: str = "") -> TaskRecord:
+    from norc.abc import DEFAULT_RETRY_ON
+
+    def get(key: str) -> Any:
+        return r[prefix + key]
+
     return TaskRecord(
-        id=r["id"],
-        name=r["name"],
-        type=r["type"],
-        type_path=r["type_path"],
-        plugin=r["plugin"],
-        params=dict(r["params"]),
-        description=r["description"],
-        timeout=r["timeout"],
-        finally_timeout=r["finally_timeout"],
-        created_at=r["created_at"],
+        id=get("id"),
+        name=get("name"),
+        type=get("type"),
+        type_path=get("type_path"),
+        plugin=get("plugin"),
+        params=dict(get("params")),
+        description=get("description"),
+        timeout=get("timeout"),
+        finally_timeout=get("finally_timeout"),
+        max_retries=get("max_retries"),
+        retry_delay=get("retry_delay"),
+        retry_backoff=get("retry_backoff"),
+        retry_max_delay=get("retry_max_delay"),
+        retry_jitter=get("retry_jitter"),
+        retry_on=tuple(get("retry_on") or DEFAULT_RETRY_ON),
+        overlap=get("overlap"),
+        concurrency_limit=get("concurrency_limit"),
+        created_at=get("created_at"),
     )
+
+
+#: Every task column, labelled ``t_<name>`` for queries that join instances to tasks.
+_TASK_COLUMNS = [c.label(f"t_{c.name}") for c in tasks.columns]
 
 
 def _tune_sqlite(engine: Engine) -> None:

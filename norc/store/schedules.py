@@ -206,7 +206,11 @@ class ScheduleStore:
     ) -> list[dict[str, Any]]:
         """Lock the rows of due schedules still leased by this scheduler."""
         query = (
-            sa.select(schedules, tasks.c.type.label("task_type"))
+            sa.select(
+                schedules,
+                tasks.c.type.label("task_type"),
+                tasks.c.overlap.label("task_overlap"),
+            )
             .join(tasks, tasks.c.id == schedules.c.task_id)
             .where(
                 schedules.c.id.in_(list(ids)),

@@ -68,6 +68,17 @@ tasks = sa.Table(
     sa.Column("description", sa.Text, nullable=False, default=""),
     sa.Column("timeout", sa.Float, nullable=True),
     sa.Column("finally_timeout", sa.Float, nullable=False),
+    # Retry policy: attempts after the first, and the backoff between them.
+    sa.Column("max_retries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("retry_delay", sa.Float, nullable=False, server_default="1"),
+    sa.Column("retry_backoff", sa.Float, nullable=False, server_default="2"),
+    sa.Column("retry_max_delay", sa.Float, nullable=False, server_default="3600"),
+    sa.Column("retry_jitter", sa.Float, nullable=False, server_default="0.1"),
+    sa.Column("retry_on", sa.JSON, nullable=True),  # statuses that retry; None = default
+    # What a new run does while an earlier one is active: allow|skip|queue|replace.
+    sa.Column("overlap", sa.String(16), nullable=False, server_default="allow"),
+    # At most this many instances RUNNING anywhere (None = no limit).
+    sa.Column("concurrency_limit", sa.Integer, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
@@ -123,8 +134,16 @@ instances = sa.Table(
     sa.Column("log_key", sa.String(500), nullable=True),
     sa.Column("log_location", sa.String(1000), nullable=True),
     sa.Column("error", sa.Text, nullable=True),
-    # One instance per schedule fire: a second scheduler's insert fails here.
-    sa.UniqueConstraint("schedule_id", "fire_time"),
+    # Retries: every attempt is a row; later ones point at the first.
+    sa.Column("first_attempt_id", BigId, nullable=True),
+    # Jobs: a node's instance points at its Job instance and names its node.
+    sa.Column("job_instance_id", BigId, nullable=True),
+    sa.Column("job_node", Name, nullable=True),
+    # One instance per schedule fire (and attempt): a second scheduler's insert fails here.
+    sa.UniqueConstraint("schedule_id", "fire_time", "attempt"),
+    # One instance per Job node and attempt: two parents ending together cannot both
+    # start the child.
+    sa.UniqueConstraint("job_instance_id", "job_node", "attempt"),
     sa.Index(None, "created_at"),
     sa.Index(None, "task_id", "created_at"),
     sa.Index(None, "status", "created_at"),
@@ -147,6 +166,8 @@ schedules = sa.Table(
     sa.Column("repetitions", sa.Integer, nullable=False, default=0),  # 0 = forever
     sa.Column("remaining", sa.Integer, nullable=True),  # None = forever
     sa.Column("make_up", sa.Boolean, nullable=False, default=False),
+    # Overrides the task's overlap policy for this schedule's fires (None: the task's).
+    sa.Column("overlap", sa.String(16), nullable=True),
     # The next fire not yet handled; None once the schedule has run out.
     sa.Column("next_fire_at", UTCDateTime, nullable=True),
     sa.Column("claimed_by", BigId, nullable=True),
@@ -177,6 +198,8 @@ queue_items = sa.Table(
     sa.Column("enqueued_at", UTCDateTime, nullable=False),
     sa.Column("claimed_by", BigId, nullable=True),
     sa.Column("claimed_at", UTCDateTime, nullable=True),
+    # Not claimable before this time (retry backoff, concurrency-limit deferral).
+    sa.Column("available_at", UTCDateTime, nullable=True),
 )
 # Claim order is highest priority first, then FIFO: the index matches it exactly.
 sa.Index(

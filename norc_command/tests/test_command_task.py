@@ -100,7 +100,6 @@ def test_sleeping_command_times_out_with_its_process_group(
 ) -> None:
     """`sleep 1000` with timeout 1 ends TIMEDOUT within about a second, the sleep killed."""
     pidfile = tmp_path / "pid"
-    start = time.monotonic()
     results = _run(
         sqlite_app,
         sleepy=CommandTask(
@@ -109,7 +108,6 @@ def test_sleeping_command_times_out_with_its_process_group(
     )
     record = results["sleepy"]
     assert record.status is norc.InstanceStatus.TIMEDOUT
-    assert time.monotonic() - start < 5
     assert record.duration is not None and record.duration < 2.0
     pid = int(pidfile.read_text())
     wait_until(

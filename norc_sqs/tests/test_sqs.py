@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -434,3 +435,45 @@ def test_executors_in_separate_processes_run_each_instance_once(
         assert queue.claim(claimant(99), 10, timeout=0.2) == []
     assert depth(sqs, url) == 0
     app.close()
+
+
+def test_concurrency_limit_defers_messages_instead_of_dropping_them(
+    app: norc.Norc, make_sqs_queue: MakeQueue
+) -> None:
+    """Instances held back by their task's concurrency limit run later; none is lost."""
+    from tests.tasks import Sleep
+
+    make_sqs_queue("limited")
+    app.save_task(Sleep(name="one-at-a-time", seconds=0.3, concurrency_limit=1))
+    ids = app.enqueue_many("one-at-a-time", 3, queue="limited")
+    with app.executor(queue="limited", concurrency=3):
+        wait_until(lambda: all(r.status.is_final for r in app.db.instances_by_id(ids)), 60)
+    records = app.db.instances_by_id(ids)
+    assert {r.status for r in records} == {norc.InstanceStatus.SUCCESS}
+    spans = sorted((r.started_at, r.ended_at) for r in records)
+    assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans))  # type: ignore[operator]
+
+
+def test_retry_backoff_becomes_a_delivery_delay(
+    app: norc.Norc, make_sqs_queue: MakeQueue, tmp_path: Any
+) -> None:
+    """A retried instance on SQS is delivered after its backoff, as a new attempt."""
+    from tests.tasks import FlakyOnce
+
+    make_sqs_queue("retrying")
+    app.save_task(
+        FlakyOnce(
+            name="flaky", counter=str(tmp_path / "n"), max_retries=1, retry_delay=1, retry_jitter=0
+        )
+    )
+    app.enqueue("flaky", queue="retrying")
+    with app.executor(queue="retrying"):
+        wait_until(
+            lambda: any(
+                r.status is norc.InstanceStatus.SUCCESS for r in app.instances(task="flaky")
+            ),
+            60,
+        )
+    first, second = sorted(app.instances(task="flaky"), key=lambda r: r.attempt)
+    assert (first.status, second.attempt) == (norc.InstanceStatus.FAILURE, 2)
+    assert (second.started_at - first.ended_at).total_seconds() >= 0.9  # type: ignore[operator]

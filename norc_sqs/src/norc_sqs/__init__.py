@@ -27,10 +27,12 @@ read): boto3 finds them through its standard chain.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -53,6 +55,11 @@ log = structlog.get_logger("norc.sqs")
 BODY_VERSION = 1
 #: SQS's cap on one batch send, batch delete and one receive.
 BATCH = 10
+#: SQS's cap on a message's delivery delay, in seconds.
+MAX_DELAY = 900
+#: How long a message whose task is at its concurrency limit stays hidden before
+#: it is offered again.
+DEFER_SECONDS = 1
 #: SQS's cap on a long poll, in seconds.
 MAX_WAIT_TIME = 20
 #: SQS's cap on a visibility timeout (12 hours), in seconds.
@@ -374,6 +381,11 @@ class SQSQueue(Queue):
             # SQS drops a repeat of this id within 5 minutes: a retried push of the same
             # instance cannot put it in the queue twice.
             entry["MessageDeduplicationId"] = str(item.instance_id)
+        elif item.available_at is not None:
+            # A retry's backoff. SQS delays at most 15 minutes (and not per message on
+            # FIFO queues): longer backoffs start early there, never late.
+            delay = (item.available_at - datetime.now(UTC)).total_seconds()
+            entry["DelaySeconds"] = max(0, min(MAX_DELAY, math.ceil(delay)))
         return entry
 
     def _send(self, entries: list[dict[str, Any]]) -> None:
@@ -452,13 +464,39 @@ class SQSQueue(Queue):
         # after the visibility timeout and are claimed then.
         with self.db.transaction() as tx:
             won = self.db.mark_running(tx, ids, claimant)
+            # Still QUEUED but not won: held back by the task's concurrency limit.
+            deferred = self.db.still_queued(tx, set(ids) - set(won))
         # The won instances are now RUNNING for this claimant: nothing below may raise,
         # or they would be stuck RUNNING with nobody running them.
-        lost = sorted(set(ids) - set(won))
+        lost = sorted(set(ids) - set(won) - deferred)
         if lost:
             self._explain_lost(lost)
-        self._delete([h for i in ids for h in handles[i]])
+        self._delete([h for i in ids if i not in deferred for h in handles[i]])
+        self._defer([h for i in sorted(deferred) for h in handles[i]])
         return won
+
+    def _defer(self, receipt_handles: list[str]) -> None:
+        """Offer messages again after :data:`DEFER_SECONDS` (their task is at its limit)."""
+        if not receipt_handles:
+            return
+        try:
+            url = self._url()
+            for start in range(0, len(receipt_handles), BATCH):
+                chunk = receipt_handles[start : start + BATCH]
+                self._call(
+                    "change_message_visibility_batch",
+                    QueueUrl=url,
+                    Entries=[
+                        {"Id": str(k), "ReceiptHandle": h, "VisibilityTimeout": DEFER_SECONDS}
+                        for k, h in enumerate(chunk)
+                    ],
+                )
+        except Exception as exc:  # noqa: BLE001 - the visibility timeout brings them back anyway
+            log.warning(
+                "could not defer SQS messages; they return after the visibility timeout",
+                queue=self.name,
+                error=str(exc),
+            )
 
     def _explain_lost(self, lost: list[int]) -> None:
         """Log why messages were dropped: their instance is missing, or not QUEUED."""
