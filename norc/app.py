@@ -25,6 +25,8 @@ from norc.errors import (
     InvalidSpec,
     LogNotFound,
     NorcError,
+    QueueGroupPush,
+    UnknownQueue,
     UnknownTask,
 )
 from norc.logs import daemon_log_key, instance_log_key, resolve_key
@@ -144,11 +146,37 @@ class Norc:
         cls = self.registry.queue_type(type)
         self.db.insert_queue(name, type, cls.validate_settings(settings))
 
+    def create_queue_group(self, name: str, queues: Sequence[str]) -> None:
+        """Create a queue group: executors given its name consume ``queues``, first first.
+
+        A queue may belong to several groups; members may be of any queue types.
+        """
+        check_name("queue group", name)
+        if not queues:
+            raise ConfigurationError(f"queue group {name!r} needs at least one queue")
+        for member in queues:
+            self.queue(member)  # each must exist (and its type be installed)
+        self.db.insert_queue_group(name, list(queues))
+
+    def queue_members(self, name: str) -> list[str]:
+        """The queues an executor given ``name`` consumes: a group's members, or the queue."""
+        members = self.db.queue_group(name)
+        if members is not None:
+            return members
+        self.queue(name)
+        return [name]
+
     def queue(self, name: str) -> Queue:
         """The queue object for ``name`` (one per handle and name)."""
         with self._lock:
             if name not in self._queues:
-                type_name, settings = self.db.queue_row(name)
+                try:
+                    type_name, settings = self.db.queue_row(name)
+                except UnknownQueue:
+                    members = self.db.queue_group(name)
+                    if members is not None:
+                        raise QueueGroupPush(name, members) from None
+                    raise
                 cls = self.registry.queue_type(type_name)
                 self._queues[name] = cls(name=name, settings=settings, db=self.db)
             return self._queues[name]

@@ -526,6 +526,16 @@ def queue_create(c: Ctx, name: str, type_name: str, settings: tuple[str, ...]) -
     click.echo(f"queue {name!r} ({type_name}) created")
 
 
+@queue.command("group")
+@click.argument("name")
+@click.argument("members", nargs=-1, required=True)
+@pass_ctx
+def queue_group(c: Ctx, name: str, members: tuple[str, ...]) -> None:
+    """Create a queue group: executors on NAME consume MEMBERS, first first."""
+    c.app.create_queue_group(name, members)
+    click.echo(f"queue group {name!r}: {', '.join(members)}")
+
+
 @queue.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx

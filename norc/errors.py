@@ -147,3 +147,12 @@ class InvalidSpec(NorcError, ValueError):
 
 class LogNotFound(NorcError, LookupError):
     """An instance's log is neither on local disk nor in the remote log store."""
+
+
+class QueueGroupPush(NorcError, ValueError):
+    """Instances go to a queue, never to a queue group."""
+
+    def __init__(self, name: str, members: list[str]) -> None:
+        super().__init__(
+            f"{name!r} is a queue group: enqueue onto one of its queues ({', '.join(members)})"
+        )

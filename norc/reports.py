@@ -116,6 +116,16 @@ def queues(app: Norc) -> list[dict[str, Any]]:
                 "settings": settings,
             }
         )
+    for name, members in app.db.list_queue_groups():
+        rows.append(
+            {
+                "name": name,
+                "type": "group",
+                "depth": None,
+                "consumers": consumers.get(name, 0),
+                "settings": {"queues": members},
+            }
+        )
     return rows
 
 

@@ -241,7 +241,8 @@ class Executor:
     def start(self) -> Executor:
         """Register the executor and start its threads; returns at once."""
         app = self.app
-        self.queue = app.queue(self.queue_name)
+        # A queue, or a queue group's members in priority order.
+        self.queues = [app.queue(name) for name in app.queue_members(self.queue_name)]
         self.id = app.db.insert_daemon(
             kind="executor",
             host=hostname(),
@@ -397,7 +398,8 @@ class Executor:
 
     def _wake_claim(self) -> None:
         with contextlib.suppress(Exception):
-            self.queue.wake()
+            for queue in self.queues:
+                queue.wake()
 
     def _claim_loop(self) -> None:
         try:
@@ -430,7 +432,7 @@ class Executor:
             self._shutdown()
 
     def _claim(self, limit: int) -> list[_Work]:
-        ids = self.queue.claim(self.claimant, limit, timeout=0.5)
+        ids = self._claim_ids(limit)
         if not ids:
             return []
         works = [self._prepare(i, t) for i, t in self.app.db.claimed_work(ids)]
@@ -444,10 +446,35 @@ class Executor:
 
             with self.app.db.transaction() as tx:
                 started = [w.instance.id for w in expanding]
-                self.queue.release(started, tx)
+                self._release(expanding, tx)
                 jobs.start(self.app, tx, started)
             works = [w for w in works if w not in expanding]
         return works
+
+    def _claim_ids(self, limit: int) -> list[int]:
+        """Claim from the queue, or from a group's queues in priority order.
+
+        Each round asks every member, highest priority first, without waiting, and
+        waits only on the last: work on a higher-priority queue is always taken first.
+        """
+        if len(self.queues) == 1:
+            return self.queues[0].claim(self.claimant, limit, timeout=0.5)
+        ids: list[int] = []
+        for k, queue in enumerate(self.queues):
+            last = k == len(self.queues) - 1
+            ids += queue.claim(
+                self.claimant, limit - len(ids), timeout=0.1 if last and not ids else 0.0
+            )
+            if len(ids) >= limit:
+                break
+        return ids
+
+    def _release(self, works: list[_Work], tx: Any) -> None:
+        by_queue: dict[str, list[int]] = {}
+        for work in works:
+            by_queue.setdefault(work.instance.queue, []).append(work.instance.id)
+        for name, ids in by_queue.items():
+            self.app.queue(name).release(ids, tx)
 
     def _prepare(self, instance: InstanceRecord, task: TaskRecord) -> _Work:
         key = instance_log_key(task.type, task.name, instance.id)
@@ -553,7 +580,7 @@ class Executor:
                 for row, w, st in special
                 if self.app.db.finish_instance(tx, row)
             ]
-            self.queue.release([r["id"] for r in rows], tx)
+            self._release([w for w, _ in batch], tx)
             if ended:
                 after_end(self.app, tx, ended)
         self.app.after_finish([r["id"] for r in rows], [w.log_path for w, _ in batch])
@@ -581,7 +608,8 @@ class Executor:
             except (SQLAlchemyError, DatabaseError):
                 time.sleep(min(2**attempt * 0.1, 5.0))
         self.log.info("executor ended", status=self.status.value)
-        with contextlib.suppress(Exception):
-            self.queue.close()
+        for queue in self.queues:
+            with contextlib.suppress(Exception):
+                queue.close()
         self._log_file.close()
         self._finished.set()

@@ -33,7 +33,7 @@ from norc.errors import (
 )
 from norc.records import DaemonRecord, InstanceRecord, TaskRecord
 from norc.status import InstanceStatus
-from norc.store.schema import daemons, instances, queues, tasks, utcnow
+from norc.store.schema import daemons, instances, queue_groups, queues, tasks, utcnow
 from norc.store.wakeups import Wakeups
 
 if TYPE_CHECKING:
@@ -239,6 +239,10 @@ class Database:
         """Create a queue row; raises :class:`DuplicateName` if the name is taken."""
         try:
             with self.transaction() as tx:
+                if tx.conn.execute(
+                    sa.select(queue_groups.c.id).where(queue_groups.c.name == name)
+                ).first():
+                    raise DuplicateName("queue group", name)
                 tx.conn.execute(
                     sa.insert(queues).values(
                         name=name, type=type, settings=settings, created_at=utcnow()
@@ -246,6 +250,37 @@ class Database:
                 )
         except IntegrityError:
             raise DuplicateName("queue", name) from None
+
+    def insert_queue_group(self, name: str, members: Sequence[str]) -> None:
+        """Create a queue group; names are unique across queues and groups."""
+        with self.transaction() as tx:
+            taken = tx.conn.execute(sa.select(queues.c.id).where(queues.c.name == name)).first()
+            if taken is not None:
+                raise DuplicateName("queue", name)
+            try:
+                tx.conn.execute(
+                    sa.insert(queue_groups).values(
+                        name=name, queues=list(members), created_at=utcnow()
+                    )
+                )
+            except IntegrityError:
+                raise DuplicateName("queue group", name) from None
+
+    def queue_group(self, name: str) -> list[str] | None:
+        """The member queues of group ``name`` in priority order, or None if no such group."""
+        with self.reading() as conn:
+            members = conn.execute(
+                sa.select(queue_groups.c.queues).where(queue_groups.c.name == name)
+            ).scalar_one_or_none()
+        return list(members) if members is not None else None
+
+    def list_queue_groups(self) -> list[tuple[str, list[str]]]:
+        """(name, members) of every queue group."""
+        with self.reading() as conn:
+            rows = conn.execute(
+                sa.select(queue_groups.c.name, queue_groups.c.queues).order_by(queue_groups.c.name)
+            ).all()
+        return [(str(r.name), list(r.queues)) for r in rows]
 
     def queue_row(self, name: str) -> tuple[str, dict[str, Any]]:
         """The (type, settings) of a queue; raises :class:`UnknownQueue`."""

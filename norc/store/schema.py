@@ -93,6 +93,16 @@ queues = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
+# The seed's QueueGroup: executors consume its queues in priority order (first first).
+queue_groups = sa.Table(
+    "norc_queue_groups",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", Name, nullable=False, unique=True),
+    sa.Column("queues", sa.JSON, nullable=False),  # member queue names, highest priority first
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
 daemons = sa.Table(
     "norc_daemons",
     metadata,

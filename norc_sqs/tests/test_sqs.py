@@ -477,3 +477,25 @@ def test_retry_backoff_becomes_a_delivery_delay(
     first, second = sorted(app.instances(task="flaky"), key=lambda r: r.attempt)
     assert (first.status, second.attempt) == (norc.InstanceStatus.FAILURE, 2)
     assert (second.started_at - first.ended_at).total_seconds() >= 0.9  # type: ignore[operator]
+
+
+def test_queue_group_mixes_sqs_and_dbqueue_in_priority_order(
+    app: norc.Norc, make_sqs_queue: MakeQueue
+) -> None:
+    """A group of an SQS queue and a DBQueue serves the SQS queue (listed first) first."""
+    make_sqs_queue("sqs-first")
+    app.create_queue("db-second")
+    app.create_queue_group("mixed", ["sqs-first", "db-second"])
+    app.save_task(NoopTask(name="noop"))
+    later = app.enqueue_many("noop", 3, queue="db-second")
+    first = app.enqueue_many("noop", 3, queue="sqs-first")
+    with app.executor(queue="mixed", concurrency=1):
+        wait_until(
+            lambda: all(r.status.is_final for r in app.db.instances_by_id(first + later)), 60
+        )
+    records = {r.id: r for r in app.db.instances_by_id(first + later)}
+    assert {r.status for r in records.values()} == {InstanceStatus.SUCCESS}
+    assert max(records[i].started_at for i in first) <= min(  # type: ignore[type-var]
+        records[i].started_at
+        for i in later  # type: ignore[type-var]
+    )
