@@ -84,6 +84,12 @@ def test_report_json_matches_the_database(app: norc.Norc, db_url: str, tmp_path:
         (["task", "create", "t", "CommandTask", "-p", "nice=99", "-p", "command=true"], "nice"),
         (["queue", "create", "q", "-t", "carrier-pigeon"], "unknown queue type"),
         (["logs", "instance", "#999"], "unknown instance 999"),
+        (["logs", "instance", "../../etc/passwd"], "is not an instance id"),
+        (["schedule", "next", "61 * * * *"], "minute 61 out of range 0-59 in '61 * * * *'"),
+        (["schedule", "next", "@daily", "--tz", "Mars/Base"], "Mars/Base"),
+        (["control", "executor", "5", "--stop"], "unknown executor 5"),
+        (["control", "executor", "5"], "choose exactly one"),
+        (["job", "create", "j", "-n", "a:b"], "unknown node 'b'"),
         (["--db", "mysql+nodriver://x/y", "report", "tasks"], "cannot use database URL"),
     ],
 )
@@ -139,3 +145,55 @@ def norc_version() -> str:
     from importlib.metadata import version
 
     return version("norc")
+
+
+def test_schedule_commands(tmp_path: Path) -> None:
+    """schedule next/add/list/pause/resume/delete work from the shell."""
+    db = ["--db", f"sqlite:///{tmp_path / 's.db'}"]
+    nxt = norc_cli(
+        "schedule",
+        "next",
+        "30 2 * * *",
+        "--tz",
+        "Europe/Berlin",
+        "--after",
+        "2026-03-28T12:00",
+        "-n",
+        "2",
+        cwd=tmp_path,
+    )
+    assert nxt.stdout.split() == ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]
+    assert (
+        norc_cli(
+            *db, "task", "create", "t", "CommandTask", "-p", "command=true", cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    added = norc_cli(*db, "schedule", "add", "t", "--cron", "daily", cwd=tmp_path)
+    assert added.returncode == 0 and "(DAILY)" in added.stdout
+    assert norc_cli(*db, "schedule", "pause", "1", cwd=tmp_path).returncode == 0
+    listed = json.loads(norc_cli(*db, "schedule", "list", "--json", cwd=tmp_path).stdout)
+    assert listed[0]["state"] == "paused" and listed[0]["when"] == "DAILY"
+    assert norc_cli(*db, "schedule", "resume", "1", cwd=tmp_path).returncode == 0
+    assert norc_cli(*db, "schedule", "delete", "1", cwd=tmp_path).returncode == 0
+    assert json.loads(norc_cli(*db, "schedule", "list", "--json", cwd=tmp_path).stdout) == []
+
+
+def test_job_commands(tmp_path: Path) -> None:
+    """job create builds a graph from the shell; job show prints it in dependency order."""
+    db = ["--db", f"sqlite:///{tmp_path / 'j.db'}"]
+    for name in ("a", "b"):
+        norc_cli(*db, "task", "create", name, "CommandTask", "-p", "command=true", cwd=tmp_path)
+    made = norc_cli(
+        *db, "job", "create", "etl", "-n", "b", "-n", "final=a:b", "-n", "a", cwd=tmp_path
+    )
+    assert made.returncode == 0, made.stderr
+    rows = json.loads(norc_cli(*db, "job", "show", "etl", "--json", cwd=tmp_path).stdout)
+    order = [r["node"] for r in rows]
+    assert order.index("b") < order.index("final")
+    assert next(r for r in rows if r["node"] == "final") == {
+        "node": "final",
+        "task": "a",
+        "after": "b",
+        "queue": None,
+    }
