@@ -51,3 +51,39 @@ def test_times_come_back_aware_utc(app: norc.Norc) -> None:
     record = app.instance(app.enqueue("t"))
     assert record.created_at is not None and record.created_at.utcoffset() is not None
     assert record.created_at.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+
+
+def test_db_upgrade_migrates_an_old_database(db_url: str, tmp_path: Path) -> None:
+    """A database made by the first release is refused, then `norc db upgrade` brings it
+    to the current schema with its data kept."""
+    import subprocess
+    import sys
+
+    engine = sa.create_engine(normalise_url(db_url))
+    with engine.begin() as conn:
+        from alembic import command
+
+        command.upgrade(migrate.alembic_config(conn), "0001")
+        conn.execute(
+            sa.text(
+                "INSERT INTO norc_tasks (name, type, type_path, plugin, params, description,"
+                " timeout, finally_timeout, created_at, updated_at) VALUES ('old', 'Outcome',"
+                " 'tests.tasks:Outcome', 'application', '{}', '', NULL, 10,"
+                " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        )
+    engine.dispose()
+    with pytest.raises(SchemaOutdated, match="'0001'"):
+        norc.Norc(db_url, log_dir=tmp_path).tasks()
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("norc")), "--db", db_url, "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"0001 -> {migrate.head_revision()}" in result.stdout
+    app = norc.Norc(db_url, log_dir=tmp_path)
+    record = app.task_record("old")
+    assert record.max_retries == 0 and record.overlap == "allow"
+    app.close()
