@@ -60,17 +60,12 @@ def daemons(
     held: Counter[int] = Counter()
     if kind == "scheduler" and records:
         with app.db.reading() as conn:
-            held.update(
-                dict(
-                    conn.execute(
-                        sa.select(schedules.c.claimed_by, sa.func.count())
-                        .where(schedules.c.claimed_by.in_([d.id for d in records]))
-                        .group_by(schedules.c.claimed_by)
-                    )
-                    .tuples()
-                    .all()
-                )
-            )
+            for owner, n in conn.execute(
+                sa.select(schedules.c.claimed_by, sa.func.count())
+                .where(schedules.c.claimed_by.in_([d.id for d in records]))
+                .group_by(schedules.c.claimed_by)
+            ).all():
+                held[int(owner)] = int(n)
     for d in records:
         row = {
             "id": d.id,
@@ -129,11 +124,16 @@ def queues(app: Norc) -> list[dict[str, Any]]:
     return rows
 
 
-def tasks(app: Norc, *, since: datetime | None = None) -> list[dict[str, Any]]:
-    """Tasks with how their instances went (since ``since``) and their next fire."""
+def tasks(
+    app: Norc, *, since: datetime | None = None, task: str | None = None
+) -> list[dict[str, Any]]:
+    """Tasks (or one, by name) with how their instances went since ``since``, next fire."""
+    records = app.tasks() if task is None else [app.task_record(task)]
     query = sa.select(instances.c.task_id, instances.c.status, sa.func.count()).group_by(
         instances.c.task_id, instances.c.status
     )
+    if task is not None:
+        query = query.where(instances.c.task_id == records[0].id)
     if since is not None:
         query = query.where(instances.c.created_at >= since)
     per_task: dict[int, dict[str, int]] = {}
@@ -141,12 +141,12 @@ def tasks(app: Norc, *, since: datetime | None = None) -> list[dict[str, Any]]:
         for task_id, status, n in conn.execute(query).all():
             per_task.setdefault(int(task_id), {})[str(status)] = int(n)
     next_fire: dict[int, datetime] = {}
-    for s in app.schedules():
+    for s in app.schedules(task=task):
         if s.next_fire_at and not s.paused:
             current = next_fire.get(s.task_id)
             next_fire[s.task_id] = min(current, s.next_fire_at) if current else s.next_fire_at
     rows = []
-    for t in app.tasks():
+    for t in records:
         counts = _group_counts(per_task.get(t.id, {}))
         done = counts["succeeded"] + counts["failed"]
         rows.append(
@@ -207,7 +207,12 @@ def status(app: Norc, *, since: datetime) -> dict[str, Any]:
             str(s): int(n)
             for s, n in conn.execute(
                 sa.select(instances.c.status, sa.func.count())
-                .where(instances.c.created_at >= since)
+                # Naming every status lets the (status, created_at) index seek per status
+                # instead of scanning it whole: milliseconds at a million rows.
+                .where(
+                    instances.c.status.in_([s.value for s in InstanceStatus]),
+                    instances.c.created_at >= since,
+                )
                 .group_by(instances.c.status)
             ).all()
         }

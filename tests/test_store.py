@@ -87,3 +87,20 @@ def test_db_upgrade_migrates_an_old_database(db_url: str, tmp_path: Path) -> Non
     record = app.task_record("old")
     assert record.max_retries == 0 and record.overlap == "allow"
     app.close()
+
+
+def test_daemons_starting_together_create_the_schema_once(db_url: str, tmp_path: Path) -> None:
+    """Six processes opening a brand-new database at the same moment all succeed."""
+    import subprocess
+    import sys
+
+    script = "import sys, norc; norc.Norc(sys.argv[1], log_dir=sys.argv[2]).tasks()"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, db_url, str(tmp_path)], stderr=subprocess.PIPE
+        )
+        for _ in range(6)
+    ]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    assert [q[0] for q in norc.Norc(db_url, log_dir=tmp_path).queues()] == ["default"]

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from norc.abc import Claimant
 
 
+#: The advisory lock that serialises schema creation on PostgreSQL ("norc" in ASCII).
+SCHEMA_LOCK_KEY = 0x6E6F7263
+
+
 def normalise_url(url: str) -> URL:
     """Parse a database URL, choosing the drivers Norc ships with when none is named."""
     try:
@@ -116,7 +120,7 @@ class Database:
             from norc.store import migrate
 
             try:
-                with self.engine.begin() as conn:
+                with self.engine.begin() as conn, self._schema_guard(conn):
                     current = migrate.current_revision(conn)
                     head = migrate.head_revision()
                     if current is None and not sa.inspect(conn).has_table(tasks.name):
@@ -126,6 +130,27 @@ class Database:
             except OperationalError as exc:
                 raise DatabaseUnreachable(masked(self.url), _reason(exc)) from None
             self._schema_checked = True
+
+    @contextlib.contextmanager
+    def _schema_guard(self, conn: Connection) -> Iterator[None]:
+        """One process at a time checks and creates the schema.
+
+        Several daemons often start together on a new database; without this their
+        CREATE TABLEs race and all but one fail. SQLite's BEGIN IMMEDIATE already
+        serialises; PostgreSQL takes a transaction-scoped advisory lock; MariaDB/MySQL,
+        whose DDL commits on its own, a named session lock.
+        """
+        if self.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            yield
+        elif self.dialect in ("mysql", "mariadb"):
+            conn.execute(sa.text("SELECT GET_LOCK('norc_schema', 120)"))
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT RELEASE_LOCK('norc_schema')"))
+        else:
+            yield
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:

@@ -1,0 +1,585 @@
+"""The JSON API under ``/api/``: one table of endpoints, used for routing and for OpenAPI.
+
+Every handler is a plain function run in a worker thread (the database calls block);
+it returns JSON-ready data or raises. A :class:`norc.errors.NorcError` becomes
+``{"error": message}`` with 400, 404, 409 or 503, never a traceback. The overview data
+comes from :mod:`norc.reports`, the same functions as ``norc status`` and ``norc report``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import structlog
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from norc import control, reports
+from norc.control import ControlError
+from norc.errors import DatabaseError, LogNotFound, NorcError, UnknownName
+from norc.status import Request as DaemonRequest
+from norc.status import statuses_for
+from norc.web import queries
+from norc.web.security import CSRF_HEADER, Guard, HTTPProblem
+
+if TYPE_CHECKING:
+    from norc.app import Norc
+
+log = structlog.get_logger("norc.web")
+
+Handler = Callable[["Context"], Any]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@attrs.frozen
+class Param:
+    """A query parameter, for the OpenAPI description."""
+
+    name: str
+    type: str = "string"
+    description: str = ""
+
+
+@attrs.frozen
+class Endpoint:
+    """One API route: method, path, handler, and what OpenAPI says about it."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    change: bool = False
+    params: tuple[Param, ...] = ()
+    body: dict[str, Any] | None = None
+    #: Reachable without credentials even when reads need them (how to authenticate).
+    public: bool = False
+
+
+@attrs.frozen
+class Context:
+    """What a handler gets: the Norc handle, the request's parameters and JSON body."""
+
+    app: Norc
+    guard: Guard
+    path: dict[str, Any]
+    query: dict[str, str]
+    body: dict[str, Any]
+
+    def integer(self, name: str, default: int | None = None, *, low: int = 1) -> int | None:
+        """An integer query parameter (400 if it is not one, or below ``low``)."""
+        text = self.query.get(name)
+        if text is None or text == "":
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise HTTPProblem(400, f"{name}={text!r} is not an integer") from None
+        if value < low:
+            raise HTTPProblem(400, f"{name} must be >= {low}, got {value}")
+        return value
+
+    def when(self, name: str, default: str | None) -> datetime | None:
+        """A time parameter: ``10m``/``2h``/``1d``/``1w`` ago, or an ISO 8601 time."""
+        text = self.query.get(name) or default
+        if text is None:
+            return None
+        return parse_when(name, text)
+
+
+def parse_when(name: str, text: str) -> datetime:
+    """``10m``, ``2h``, ``1d``, ``1w`` ago, or an ISO 8601 time (UTC if it has no zone)."""
+    match = _DURATION.match(text)
+    if match:
+        return datetime.now(UTC) - timedelta(seconds=float(match[1]) * _UNITS[match[2].lower()])
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise HTTPProblem(
+            400, f"{name}={text!r} is neither a duration like 10m/1h/1d nor an ISO time"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def status_for(exc: NorcError) -> int:
+    """The HTTP status a Norc error maps to."""
+    if isinstance(exc, UnknownName | LogNotFound):
+        return 404
+    if isinstance(exc, ControlError):
+        return 409
+    if isinstance(exc, DatabaseError):
+        return 503
+    return 400
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The one shape of every error: ``{"error": message}``."""
+    return JSONResponse(
+        {"error": message},
+        status_code=status,
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("norc")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _find(rows: list[dict[str, Any]], ident: int, what: str) -> dict[str, Any]:
+    for row in rows:
+        if row["id"] == ident:
+            return row
+    raise HTTPProblem(404, f"unknown {what} {ident}")
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+
+def session(c: Context) -> dict[str, Any]:
+    """What the page needs to talk to the API."""
+    return {
+        "csrf_token": c.guard.csrf_token,
+        "csrf_header": CSRF_HEADER,
+        "read_only": c.guard.read_only,
+        "require_auth": c.guard.require_auth,
+        "auth": {"token": c.guard.token is not None, "basic": c.guard.user is not None},
+        "version": _version(),
+    }
+
+
+def status(c: Context) -> dict[str, Any]:
+    """``norc status``: live daemons, queues, instance counts and failures since ``since``."""
+    since = c.when("since", "1h")
+    assert since is not None
+    data: dict[str, Any] = reports.status(c.app, since=since)
+    return data
+
+
+def executors(c: Context) -> list[dict[str, Any]]:
+    """``norc report executors``."""
+    return reports.daemons(
+        c.app, "executor", since=c.when("since", None), limit=c.integer("limit", 50)
+    )
+
+
+def schedulers(c: Context) -> list[dict[str, Any]]:
+    """``norc report schedulers``."""
+    return reports.daemons(
+        c.app, "scheduler", since=c.when("since", None), limit=c.integer("limit", 50)
+    )
+
+
+def queues_(c: Context) -> list[dict[str, Any]]:
+    """``norc report queues``."""
+    return reports.queues(c.app)
+
+
+def tasks_(c: Context) -> list[dict[str, Any]]:
+    """``norc report tasks``, counting instances since ``since`` (default 1d)."""
+    return reports.tasks(c.app, since=c.when("since", "1d"))
+
+
+def task(c: Context) -> dict[str, Any]:
+    """One task: its report row, its record, its schedules with their next fires."""
+    task_id = int(c.path["task_id"])
+    record = c.app.task_record(task_id)
+    row = _find(
+        reports.tasks(c.app, since=c.when("since", "1d"), task=record.name), task_id, "task"
+    )
+    schedules = reports.schedules_(c.app, task=record.name)
+    for s in schedules:
+        s["next_fires"] = queries.next_fires(c.app, s["id"], 3)
+    return {"task": row, "record": record.to_json(), "schedules": schedules}
+
+
+def task_runs(c: Context) -> dict[str, Any]:
+    """A task's latest runs, for its duration and lateness charts."""
+    task_id = int(c.path["task_id"])
+    c.app.task_record(task_id)
+    since = c.when("since", "1d")
+    assert since is not None
+    runs = queries.task_runs(
+        c.app,
+        task_id,
+        since=since,
+        until=c.when("until", None),
+        limit=c.integer("limit", 200) or 200,
+    )
+    return {"task_id": task_id, "runs": runs}
+
+
+def run_task(c: Context) -> dict[str, Any]:
+    """Enqueue one instance of a task now."""
+    task_id = int(c.path["task_id"])
+    queue = c.body.get("queue") or "default"
+    priority = c.body.get("priority", 0)
+    if not isinstance(queue, str) or not isinstance(priority, int):
+        raise HTTPProblem(400, "queue must be a string and priority an integer")
+    instance_id = c.app.enqueue(task_id, queue=queue, priority=priority)
+    return {
+        "instance_id": instance_id,
+        "instance": queries.instance_json(c.app.instance(instance_id)),
+    }
+
+
+def schedules_(c: Context) -> list[dict[str, Any]]:
+    """``norc report schedules`` (of one task with ``task=NAME``)."""
+    return reports.schedules_(c.app, task=c.query.get("task") or None)
+
+
+def schedule(c: Context) -> dict[str, Any]:
+    """One schedule: its report row, its record, its next ten fires."""
+    schedule_id = int(c.path["schedule_id"])
+    record = c.app.schedule(schedule_id)
+    row = _find(
+        reports.schedules_(c.app, task=record.task_name, include_deleted=True),
+        schedule_id,
+        "schedule",
+    )
+    return {
+        "schedule": row,
+        "record": record.to_json(),
+        "next_fires": queries.next_fires(c.app, schedule_id, 10),
+    }
+
+
+def pause_schedule(c: Context) -> dict[str, Any]:
+    """Pause a schedule."""
+    schedule_id = int(c.path["schedule_id"])
+    c.app.pause_schedule(schedule_id)
+    return {"schedule": c.app.schedule(schedule_id).to_json()}
+
+
+def resume_schedule(c: Context) -> dict[str, Any]:
+    """Resume a schedule from its next fire after now."""
+    schedule_id = int(c.path["schedule_id"])
+    c.app.resume_schedule(schedule_id)
+    return {"schedule": c.app.schedule(schedule_id).to_json()}
+
+
+def instances(c: Context) -> dict[str, Any]:
+    """A page of instances, newest first, with the ``before_id`` of the next page."""
+    since = c.when("since", "1h")
+    assert since is not None
+    status_text = c.query.get("status")
+    task_ids: list[int] | None = None
+    if c.query.get("task_id"):
+        task_ids = [c.integer("task_id") or 0]
+    elif c.query.get("task"):
+        task_ids = queries.matching_task_ids(c.app, c.query["task"])
+    records, next_before = queries.page_of_instances(
+        c.app,
+        since=since,
+        until=c.when("until", None),
+        statuses=statuses_for(status_text) if status_text else None,
+        task_ids=task_ids,
+        queue=c.query.get("queue") or None,
+        executor_id=c.integer("executor"),
+        schedule_id=c.integer("schedule"),
+        before_id=c.integer("before_id"),
+        limit=c.integer("limit", 50) or 50,
+    )
+    return {
+        "instances": [queries.instance_json(r) for r in records],
+        "next_before_id": next_before,
+    }
+
+
+def instance(c: Context) -> dict[str, Any]:
+    """One instance."""
+    record = c.app.instance(int(c.path["instance_id"]))
+    return {"instance": queries.instance_json(record)}
+
+
+def instance_log(c: Context) -> dict[str, Any]:
+    """A chunk of an instance's log, from ``offset`` (negative: from the end)."""
+    return queries.instance_log(
+        c.app,
+        int(c.path["instance_id"]),
+        offset=_offset(c),
+        limit=c.integer("limit", 256 * 1024) or 1,
+    )
+
+
+def handle_instance(c: Context) -> dict[str, Any]:
+    """Mark a failed instance HANDLED."""
+    instance_id = int(c.path["instance_id"])
+    control.handle_instance(c.app, instance_id)
+    return {"instance": queries.instance_json(c.app.instance(instance_id))}
+
+
+def daemon(c: Context) -> dict[str, Any]:
+    """One executor or scheduler, as ``norc report executors/schedulers`` shows it."""
+    daemon_id = int(c.path["daemon_id"])
+    record = control.get_daemon(c.app, daemon_id)
+    rows = reports.daemons(c.app, record.kind, limit=None)
+    return {"daemon": _find(rows, daemon_id, record.kind)}
+
+
+def daemon_log(c: Context) -> dict[str, Any]:
+    """A chunk of a daemon's own log."""
+    return queries.daemon_log(
+        c.app,
+        int(c.path["daemon_id"]),
+        offset=_offset(c),
+        limit=c.integer("limit", 256 * 1024) or 1,
+    )
+
+
+def _request_from_body(c: Context) -> DaemonRequest:
+    value = c.body.get("request")
+    try:
+        return DaemonRequest(str(value).upper())
+    except ValueError:
+        choices = ", ".join(r.value for r in DaemonRequest)
+        raise HTTPProblem(400, f"request must be one of {choices}, got {value!r}") from None
+
+
+def daemon_request(c: Context) -> dict[str, Any]:
+    """Send STOP, KILL, PAUSE, RESUME or RELOAD to a live daemon."""
+    daemon_id = int(c.path["daemon_id"])
+    force, wait, timeout = (
+        c.body.get("force", False),
+        c.body.get("wait", False),
+        c.body.get("timeout", 10.0),
+    )
+    if not isinstance(force, bool) or not isinstance(wait, bool):
+        raise HTTPProblem(400, "force and wait must be true or false")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise HTTPProblem(400, "timeout must be a positive number of seconds")
+    record = c.app.request(
+        daemon_id,
+        _request_from_body(c),
+        force=force,
+        wait=wait,
+        timeout=min(float(timeout), 15.0),
+    )
+    return {"daemon": record.to_json()}
+
+
+def handle_daemon(c: Context) -> dict[str, Any]:
+    """Mark a daemon that ended in ERROR as HANDLED."""
+    return {"daemon": control.handle_daemon(c.app, int(c.path["daemon_id"])).to_json()}
+
+
+def host_request(c: Context) -> dict[str, Any]:
+    """Send a request to every live daemon on one host."""
+    ids = c.app.request_host(str(c.path["host"]), _request_from_body(c))
+    return {"host": c.path["host"], "daemons": ids}
+
+
+def chart_instances(c: Context) -> dict[str, Any]:
+    """Instances created per status and time bucket, over ``[since, until)``."""
+    since = c.when("since", "1h")
+    assert since is not None
+    until = c.when("until", None) or datetime.now(UTC)
+    if until <= since:
+        raise HTTPProblem(400, "until must be after since")
+    return queries.instances_over_time(
+        c.app, since=since, until=until, buckets=c.integer("buckets", 30) or 30
+    )
+
+
+def _offset(c: Context) -> int:
+    text = c.query.get("offset", "0")
+    try:
+        return int(text)
+    except ValueError:
+        raise HTTPProblem(400, f"offset={text!r} is not an integer") from None
+
+
+# -- the table -----------------------------------------------------------------------------
+
+_SINCE = Param("since", description="10m, 1h, 1d, 1w ago, or an ISO 8601 time")
+_UNTIL = Param("until", description="an ISO 8601 time (default: now)")
+_LIMIT = Param("limit", "integer", "at most this many rows")
+_OFFSET = Param("offset", "integer", "first byte to return; negative counts from the end")
+_REQUEST_BODY = {
+    "type": "object",
+    "required": ["request"],
+    "properties": {
+        "request": {"type": "string", "enum": [r.value for r in DaemonRequest]},
+        "force": {"type": "boolean", "description": "end a daemon that is no longer alive"},
+        "wait": {"type": "boolean", "description": "return once carried out (at most 15 s)"},
+    },
+}
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/api/session", session, "CSRF token and authentication modes", public=True),
+    Endpoint(
+        "GET", "/api/status", status, "Overview: live daemons, queues, counts", params=(_SINCE,)
+    ),
+    Endpoint("GET", "/api/executors", executors, "Executors", params=(_SINCE, _LIMIT)),
+    Endpoint("GET", "/api/schedulers", schedulers, "Schedulers", params=(_SINCE, _LIMIT)),
+    Endpoint("GET", "/api/queues", queues_, "Queues with depth and consumers"),
+    Endpoint("GET", "/api/tasks", tasks_, "Tasks with counts since `since`", params=(_SINCE,)),
+    Endpoint("GET", "/api/tasks/{task_id:int}", task, "One task", params=(_SINCE,)),
+    Endpoint(
+        "GET",
+        "/api/tasks/{task_id:int}/runs",
+        task_runs,
+        "A task's latest runs: duration and lateness",
+        params=(_SINCE, _UNTIL, _LIMIT),
+    ),
+    Endpoint(
+        "POST",
+        "/api/tasks/{task_id:int}/run",
+        run_task,
+        "Enqueue one instance now",
+        change=True,
+        body={
+            "type": "object",
+            "properties": {"queue": {"type": "string"}, "priority": {"type": "integer"}},
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/api/schedules",
+        schedules_,
+        "Schedules",
+        params=(Param("task", description="only this task's (its name)"),),
+    ),
+    Endpoint("GET", "/api/schedules/{schedule_id:int}", schedule, "One schedule and next fires"),
+    Endpoint(
+        "POST", "/api/schedules/{schedule_id:int}/pause", pause_schedule, "Pause", change=True
+    ),
+    Endpoint(
+        "POST", "/api/schedules/{schedule_id:int}/resume", resume_schedule, "Resume", change=True
+    ),
+    Endpoint(
+        "GET",
+        "/api/instances",
+        instances,
+        "A page of instances, newest first",
+        params=(
+            _SINCE,
+            _UNTIL,
+            Param(
+                "status",
+                description="a group (active, running, succeeded, failed, final,"
+                " error) or a status",
+            ),
+            Param("task", description="task names containing this"),
+            Param("task_id", "integer"),
+            Param("queue"),
+            Param("executor", "integer", "executor id"),
+            Param("schedule", "integer", "schedule id"),
+            Param("before_id", "integer", "the next page: `next_before_id` of the last"),
+            _LIMIT,
+        ),
+    ),
+    Endpoint("GET", "/api/instances/{instance_id:int}", instance, "One instance"),
+    Endpoint(
+        "GET",
+        "/api/instances/{instance_id:int}/log",
+        instance_log,
+        "A chunk of an instance's log",
+        params=(_OFFSET, _LIMIT),
+    ),
+    Endpoint(
+        "POST",
+        "/api/instances/{instance_id:int}/handle",
+        handle_instance,
+        "Mark a failed instance HANDLED",
+        change=True,
+    ),
+    Endpoint("GET", "/api/daemons/{daemon_id:int}", daemon, "One executor or scheduler"),
+    Endpoint(
+        "GET",
+        "/api/daemons/{daemon_id:int}/log",
+        daemon_log,
+        "A chunk of a daemon's own log",
+        params=(_OFFSET, _LIMIT),
+    ),
+    Endpoint(
+        "POST",
+        "/api/daemons/{daemon_id:int}/request",
+        daemon_request,
+        "STOP, KILL, PAUSE, RESUME or RELOAD a daemon",
+        change=True,
+        body=_REQUEST_BODY,
+    ),
+    Endpoint(
+        "POST",
+        "/api/daemons/{daemon_id:int}/handle",
+        handle_daemon,
+        "Mark a daemon that ended in ERROR as HANDLED",
+        change=True,
+    ),
+    Endpoint(
+        "POST",
+        "/api/hosts/{host}/request",
+        host_request,
+        "Send a request to every live daemon on a host",
+        change=True,
+        body=_REQUEST_BODY,
+    ),
+    Endpoint(
+        "GET",
+        "/api/charts/instances",
+        chart_instances,
+        "Instances per status and time bucket",
+        params=(_SINCE, _UNTIL, Param("buckets", "integer", "how many buckets (at most 120)")),
+    ),
+)
+
+
+def make_endpoint(
+    endpoint: Endpoint, app: Norc, guard: Guard
+) -> Callable[[Request], Awaitable[Response]]:
+    """The ASGI endpoint of one table row: checks, body, handler in a thread, errors."""
+
+    async def run(request: Request) -> Response:
+        try:
+            if endpoint.change:
+                guard.check_change(request)
+            elif not endpoint.public:
+                guard.check_read(request)
+            body: dict[str, Any] = {}
+            if endpoint.change:
+                raw = await request.body()
+                if raw.strip():
+                    try:
+                        parsed = json.loads(raw)
+                    except ValueError:
+                        raise HTTPProblem(400, "the request body is not JSON") from None
+                    if not isinstance(parsed, dict):
+                        raise HTTPProblem(400, "the request body must be a JSON object")
+                    body = parsed
+            ctx = Context(
+                app=app,
+                guard=guard,
+                path=dict(request.path_params),
+                query=dict(request.query_params),
+                body=body,
+            )
+            result = await run_in_threadpool(endpoint.handler, ctx)
+            return JSONResponse(reports.jsonable(result), headers={"Cache-Control": "no-store"})
+        except HTTPProblem as problem:
+            return error_response(problem.status, problem.message, problem.headers)
+        except NorcError as exc:
+            return error_response(status_for(exc), str(exc))
+        except Exception:
+            log.exception("web API request failed", path=request.url.path)
+            return error_response(500, "internal error (details are in the server's log)")
+
+    run.__name__ = endpoint.handler.__name__
+    return run
+
+
+def routes(app: Norc, guard: Guard) -> list[Route]:
+    """The API's routes."""
+    return [Route(e.path, make_endpoint(e, app, guard), methods=[e.method]) for e in ENDPOINTS]
