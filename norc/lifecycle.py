@@ -113,11 +113,13 @@ def stop_instances(
             instances.c.status,
             instances.c.queue,
             instances.c.executor_id,
+            instances.c.job_instance_id,
             tasks.c.type,
         )
         .join(tasks, tasks.c.id == instances.c.task_id)
         .where(instances.c.id.in_(sorted(instance_ids)), instances.c.status.in_(ACTIVE))
     ).all()
+    parents = {int(r.job_instance_id) for r in rows if r.job_instance_id is not None}
     now = utcnow()
     from norc.jobs import Job, cancel
 
@@ -145,6 +147,13 @@ def stop_instances(
         # A queue whose plugin is not installed here keeps its items; claims drop them.
         with contextlib.suppress(NorcError):
             app.queue(queue).release(ids, tx)
+    if parents:
+        # A stopped node is a failed node: its Job skips its descendants and may end.
+        # (No retry: stopping is deliberate.) Jobs being cancelled are no longer
+        # RUNNING, so advancing them does nothing.
+        from norc.jobs import advance
+
+        advance(app, tx, parents)
     return ended
 
 

@@ -381,3 +381,30 @@ def test_schedule_fires_obey_overlap(sqlite_app: norc.Norc) -> None:
     assert statuses.count(InstanceStatus.SKIPPED) >= 3
     running = [r for r in app.instances(limit=None) if r.started_at]
     assert _overlapping([r for r in running if r.ended_at]) <= 1
+
+
+def test_stopping_one_node_skips_its_descendants_and_ends_the_job(sqlite_app: norc.Norc) -> None:
+    """A node stopped by request counts as failed: its child is SKIPPED and the Job ends."""
+    app = sqlite_app
+    app.save_task(Sleep(name="slow", seconds=30))
+    app.save_task(Outcome(name="ok"))
+    job = Job(name="partly-stopped")
+    job.add("ok", name="child", after=[job.add("slow")])
+    job.add("ok", name="other")
+    app.save_task(job)
+    run = app.enqueue("partly-stopped")
+    with app.executor(concurrency=2):
+        wait_until(
+            lambda: (
+                "slow" in _nodes(app, run)
+                and _nodes(app, run)["slow"].status is InstanceStatus.RUNNING
+            ),
+            20,
+        )
+        assert app.stop_instance(_nodes(app, run)["slow"].id)
+        record = _final(app, run, 20)
+    assert record.status is InstanceStatus.FAILURE
+    nodes = _nodes(app, run)
+    assert nodes["slow"].status is InstanceStatus.INTERRUPTED
+    assert nodes["child"].status is InstanceStatus.SKIPPED
+    assert nodes["other"].status is InstanceStatus.SUCCESS

@@ -15,12 +15,13 @@ from starlette.testclient import TestClient
 import norc
 from norc import reports
 from norc.errors import ConfigurationError
+from norc.jobs import Job
 from norc.status import InstanceStatus
 from norc.store.schema import instances as instances_table
 from norc.testing import NoopTask, wait_until
 from norc.web import create_app, serve
 from norc.web.queries import read_chunk
-from tests.tasks import Echo, Outcome
+from tests.tasks import Echo, Outcome, Sleep
 
 LOCAL = {"base_url": "http://127.0.0.1:8000", "client": ("127.0.0.1", 40000)}
 
@@ -301,6 +302,95 @@ def test_handle_a_failed_instance(app: norc.Norc, web: TestClient) -> None:
     assert refused.status_code == 409 and "not failed" in refused.json()["error"]
 
 
+def diamond(app: norc.Norc, name: str = "diamond", task: str = "ok") -> Job:
+    """A Job whose nodes ``a`` and ``b`` run ``task``, then ``c`` after both."""
+    job = Job(name=name)
+    a, b = job.add(task, name="a"), job.add(task, name="b")
+    job.add(task, name="c", after=[a, b])
+    app.save_task(job)
+    return job
+
+
+def test_job_run_is_the_job_nodes_report(app: norc.Norc, web: TestClient) -> None:
+    """/api/jobs/ID is the Job run's instance and the rows of reports.job_nodes, unchanged."""
+    app.save_task(Outcome(name="ok"))
+    diamond(app)
+    run = app.enqueue("diamond")
+    with app.executor(concurrency=2):
+        wait_until(lambda: app.instance(run).status.is_final, 60)
+
+    response = web.get(f"/api/jobs/{run}")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["job"] == "diamond"
+    assert body["instance"] == app.instance(run).to_json()
+    assert body["instance"]["status"] == "SUCCESS"
+    assert body["nodes"] == reports.jsonable(reports.job_nodes(app, "diamond", instance_id=run))
+    assert [n["node"] for n in body["nodes"]][-1] == "c"
+    assert {n["node"]: n["status"] for n in body["nodes"]} == dict.fromkeys("abc", "SUCCESS")
+    assert next(n for n in body["nodes"] if n["node"] == "c")["after"] in ("a, b", "b, a")
+    for node in body["nodes"]:
+        assert app.instance(node["instance"]).job_instance_id == run
+
+
+def test_job_run_of_something_else_is_not_found(app: norc.Norc, web: TestClient) -> None:
+    """An instance that is not a Job run, or no instance at all, is a 404 with a JSON error."""
+    app.save_task(Outcome(name="ok"))
+    plain = app.enqueue("ok")
+    response = web.get(f"/api/jobs/{plain}")
+    assert response.status_code == 404
+    assert set(response.json()) == {"error"} and "not a Job run" in response.json()["error"]
+    assert web.get("/api/jobs/98765").status_code == 404
+    assert web.get("/api/jobs/abc").status_code == 404
+
+
+def test_stop_an_instance_needs_csrf_and_skips_a_queued_one(
+    app: norc.Norc, web: TestClient
+) -> None:
+    """POST /stop without the CSRF header changes nothing; with it QUEUED becomes SKIPPED."""
+    app.save_task(NoopTask(name="waiting"))
+    instance_id = app.enqueue("waiting")
+    url = f"/api/instances/{instance_id}/stop"
+    assert web.post(url).status_code == 403
+    assert web.post(url, headers={"X-Norc-CSRF": "guess"}).status_code == 403
+    assert web.get(url).status_code == 405
+    assert app.instance(instance_id).status is InstanceStatus.QUEUED
+
+    stopped = web.post(url, headers=csrf(web))
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json() == {"stopped": True}
+    record = app.instance(instance_id)
+    assert record.status is InstanceStatus.SKIPPED and record.error == "stopped from the web page"
+    assert web.post(url, headers=csrf(web)).json() == {"stopped": False}  # ended already
+    assert web.post("/api/instances/98765/stop", headers=csrf(web)).status_code == 404
+
+
+def test_stop_a_running_job_run_ends_its_nodes(app: norc.Norc, web: TestClient) -> None:
+    """Stopping a running Job run interrupts it; its nodes end and the page data shows it."""
+    app.save_task(Sleep(name="nap", seconds=30))
+    diamond(app, "sleepy", task="nap")
+    run = app.enqueue("sleepy")
+    with app.executor(concurrency=2):
+        wait_until(
+            lambda: (
+                len(app.db.find_instances(job_instance_id=run, limit=None)) == 2
+                and app.instance(run).status is InstanceStatus.RUNNING
+            ),
+            30,
+        )
+        before = web.get(f"/api/jobs/{run}").json()
+        assert next(n for n in before["nodes"] if n["node"] == "c")["status"] == "PENDING"
+        response = web.post(f"/api/instances/{run}/stop", headers=csrf(web))
+        assert response.json() == {"stopped": True}
+    answer = web.get(f"/api/jobs/{run}")
+    assert answer.status_code == 200, answer.text
+    after = answer.json()
+    assert after["instance"]["status"] == "INTERRUPTED"
+    statuses = {n["node"]: n["status"] for n in after["nodes"]}
+    assert statuses["c"] == "SKIPPED"
+    assert {statuses["a"], statuses["b"]} <= {"INTERRUPTED", "SKIPPED"}
+
+
 def test_changes_need_the_csrf_header_a_post_and_the_same_origin(
     sqlite_app: norc.Norc,
 ) -> None:
@@ -411,6 +501,7 @@ def test_read_only_refuses_every_change(app: norc.Norc) -> None:
             (f"/api/schedules/{s.id}/resume", {}),
             (f"/api/tasks/{task.id}/run", {}),
             (f"/api/instances/{instance_id}/handle", {}),
+            (f"/api/instances/{instance_id}/stop", {}),
         ):
             response = web.post(url, json=body, headers=headers)
             assert response.status_code == 403, url
@@ -418,6 +509,7 @@ def test_read_only_refuses_every_change(app: norc.Norc) -> None:
     assert app.daemons()[0].request is None
     assert not app.schedule(s.id).paused
     assert len(app.instances()) == 1
+    assert app.instance(instance_id).status is InstanceStatus.QUEUED
 
 
 def test_serve_refuses_a_non_loopback_host_without_credentials(sqlite_app: norc.Norc) -> None:

@@ -19,7 +19,8 @@ import pytest
 import uvicorn
 
 import norc
-from norc import RunContext, Task
+from norc import RunContext, Task, reports
+from norc.jobs import Job
 from norc.testing import free_port, wait_until
 from norc.web import create_app
 from tests.tasks import Outcome
@@ -220,3 +221,73 @@ def test_a_control_without_credentials_is_refused(live: Any, page: Any) -> None:
         page.click("#banner button")
         page.locator(f'[data-action="pause-executor-{executor.id}"]').click()
         wait_until(lambda: app.daemons("executor")[0].status == "PAUSED", 10)
+
+
+def test_job_run_graph_shows_its_nodes_coloured_by_status(live: Any, page: Any) -> None:
+    """A finished diamond run: three SUCCESS boxes, two arrows, a node box opens its instance."""
+    from playwright.sync_api import expect
+
+    app, _executor, _scheduler = live
+    job = Job(name="nightly-etl")
+    orders = job.add("ok", name="extract-orders")
+    customers = job.add("ok", name="extract-customers")
+    job.add("ok", name="load-warehouse", after=[orders, customers])
+    app.save_task(job)
+    run = app.enqueue("nightly-etl")
+    wait_until(lambda: app.instance(run).status.is_final, 30)
+    assert app.instance(run).status is norc.InstanceStatus.SUCCESS
+    with Server(create_app(app)) as server:
+        page.goto(server.url + f"#/job/{run}")
+        graph = page.locator("#job-graph svg.graph")
+        boxes = graph.locator("g.node")
+        expect(boxes).to_have_count(3)
+        expect(graph.locator("path.edge")).to_have_count(2)
+        expect(page.locator("#job-nodes tbody tr")).to_have_count(3)
+        expect(page.locator("h1 .status")).to_have_text("SUCCESS")
+        expect(page.locator("#updated")).to_contain_text("final")  # no more polling
+        success = page.evaluate(
+            """() => { const b = document.createElement("span");
+                 b.className = "status s-SUCCESS"; document.body.append(b);
+                 const c = getComputedStyle(b).backgroundColor; b.remove(); return c; }"""
+        )
+        assert success == "rgb(46, 158, 87)"
+        nodes = {row["node"]: row for row in reports.job_nodes(app, "nightly-etl", instance_id=run)}
+        for k in range(3):
+            box = boxes.nth(k)
+            assert box.get_attribute("data-status") == "SUCCESS"
+            fill = box.locator("rect").evaluate("r => getComputedStyle(r).fill")
+            assert fill == success, fill
+        # Parents sit in the first column, the child in the second.
+        xs = {
+            boxes.nth(k).get_attribute("data-node"): boxes.nth(k).bounding_box()["x"]
+            for k in range(3)
+        }
+        assert xs["extract-orders"] == xs["extract-customers"] < xs["load-warehouse"]
+        screenshot(page, "job")
+
+        load = nodes["load-warehouse"]["instance"]
+        graph.locator('g.node[data-node="load-warehouse"]').click()
+        page.wait_for_url(f"**#/instance/{load}")
+        expect(page.locator("#inst-facts")).to_contain_text(f"job instance #{run}")
+
+
+def test_stop_a_queued_instance_from_its_page(live: Any, page: Any) -> None:
+    """Stop (confirmed) on a QUEUED instance's page ends it SKIPPED; the button goes away."""
+    from playwright.sync_api import expect
+
+    app, _executor, _scheduler = live
+    app.create_queue("nobody-listens")
+    instance_id = app.enqueue("ok", queue="nobody-listens")
+    with Server(create_app(app)) as server:
+        page.goto(server.url + f"#/instance/{instance_id}")
+        button = page.locator(f'[data-action="stop-instance-{instance_id}"]')
+        button.click()
+        assert page.dialogs and f"Stop instance #{instance_id}" in page.dialogs[-1]
+        wait_until(lambda: app.instance(instance_id).status is norc.InstanceStatus.SKIPPED, 10)
+        expect(page.locator("h1 .status")).to_have_text("SKIPPED")
+        expect(button).to_have_count(0)
+        expect(page.locator("#toasts")).to_contain_text(f"Instance #{instance_id} stopped")
+    with Server(create_app(app, read_only=True)) as server:
+        page.goto(server.url + f"#/instance/{app.enqueue('ok', queue='nobody-listens')}")
+        expect(page.locator("h1 .status")).to_have_text("QUEUED")
+        expect(page.locator("[data-action^=stop-instance]")).to_have_count(0)

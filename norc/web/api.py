@@ -321,6 +321,26 @@ def handle_instance(c: Context) -> dict[str, Any]:
     return {"instance": queries.instance_json(c.app.instance(instance_id))}
 
 
+def stop_instance(c: Context) -> dict[str, Any]:
+    """Stop an instance: QUEUED becomes SKIPPED, RUNNING INTERRUPTED, a Job with its nodes."""
+    stopped = c.app.stop_instance(int(c.path["instance_id"]), reason="stopped from the web page")
+    return {"stopped": stopped}
+
+
+def job_run(c: Context) -> dict[str, Any]:
+    """A Job run: its instance and its nodes in dependency order, as ``norc job show``."""
+    instance_id = int(c.path["instance_id"])
+    record = c.app.instance(instance_id)
+    try:
+        nodes = reports.job_nodes(c.app, record.task_name, instance_id=instance_id)
+    except NorcError as exc:
+        if status_for(exc) != 400:
+            raise
+        # Not a Job, or not a run of it: no such Job run behind this address.
+        raise HTTPProblem(404, f"instance {instance_id} is not a Job run: {exc}") from None
+    return {"instance": record.to_json(), "job": record.task_name, "nodes": nodes}
+
+
 def daemon(c: Context) -> dict[str, Any]:
     """One executor or scheduler, as ``norc report executors/schedulers`` shows it."""
     daemon_id = int(c.path["daemon_id"])
@@ -495,6 +515,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         handle_instance,
         "Mark a failed instance HANDLED",
         change=True,
+    ),
+    Endpoint(
+        "POST",
+        "/api/instances/{instance_id:int}/stop",
+        stop_instance,
+        "Stop a queued or running instance (a Job run with all its nodes)",
+        change=True,
+    ),
+    Endpoint(
+        "GET",
+        "/api/jobs/{instance_id:int}",
+        job_run,
+        "A Job run: its instance and its nodes in dependency order",
     ),
     Endpoint("GET", "/api/daemons/{daemon_id:int}", daemon, "One executor or scheduler"),
     Endpoint(

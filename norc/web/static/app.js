@@ -189,6 +189,24 @@ function daemonActions(d) {
   return h("span", { class: "actions" }, buttons);
 }
 
+const ACTIVE = new Set(["CREATED", "QUEUED", "RUNNING"]);
+
+/** Stop a queued or running instance; a Job run is stopped with all its nodes. */
+function stopButton(i) {
+  if (!canChange() || !ACTIVE.has(i.status)) return null;
+  const isJob = i.task_type === "Job";
+  let what = isJob ? `job run #${i.id} (${i.task_name}) and all its nodes` : `instance #${i.id} of ${i.task_name}`;
+  if (i.job_instance_id) what += ` (node ${i.job_node} of job run #${i.job_instance_id}; stopping that run stops every node)`;
+  const effect = i.status === "RUNNING" ? (isJob ? "running nodes end INTERRUPTED, the rest SKIPPED" : "it ends INTERRUPTED")
+    : "it ends SKIPPED";
+  return h("button", {
+    class: "danger",
+    "data-action": `stop-instance-${i.id}`,
+    onclick: () => act(`Stop ${what}? (${i.status}: ${effect})`, `instances/${i.id}/stop`, {},
+      (r) => (r.stopped ? `${isJob ? "Job run" : "Instance"} #${i.id} stopped` : `#${i.id} had already ended`)),
+  }, "Stop");
+}
+
 function runTaskButton(task) {
   if (!canChange()) return null;
   return h("button", {
@@ -251,7 +269,10 @@ function daemonTable(rows, kind) {
 function instanceTable(rows) {
   return table([
     { label: "id", cell: (i) => h("a", { href: `#/instance/${i.id}` }, `#${i.id}`) },
-    { label: "task", cell: (i) => h("a", { href: `#/task/${i.task_id}` }, i.task_name) },
+    {
+      label: "task", cell: (i) => [h("a", { href: `#/task/${i.task_id}` }, i.task_name),
+        i.task_type === "Job" ? h("a", { class: "tag", href: `#/job/${i.id}`, title: "this Job run's graph" }, "graph") : null],
+    },
     { label: "queue", cell: (i) => i.queue },
     { label: "status", cell: (i) => statusChip(i.status) },
     { label: "try", cell: (i) => i.attempt, num: true },
@@ -394,16 +415,22 @@ function fill(id, ...children) {
   if (el) el.replaceChildren(...children);
 }
 
+/** What a polled function returns to stop its polling (e.g. once a Job run is final). */
+const STOP = Symbol("stop");
+
 function every(ms, fn) {
   const gen = state.generation;
   let busy = false;
   let first = true;
+  const timer = {};
   const tick = async () => {
     if (busy || gen !== state.generation) return;
     busy = true;
     try {
-      await fn();
-      document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+      const result = await fn();
+      const stamp = `updated ${new Date().toLocaleTimeString()}`;
+      if (result === STOP) clearInterval(timer.id);
+      document.getElementById("updated").textContent = result === STOP ? `${stamp} · final` : stamp;
     } catch (err) {
       if (gen !== state.generation) return;
       document.getElementById("updated").textContent = `error: ${err.message}`;
@@ -415,7 +442,9 @@ function every(ms, fn) {
       first = false;
     }
   };
-  state.timers.push({ tick, id: setInterval(tick, ms) });
+  timer.tick = tick;
+  timer.id = setInterval(tick, ms);
+  state.timers.push(timer);
   return tick();
 }
 
@@ -689,9 +718,10 @@ async function instanceView(id) {
       onclick: () => act(`Mark instance ${i.id} (${i.status}) as HANDLED?`, `instances/${i.id}/handle`, {},
         () => `Instance ${i.id} marked HANDLED`),
     }, "Handle") : null;
-    fill("inst-head", h("h1", {}, `Instance #${i.id}`, statusChip(i.status), handle, runTaskButton(lastTask)));
+    fill("inst-head", h("h1", {}, `Instance #${i.id}`, statusChip(i.status), handle, stopButton(i), runTaskButton(lastTask)));
     fill("inst-facts", facts([
       ["task", h("a", { href: `#/task/${i.task_id}` }, `${i.task_name} (${i.task_type})`)],
+      i.task_type === "Job" ? ["graph", h("a", { href: `#/job/${i.id}` }, "this Job run, node by node")] : null,
       ["queue", i.queue], ["attempt", i.attempt], ["priority", i.priority],
       i.job_instance_id ? ["job", h("a", { href: `#/job/${i.job_instance_id}` }, `job instance #${i.job_instance_id} · node ${dash(i.job_node)}`)] : null,
       ["schedule", i.schedule_id ? h("a", { href: `#/schedule/${i.schedule_id}` }, `schedule ${i.schedule_id}`) : "none (enqueued by hand)"],
@@ -747,10 +777,185 @@ async function daemonsView() {
   });
 }
 
-function jobView(id) {
-  // The place for a Job instance's graph (its nodes, edges and their statuses).
-  setView(h("h1", {}, `Job instance #${id}`, h("a", { class: "button", href: `#/instance/${id}` }, "instance page")),
-    h("section", { class: "panel placeholder", id: "job-graph" }, "The graph of this Job instance is not drawn yet."));
+// -- a Job run: its nodes as a graph (inline SVG) and a table -------------------------------------
+
+const NODE_W = 176, NODE_H = 46, LANE_H = 12, GAP_X = 64, GAP_Y = 16, PAD = 12;
+
+function clip(text, n) { return text.length > n ? `${text.slice(0, n - 1)}…` : text; }
+
+/** A node's parents from its `after` text ("a, b" or "-"), even when names hold ", ". */
+function parentsOf(after, names) {
+  if (after === "-") return [];
+  const found = [];
+  let rest = after;
+  while (rest) {
+    const name = names.filter((n) => rest === n || rest.startsWith(`${n}, `)).sort((a, b) => b.length - a.length)[0];
+    if (name === undefined) return after.split(", "); // not ours: plain split
+    found.push(name);
+    rest = rest.slice(name.length + 2);
+  }
+  return found;
+}
+
+/**
+ * A layered drawing: a node's column is its depth (1 + the deepest parent's; roots 1). An
+ * edge that skips columns gets a lane (a thin placeholder) in each column it crosses, so it
+ * runs between boxes, never behind one. Within a column, items are ordered by the average
+ * place of their neighbours (down, up, down again), which keeps edges short and few crossing.
+ */
+function layout(rows) {
+  const names = rows.map((r) => r.node);
+  const depth = {};
+  const items = {}; // id -> {id, node?, col, prev: [ids], next: [ids]}
+  for (const r of rows) { // rows come in dependency order: parents first
+    r.parents = parentsOf(r.after, names).filter((p) => depth[p] !== undefined);
+    depth[r.node] = r.parents.length ? 1 + Math.max(...r.parents.map((p) => depth[p])) : 1;
+    items[r.node] = { id: r.node, row: r, col: depth[r.node] - 1, prev: [], next: [] };
+  }
+  const edges = [];
+  for (const r of rows) {
+    for (const p of r.parents) {
+      const path = [p];
+      for (let c = depth[p]; c < depth[r.node] - 1; c++) {
+        const id = `\u0000${p}\u0000${r.node}\u0000${c}`;
+        items[id] = { id, lane: true, col: c, prev: [], next: [] };
+        path.push(id);
+      }
+      path.push(r.node);
+      for (let k = 1; k < path.length; k++) {
+        items[path[k - 1]].next.push(path[k]);
+        items[path[k]].prev.push(path[k - 1]);
+      }
+      edges.push({ from: p, to: r.node, path });
+    }
+  }
+  const columns = [];
+  for (const item of Object.values(items)) (columns[item.col] ||= []).push(item);
+  const place = {};
+  const number = (col) => col.forEach((it, k) => { place[it.id] = k; });
+  columns.forEach(number);
+  const sweep = (cols, side) => cols.forEach((col) => {
+    const key = (it) => (it[side].length ? it[side].reduce((a, n) => a + place[n], 0) / it[side].length : place[it.id]);
+    const keys = new Map(col.map((it) => [it, key(it)]));
+    col.sort((a, b) => keys.get(a) - keys.get(b) || place[a.id] - place[b.id]);
+    number(col);
+  });
+  sweep(columns.slice(1), "prev");
+  sweep(columns.slice(0, -1).reverse(), "next");
+  sweep(columns.slice(1), "prev");
+  const span = (col) => col.reduce((a, it) => a + (it.lane ? LANE_H : NODE_H), 0) + (col.length - 1) * GAP_Y;
+  const height = PAD * 2 + Math.max(...columns.map(span));
+  const pos = {};
+  columns.forEach((col, c) => {
+    let y = (height - span(col)) / 2;
+    for (const it of col) {
+      const hgt = it.lane ? LANE_H : NODE_H;
+      pos[it.id] = { x: PAD + c * (NODE_W + GAP_X), y, h: hgt };
+      y += hgt + GAP_Y;
+    }
+  });
+  const width = PAD * 2 + columns.length * NODE_W + (columns.length - 1) * GAP_X;
+  return { pos, edges, width, height };
+}
+
+function jobGraph(rows) {
+  if (!rows.length) return h("div", { class: "empty" }, "this Job has no nodes");
+  const { pos, edges, width, height } = layout(rows);
+  const svg = s("svg", {
+    class: "graph", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
+    "aria-label": `the Job's ${rows.length} nodes and their dependencies`,
+  }, s("defs", {}, s("marker", {
+    id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse",
+  }, s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrowhead" }))));
+  // Each edge leaves its parent and enters its child at its own height, in the order of
+  // what lies at its other end, so edges do not cross at the boxes or share an arrowhead.
+  const outs = {}, ins = {};
+  for (const e of edges) { (outs[e.from] ||= []).push(e); (ins[e.to] ||= []).push(e); }
+  const portOf = (groups, neighbour) => {
+    const at = new Map();
+    for (const list of Object.values(groups)) {
+      list.sort((a, b) => pos[neighbour(a)].y - pos[neighbour(b)].y);
+      list.forEach((e, k) => at.set(e, (k + 1) / (list.length + 1)));
+    }
+    return at;
+  };
+  const outAt = portOf(outs, (e) => e.path[1]);
+  const inAt = portOf(ins, (e) => e.path[e.path.length - 2]);
+  const curve = (x1, y1, x2, y2) => {
+    const bend = Math.max(20, (x2 - x1) / 2);
+    return `C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`;
+  };
+  for (const e of edges) {
+    const a = pos[e.from], b = pos[e.to];
+    let x = a.x + NODE_W, y = a.y + a.h * outAt.get(e);
+    let d = `M${x},${y}`;
+    for (const lane of e.path.slice(1, -1)) { // through each lane: in, straight across, out
+      const l = pos[lane], ly = l.y + l.h / 2;
+      d += ` ${curve(x, y, l.x, ly)} L${l.x + NODE_W},${ly}`;
+      x = l.x + NODE_W; y = ly;
+    }
+    d += ` ${curve(x, y, b.x - 1, b.y + b.h * inAt.get(e))}`;
+    svg.append(s("path", { class: "edge", "data-edge": `${e.from} -> ${e.to}`, "marker-end": "url(#arrow)", d }));
+  }
+  for (const r of rows) {
+    const { x, y } = pos[r.node];
+    const status = r.status || "PENDING";
+    const tip = [`${r.node} (task ${r.task})`, `${status}${r.attempt > 1 ? `, attempt ${r.attempt}` : ""}`,
+      r.after === "-" ? "no parents" : `after ${r.after}`, r.error || "",
+      r.instance ? `instance #${r.instance}: click to open` : "not started"].filter(Boolean).join("\n");
+    const box = s("g", { class: `node s-${status}`, "data-node": r.node, "data-status": status, transform: `translate(${x},${y})` },
+      s("title", { text: tip }),
+      s("rect", { width: NODE_W, height: NODE_H, rx: 6 }),
+      s("text", { class: "name", x: 10, y: 19, text: clip(r.node, 22) }),
+      s("text", { class: "sub", x: 10, y: 36, text: clip(`${status}${r.attempt > 1 ? ` ×${r.attempt}` : ""} · ${r.task}`, 28) }));
+    svg.append(r.instance ? s("a", { href: `#/instance/${r.instance}`, "data-instance": r.instance }, box) : box);
+  }
+  return h("div", { class: "graph-wrap" }, svg);
+}
+
+function nodeSummary(rows) {
+  const counts = {};
+  for (const r of rows) counts[r.status] = (counts[r.status] || 0) + 1;
+  return h("span", { class: "chips" }, Object.entries(counts).map(([st, n]) => h("span", { class: `status s-${st}` }, `${n} ${st}`)));
+}
+
+async function jobView(id) {
+  setView(slot("job-head"),
+    h("div", { class: "grid job" },
+      h("section", { class: "panel" }, h("h2", {}, "Job run"), slot("job-facts")),
+      h("section", { class: "panel" }, h("h2", {}, "Graph ", h("span", { class: "muted" }, "columns by dependency depth; click a node for its instance and log")), slot("job-graph"))),
+    h("section", { class: "panel" }, h("h2", {}, "Nodes ", h("span", { class: "muted" }, "in dependency order")), slot("job-nodes")));
+  await every(REFRESH_MS, async () => {
+    const data = await api(`jobs/${id}`);
+    const i = data.instance, rows = data.nodes;
+    fill("job-head", h("h1", {}, `Job run #${i.id}`, h("span", { class: "muted" }, data.job), statusChip(i.status),
+      stopButton(i), runTaskButton({ id: i.task_id, name: i.task_name })));
+    fill("job-graph", jobGraph(rows));
+    fill("job-facts", facts([
+      ["job", h("a", { href: `#/task/${i.task_id}` }, data.job)],
+      ["status", statusChip(i.status)], ["nodes", nodeSummary(rows)],
+      ["queue", i.queue], ["attempt", i.attempt],
+      i.job_instance_id ? ["inside", h("a", { href: `#/job/${i.job_instance_id}` }, `job run #${i.job_instance_id} · node ${dash(i.job_node)}`)] : null,
+      ["schedule", i.schedule_id ? h("a", { href: `#/schedule/${i.schedule_id}` }, `schedule ${i.schedule_id}`) : "none (enqueued by hand)"],
+      ["created", timeCell(i.created_at)], ["started", timeCell(i.started_at)], ["ended", timeCell(i.ended_at)],
+      ["duration", fmtSeconds(i.duration)], ["instance", h("a", { href: `#/instance/${i.id}` }, `instance #${i.id}`)],
+      i.error ? ["error", h("pre", { class: "error" }, i.error)] : null,
+    ]));
+    const duration = (r) => (r.started_at && r.ended_at ? (new Date(r.ended_at) - new Date(r.started_at)) / 1000 : null);
+    fill("job-nodes", table([
+      { label: "node", cell: (r) => h("strong", {}, r.node) },
+      { label: "task", cell: (r) => r.task },
+      { label: "after", cell: (r) => r.after, wrap: true },
+      { label: "status", cell: (r) => statusChip(r.status) },
+      { label: "try", cell: (r) => dash(r.attempt), num: true },
+      { label: "started", cell: (r) => timeCell(r.started_at) },
+      { label: "ended", cell: (r) => timeCell(r.ended_at) },
+      { label: "duration", cell: (r) => fmtSeconds(duration(r)), num: true },
+      { label: "error", cell: (r) => h("span", { title: r.error || "" }, dash(r.error && r.error.split("\n")[0])), wrap: true },
+      { label: "", cell: (r) => (r.instance ? h("a", { href: `#/instance/${r.instance}` }, `#${r.instance} log`) : "–") },
+    ], rows, "this Job has no nodes"));
+    return ACTIVE.has(i.status) ? undefined : STOP;
+  });
 }
 
 // -- routing ----------------------------------------------------------------------------------
