@@ -8,11 +8,12 @@ daemon keeps running.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
@@ -26,6 +27,30 @@ if TYPE_CHECKING:
 REQUEST_POLL = 0.5
 
 log = structlog.get_logger("norc.daemon")
+
+
+def run_blocking(
+    start: Callable[[], object] | None,
+    finished: threading.Event,
+    on_signal: Callable[[int], None] | None,
+) -> None:
+    """Start a daemon (unless ``start`` is None) and block until ``finished`` is set.
+
+    With ``on_signal``, SIGINT and SIGTERM are routed to it while blocking (the
+    command-line daemons ask for that); the previous handlers come back afterwards.
+    """
+    previous: dict[signal.Signals, Any] = {}
+    if on_signal is not None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, _frame: on_signal(signum))
+    try:
+        if start is not None:
+            start()
+        while not finished.wait(0.2):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def hostname() -> str:

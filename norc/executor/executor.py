@@ -25,7 +25,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from norc.abc import Claimant, Task
 from norc.control import housekeeping
-from norc.daemon import Heartbeat, hostname
+from norc.daemon import Heartbeat, hostname, run_blocking
 from norc.errors import ConfigurationError, DatabaseError, NorcError
 from norc.executor.running import (
     TaskLoadError,
@@ -329,22 +329,13 @@ class Executor:
 
     def run(self) -> None:
         """Start, block until ended; ``install_signal_handlers``: SIGINT stops, SIGTERM kills."""
-        previous: dict[signal.Signals, Any] = {}
-        if self.install_signal_handlers:
-
-            def _handler(signum: int, _frame: FrameType | None) -> None:
-                self._begin_stop(kill=signum == signal.SIGTERM)
-
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, _handler)
-        try:
-            if self.id is None:
-                self.start()
-            while not self._finished.wait(0.2):
-                pass
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        run_blocking(
+            self.start if self.id is None else None,
+            self._finished,
+            (lambda signum: self._begin_stop(kill=signum == signal.SIGTERM))
+            if self.install_signal_handlers
+            else None,
+        )
 
     def __enter__(self) -> Executor:
         return self.start()

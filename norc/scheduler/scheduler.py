@@ -30,7 +30,7 @@ import threading
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -38,7 +38,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from norc.abc import QueueItem
 from norc.control import housekeeping
-from norc.daemon import Heartbeat, hostname
+from norc.daemon import Heartbeat, hostname, run_blocking
 from norc.errors import DatabaseError, NorcError
 from norc.lifecycle import overlap_verdict
 from norc.logs import daemon_log_key, event_logger, open_log, resolve_key
@@ -144,25 +144,16 @@ class Scheduler:
 
     def run(self) -> None:
         """Start and block until ended; with ``install_signal_handlers`` SIGINT/SIGTERM stop."""
-        import signal
 
-        previous: dict[signal.Signals, Any] = {}
-        if self.install_signal_handlers:
+        def _on_signal(_signum: int) -> None:
+            self._stopping.set()
+            self._wake.set()
 
-            def _handler(_signum: int, _frame: FrameType | None) -> None:
-                self._stopping.set()
-                self._wake.set()
-
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, _handler)
-        try:
-            if self.id is None:
-                self.start()
-            while not self._finished.wait(0.2):
-                pass
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        run_blocking(
+            self.start if self.id is None else None,
+            self._finished,
+            _on_signal if self.install_signal_handlers else None,
+        )
 
     def __enter__(self) -> Scheduler:
         return self.start()
