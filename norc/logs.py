@@ -7,6 +7,9 @@ log directory. Names are made filesystem-safe, so no task name can escape it.
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import re
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -39,12 +42,21 @@ def daemon_log_key(kind: str, daemon_id: int) -> str:
 
 
 def resolve_key(log_dir: Path, key: str) -> Path:
-    """The file for ``key`` under ``log_dir``, refusing any key that would leave it."""
-    root = log_dir.resolve()
-    path = (root / key).resolve()
-    if not path.is_relative_to(root) or path == root:
+    """The file for ``key`` under ``log_dir``, refusing any key that would leave it.
+
+    The check is on the normalised path text (no filesystem calls: it runs for every
+    instance); the log directory's own symlinks are resolved once per directory.
+    """
+    root = _resolved_root(str(log_dir))
+    path = os.path.normpath(f"{root}{os.sep}{key}") if not key.startswith("/") else key
+    if path == root or not path.startswith(root + os.sep):
         raise NorcError(f"log key {key!r} points outside the log directory {root}")
-    return path
+    return Path(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved_root(log_dir: str) -> str:
+    return str(Path(log_dir).resolve())
 
 
 def _drop_none(
@@ -53,9 +65,29 @@ def _drop_none(
     return {k: v for k, v in event.items() if v is not None}
 
 
-def _prefix(_logger: Any, _method: str, line: Any) -> bytes:
-    # The marker tells Norc's own lines from the task's output in a shared log file.
-    return b"[norc] " + str(line).encode("utf-8", "replace")
+def _logfmt(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> bytes:
+    """``[norc] timestamp=… level=… event="…" key=value …`` as bytes.
+
+    Written for speed (two lines per instance on the hot path): plain tokens go out as
+    they are, anything with spaces, quotes, ``=`` or control characters is JSON-quoted.
+    The ``[norc]`` marker tells Norc's own lines from the task's output in a shared log.
+    """
+    parts = ["[norc]"]
+    for key in ("timestamp", "level", "event"):
+        if key in event:
+            parts.append(f"{key}={_logfmt_value(event.pop(key))}")
+    parts.extend(f"{k}={_logfmt_value(v)}" for k, v in event.items() if v is not None)
+    return " ".join(parts).encode("utf-8", "replace")
+
+
+def _logfmt_value(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if not text or _NEEDS_QUOTES.search(text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+_NEEDS_QUOTES = re.compile(r'[\s"=\\]|[\x00-\x1f]')
 
 
 def event_logger(stream: IO[bytes], **context: Any) -> FilteringBoundLogger:
@@ -67,14 +99,10 @@ def event_logger(stream: IO[bytes], **context: Any) -> FilteringBoundLogger:
     logger: FilteringBoundLogger = structlog.wrap_logger(
         structlog.BytesLogger(stream),  # type: ignore[arg-type]  # any binary file works
         processors=[
-            _drop_none,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.LogfmtRenderer(
-                key_order=["timestamp", "level", "event"], bool_as_flag=False
-            ),
-            _prefix,
+            _logfmt,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(0),
         context_class=dict,
@@ -83,7 +111,9 @@ def event_logger(stream: IO[bytes], **context: Any) -> FilteringBoundLogger:
 
 
 def open_log(path: str) -> IO[bytes]:
-    """Open (creating folders) an instance log for unbuffered binary append."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return open(p, "ab", buffering=0)
+    """Open (creating folders when needed) a log for unbuffered binary append."""
+    try:
+        return open(path, "ab", buffering=0)
+    except FileNotFoundError:  # the first log of its task: make the folders once
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "ab", buffering=0)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import selectors
+import select
 import signal
 import subprocess
 import sys
@@ -84,6 +84,8 @@ class WorkerProcess:
         os.close(job_r)
         os.close(res_w)
         self._to, self._from, self._buffer = job_w, res_r, b""
+        self._poll = select.poll()
+        self._poll.register(res_r, select.POLLIN)
         return True
 
     def send(self, job: dict[str, Any]) -> None:
@@ -100,10 +102,9 @@ class WorkerProcess:
         deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self._buffer:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            with selectors.DefaultSelector() as sel:
-                sel.register(self._from, selectors.EVENT_READ)
-                if not sel.select(wait):
-                    return None
+            # poll() on one fd: no selector object (an epoll fd) to create per message.
+            if not self._poll.poll(None if wait is None else wait * 1000):
+                return None
             chunk = os.read(self._from, 65536)
             if not chunk:
                 raise WorkerDied(self._exit_description())

@@ -26,7 +26,7 @@ from norc.abc import Claimant, Queue, QueueItem
 from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
 from norc.store.database import Transaction
-from norc.store.schema import queue_items, utcnow
+from norc.store.schema import instances, queue_items, tasks, utcnow
 
 CHANNEL = "norc_queue"
 MIN_POLL = 0.002
@@ -35,6 +35,15 @@ MAX_POLL = 0.05
 DEFERRAL = timedelta(seconds=0.5)
 
 log = structlog.get_logger("norc.dbqueue")
+
+_MARK_CLAIMED = (
+    sa.update(queue_items)
+    .where(queue_items.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(claimed_by=sa.bindparam("by"), claimed_at=sa.bindparam("at"))
+)
+_RELEASE = sa.delete(queue_items).where(
+    queue_items.c.instance_id.in_(sa.bindparam("ids", expanding=True))
+)
 
 
 class DBQueue(Queue):
@@ -46,7 +55,31 @@ class DBQueue(Queue):
         super().__init__(**kwargs)
         self._listener: Any = None
         self._interrupted = False
-        self._skip_locked = self.db.dialect in ("postgresql", "mysql", "mariadb")
+        # The claim query, built once. It reads each task's limits too, so the claim
+        # needs no extra round trip unless one of them has a concurrency limit.
+        select = (
+            sa.select(
+                queue_items.c.id,
+                queue_items.c.instance_id,
+                tasks.c.concurrency_limit,
+                tasks.c.overlap,
+            )
+            .join(instances, instances.c.id == queue_items.c.instance_id)
+            .join(tasks, tasks.c.id == instances.c.task_id)
+            .where(
+                queue_items.c.queue == sa.bindparam("queue"),
+                queue_items.c.claimed_by.is_(None),
+                sa.or_(
+                    queue_items.c.available_at.is_(None),
+                    queue_items.c.available_at <= sa.bindparam("now"),
+                ),
+            )
+            .order_by(queue_items.c.priority.desc(), queue_items.c.id)
+            .limit(sa.bindparam("limit", type_=sa.Integer, literal_execute=True))
+        )
+        if self.db.dialect in ("postgresql", "mysql", "mariadb"):
+            select = select.with_for_update(skip_locked=True, of=queue_items)
+        self._select = select
 
     def push(self, items: Sequence[QueueItem], tx: Transaction) -> None:
         """Insert the items in the enqueuing transaction and announce them on commit."""
@@ -93,30 +126,19 @@ class DBQueue(Queue):
 
     def _claim_now(self, claimant: Claimant, limit: int) -> list[int]:
         now = utcnow()
-        query = (
-            sa.select(queue_items.c.id, queue_items.c.instance_id)
-            .where(
-                queue_items.c.queue == self.name,
-                queue_items.c.claimed_by.is_(None),
-                sa.or_(queue_items.c.available_at.is_(None), queue_items.c.available_at <= now),
-            )
-            .order_by(queue_items.c.priority.desc(), queue_items.c.id)
-            .limit(limit)
-        )
-        if self._skip_locked:
-            query = query.with_for_update(skip_locked=True)
         with self.db.transaction() as tx:
-            rows = tx.conn.execute(query).all()
+            rows = tx.conn.execute(
+                self._select, {"queue": self.name, "now": now, "limit": limit}
+            ).all()
             if not rows:
                 return []
-            item_ids = [r.id for r in rows]
             tx.conn.execute(
-                sa.update(queue_items)
-                .where(queue_items.c.id.in_(item_ids))
-                .values(claimed_by=claimant.executor_id, claimed_at=now)
+                _MARK_CLAIMED,
+                {"ids": [r.id for r in rows], "by": claimant.executor_id, "at": now},
             )
             wanted = [int(r.instance_id) for r in rows]
-            won = self.db.mark_running(tx, wanted, claimant)
+            limited = any(r.concurrency_limit is not None or r.overlap == "queue" for r in rows)
+            won = self.db.mark_running(tx, wanted, claimant, check_limits=limited)
             if len(won) != len(wanted):
                 lost = set(wanted) - set(won)
                 deferred = self.db.still_queued(tx, lost)
@@ -154,9 +176,7 @@ class DBQueue(Queue):
     def release(self, instance_ids: Sequence[int], tx: Transaction) -> None:
         """Delete the items of finished instances."""
         if instance_ids:
-            tx.conn.execute(
-                sa.delete(queue_items).where(queue_items.c.instance_id.in_(list(instance_ids)))
-            )
+            tx.conn.execute(_RELEASE, {"ids": list(instance_ids)})
 
     def count(self) -> int:
         """Unclaimed items in this queue."""

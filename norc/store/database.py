@@ -365,30 +365,38 @@ class Database:
         stmt = sa.insert(instances).returning(instances.c.id, sort_by_parameter_order=True)
         return [int(i) for i in tx.conn.execute(stmt, list(rows)).scalars()]
 
-    def mark_running(self, tx: Transaction, ids: Sequence[int], claimant: Claimant) -> list[int]:
+    def mark_running(
+        self,
+        tx: Transaction,
+        ids: Sequence[int],
+        claimant: Claimant,
+        *,
+        check_limits: bool = True,
+    ) -> list[int]:
         """Move QUEUED instances to RUNNING for ``claimant``; returns the ids it won.
 
         The conditional ``WHERE status = 'QUEUED'`` is what makes running exactly-once
-        even on queues that deliver a message twice.
+        even on queues that deliver a message twice. ``check_limits=False`` is for a
+        caller that already knows none of these tasks has a concurrency limit (the
+        DBQueue reads that in its claim query), saving a round trip on the hot path.
         """
         if not ids:
             return []
-        ids = self._within_limits(tx, ids)
-        if not ids:
-            return []
+        if check_limits:
+            ids = self._within_limits(tx, ids)
+            if not ids:
+                return []
         now = utcnow()
-        stmt = (
-            sa.update(instances)
-            .where(instances.c.id.in_(ids), instances.c.status == InstanceStatus.QUEUED.value)
-            .values(
-                status=InstanceStatus.RUNNING.value,
-                started_at=now,
-                executor_id=claimant.executor_id,
-                host=claimant.host,
-                pid=claimant.pid,
-            )
+        result = tx.conn.execute(
+            _MARK_RUNNING,
+            {
+                "ids": list(ids),
+                "now": now,
+                "executor": claimant.executor_id,
+                "host": claimant.host,
+                "pid": claimant.pid,
+            },
         )
-        result = tx.conn.execute(stmt)
         if result.rowcount == len(ids):
             return list(ids)
         won = tx.conn.execute(
@@ -516,14 +524,8 @@ class Database:
         """The instances an executor just claimed, each with its task, in id order."""
         if not ids:
             return []
-        query = (
-            sa.select(instances, *_TASK_COLUMNS)
-            .join(tasks, tasks.c.id == instances.c.task_id)
-            .where(instances.c.id.in_(list(ids)))
-            .order_by(instances.c.id)
-        )
         with self.reading() as conn:
-            rows = conn.execute(query).mappings().all()
+            rows = conn.execute(_CLAIMED_WORK, {"ids": list(ids)}).mappings().all()
         return [
             (_instance_record(r, r["t_name"], r["t_type"]), _task_record(r, "t_")) for r in rows
         ]
@@ -537,25 +539,8 @@ class Database:
         """
         if not results:
             return
-        stmt = (
-            sa.update(instances)
-            .where(
-                instances.c.id == sa.bindparam("b_id"),
-                instances.c.executor_id == sa.bindparam("b_executor"),
-                instances.c.status == InstanceStatus.RUNNING.value,
-            )
-            .values(
-                status=sa.bindparam("b_status"),
-                ended_at=sa.bindparam("b_ended"),
-                exit_code=sa.bindparam("b_exit"),
-                revision=sa.bindparam("b_revision"),
-                error=sa.bindparam("b_error"),
-                log_key=sa.bindparam("b_log"),
-                pid=sa.bindparam("b_pid"),
-            )
-        )
         tx.conn.execute(
-            stmt,
+            _FINISH,
             [
                 {
                     "b_id": r["id"],
@@ -908,6 +893,46 @@ def _task_record(r: Any, prefix: str = "") -> TaskRecord:
 
 #: Every task column, labelled ``t_<name>`` for queries that join instances to tasks.
 _TASK_COLUMNS = [c.label(f"t_{c.name}") for c in tasks.columns]
+
+# The hot path's statements, built once: constructing SQLAlchemy statements per call
+# cost more than executing them for small claims (expanding IN lists bind any length).
+_MARK_RUNNING = (
+    sa.update(instances)
+    .where(
+        instances.c.id.in_(sa.bindparam("ids", expanding=True)),
+        instances.c.status == InstanceStatus.QUEUED.value,
+    )
+    .values(
+        status=InstanceStatus.RUNNING.value,
+        started_at=sa.bindparam("now"),
+        executor_id=sa.bindparam("executor"),
+        host=sa.bindparam("host"),
+        pid=sa.bindparam("pid"),
+    )
+)
+_CLAIMED_WORK = (
+    sa.select(instances, *_TASK_COLUMNS)
+    .join(tasks, tasks.c.id == instances.c.task_id)
+    .where(instances.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(instances.c.id)
+)
+_FINISH = (
+    sa.update(instances)
+    .where(
+        instances.c.id == sa.bindparam("b_id"),
+        instances.c.executor_id == sa.bindparam("b_executor"),
+        instances.c.status == InstanceStatus.RUNNING.value,
+    )
+    .values(
+        status=sa.bindparam("b_status"),
+        ended_at=sa.bindparam("b_ended"),
+        exit_code=sa.bindparam("b_exit"),
+        revision=sa.bindparam("b_revision"),
+        error=sa.bindparam("b_error"),
+        log_key=sa.bindparam("b_log"),
+        pid=sa.bindparam("b_pid"),
+    )
+)
 
 
 def _tune_sqlite(engine: Engine) -> None:
