@@ -156,15 +156,16 @@ def test_host_wide_stop(fast_app: norc.Norc, daemons: Daemons) -> None:
 
 
 def test_sigkilled_executor_is_settled_by_a_survivor(fast_app: norc.Norc, daemons: Daemons) -> None:
-    """An executor killed with SIGKILL mid-instance: a survivor ends it INTERRUPTED, with why."""
+    """An executor killed with SIGKILL mid-instance: a survivor ends it INTERRUPTED, says
+    why, and the task's retry runs on the survivor — once."""
     app = fast_app
-    app.save_task(Sleep(name="long", seconds=60))
+    app.save_task(Sleep(name="long", seconds=2, max_retries=1, retry_delay=0))
     victim = daemons.start("executor")
     victim_id = _daemon_id(app, "executor", victim.pid)
     instance_id = app.enqueue("long")
     wait_until(lambda: app.instance(instance_id).status is InstanceStatus.RUNNING, 15)
     survivor = daemons.start("executor", "-q", "default")
-    _daemon_id(app, "executor", survivor.pid)
+    survivor_id = _daemon_id(app, "executor", survivor.pid)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     wait_until(lambda: app.instance(instance_id).status is InstanceStatus.INTERRUPTED, 30)
@@ -173,7 +174,15 @@ def test_sigkilled_executor_is_settled_by_a_survivor(fast_app: norc.Norc, daemon
     assert "stopped beating at" in record.error
     dead = next(d for d in app.daemons() if d.id == victim_id)
     assert dead.status == DaemonStatus.ERROR.value and dead.ended_at is not None
-    assert app.queue("default").count() == 0  # its queue item released, not left claimed
+    wait_until(lambda: any(r.status is InstanceStatus.SUCCESS for r in app.instances()), 30)
+    attempts = sorted(app.instances(task="long"), key=lambda r: r.attempt)
+    assert [(r.attempt, r.status) for r in attempts] == [
+        (1, InstanceStatus.INTERRUPTED),
+        (2, InstanceStatus.SUCCESS),
+    ]
+    assert attempts[1].executor_id == survivor_id
+    assert attempts[1].first_attempt_id == instance_id
+    assert app.queue("default").count() == 0  # nothing left claimed by the dead
     from norc import control
 
     assert control.handle_daemon(app, victim_id).status == DaemonStatus.HANDLED.value
