@@ -74,7 +74,14 @@ class DBQueue(Queue):
                     queue_items.c.available_at <= sa.bindparam("now"),
                 ),
             )
-            .order_by(queue_items.c.priority.desc(), queue_items.c.id)
+            # queue and claimed_by are fixed by the WHERE clause; naming them lets
+            # PostgreSQL walk the claim index in order instead of sorting the backlog.
+            .order_by(
+                queue_items.c.queue,
+                queue_items.c.claimed_by,
+                queue_items.c.priority.desc(),
+                queue_items.c.id,
+            )
             .limit(sa.bindparam("limit", type_=sa.Integer, literal_execute=True))
         )
         if self.db.dialect in ("postgresql", "mysql", "mariadb"):
