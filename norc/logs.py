@@ -59,12 +59,6 @@ def _resolved_root(log_dir: str) -> str:
     return str(Path(log_dir).resolve())
 
 
-def _drop_none(
-    _logger: Any, _method: str, event: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    return {k: v for k, v in event.items() if v is not None}
-
-
 def _logfmt(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> bytes:
     """``[norc] timestamp=… level=… event="…" key=value …`` as bytes.
 

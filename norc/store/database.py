@@ -248,16 +248,6 @@ class Database:
             rows = conn.execute(sa.select(tasks).order_by(tasks.c.name)).mappings().all()
         return [_task_record(r) for r in rows]
 
-    def delete_task(self, name: str) -> None:
-        """Delete a task that has no instances (history keeps tasks alive)."""
-        with self.transaction() as tx:
-            task_id = tx.conn.execute(
-                sa.select(tasks.c.id).where(tasks.c.name == name)
-            ).scalar_one_or_none()
-            if task_id is None:
-                raise UnknownTask(name)
-            tx.conn.execute(sa.delete(tasks).where(tasks.c.id == task_id))
-
     # -- queues ----------------------------------------------------------------------
 
     def insert_queue(self, name: str, type: str, settings: dict[str, Any]) -> None:
