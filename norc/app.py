@@ -370,6 +370,21 @@ class Norc:
         for instance_id, path in zip(instance_ids, log_paths, strict=True):
             self._uploads.submit(self._upload, instance_id, path)
 
+    def keep_daemon_log(self, kind: str, daemon_id: int) -> None:
+        """An executor's or scheduler's own log, once it has ended, goes to the log store.
+
+        Called by the daemon itself as it ends; a failure is logged, never raised.
+        """
+        if self.settings.log_store == "local":
+            return
+        key = daemon_log_key(kind, daemon_id)
+        try:
+            self.log_store.save(key, resolve_key(self.settings.log_dir, key))
+        except Exception:
+            log.exception(
+                "daemon log upload failed", daemon=daemon_id, store=self.settings.log_store
+            )
+
     def _upload(self, instance_id: int, path: Path) -> None:
         key = path.resolve().relative_to(self.settings.log_dir.resolve()).as_posix()
         try:

@@ -603,4 +603,5 @@ class Executor:
             with contextlib.suppress(Exception):
                 queue.close()
         self._log_file.close()
+        self.app.keep_daemon_log("executor", self.id)
         self._finished.set()

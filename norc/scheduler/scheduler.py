@@ -481,4 +481,5 @@ class Scheduler:
         self.status = DaemonStatus.ENDED
         self.log.info("scheduler ended", fired=self.fired)
         self._log_file.close()
+        self.app.keep_daemon_log("scheduler", self.id)
         self._finished.set()

@@ -326,3 +326,17 @@ def test_log_neither_local_nor_remote_raises_log_not_found(
     assert message.startswith(f"no log for instance {instance_id}:")
     assert "'s3' log store" in message and "Traceback" not in message
     app.close()
+
+
+def test_daemon_logs_are_kept_in_s3_when_they_end(
+    db_url: str, tmp_path: Path, moto_endpoint: str, bucket: str
+) -> None:
+    """An executor's and a scheduler's own logs go to S3 as they end, readable remotely."""
+    settings = {"bucket": bucket, "endpoint_url": moto_endpoint, "region": "us-east-1"}
+    app = s3_app(db_url, tmp_path / "host-a", **settings)
+    with app.executor(isolation="thread") as ex, app.scheduler() as sch:
+        pass
+    assert ex.id is not None and sch.id is not None
+    assert 'event="executor ended"' in app.daemon_logs(ex.id, remote=True)
+    assert 'event="scheduler ended"' in app.daemon_logs(sch.id, remote=True)
+    app.close()
