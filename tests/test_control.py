@@ -143,6 +143,7 @@ def _start_executor(app: norc.Norc, daemons: Daemons) -> int:
 def test_host_wide_stop(fast_app: norc.Norc, daemons: Daemons) -> None:
     """`control host NAME --stop` stops every live daemon on that host."""
     app = fast_app
+    app.tasks()  # the schema exists first: this test is about control, not creation races
     procs = [daemons.start("executor"), daemons.start("executor"), daemons.start("scheduler")]
     ids = [
         _daemon_id(app, "executor", procs[0].pid),
