@@ -119,16 +119,24 @@ class Database:
                 return
             from norc.store import migrate
 
-            try:
-                with self.engine.begin() as conn, self._schema_guard(conn):
-                    current = migrate.current_revision(conn)
-                    head = migrate.head_revision()
-                    if current is None and not sa.inspect(conn).has_table(tasks.name):
-                        migrate.create_fresh(conn)
-                    elif current != head:
-                        raise SchemaOutdated(masked(self.url), current, head)
-            except OperationalError as exc:
-                raise DatabaseUnreachable(masked(self.url), _reason(exc)) from None
+            for attempt in range(3):
+                try:
+                    with self.engine.begin() as conn, self._schema_guard(conn):
+                        current = migrate.current_revision(conn)
+                        head = migrate.head_revision()
+                        if current is None and not sa.inspect(conn).has_table(tasks.name):
+                            migrate.create_fresh(conn)
+                        elif current != head:
+                            raise SchemaOutdated(masked(self.url), current, head)
+                    break
+                except OperationalError as exc:
+                    if _is_connect_error(exc) or attempt == 2:
+                        raise DatabaseUnreachable(masked(self.url), _reason(exc)) from None
+                except SADatabaseError:
+                    # Another process created the schema at the same moment (MariaDB's
+                    # DDL commits on its own): look again, it is there now.
+                    if attempt == 2:
+                        raise
             self._schema_checked = True
 
     @contextlib.contextmanager
