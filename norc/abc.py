@@ -372,6 +372,14 @@ class Queue(abc.ABC):
     def release(self, instance_ids: Sequence[int], tx: Transaction) -> None:
         """Forget finished instances; called in the transaction that records their end."""
 
+    #: Whether :meth:`give_back` works; executors claim ahead of idle slots only from
+    #: queues that can take claimed instances back.
+    can_give_back: ClassVar[bool] = False
+
+    def give_back(self, instance_ids: Sequence[int], tx: Transaction) -> None:
+        """Offer claimed, never started instances (QUEUED again) to claimants once more."""
+        raise NotImplementedError(f"{type(self).__name__} cannot take instances back")
+
     @abc.abstractmethod
     def count(self) -> int:
         """How many instances wait in the queue (approximate for external queues)."""

@@ -534,10 +534,15 @@ class Norc:
         isolation: Isolation = "process",
         install_signal_handlers: bool = False,
         python: str | None = None,
+        claim_ahead: float = 0.1,
+        max_claim_wait: float = 1.0,
     ) -> Executor:
         """An executor for ``queue``; use it as a context manager or call ``start()``.
 
         ``python`` names the interpreter its worker processes run (default: this one).
+        ``claim_ahead``: besides one instance per idle slot, claim what the executor
+        finished in this many seconds lately (0 turns it off); an instance claimed ahead
+        that has not started after ``max_claim_wait`` seconds goes back to its queue.
         """
         from norc.executor.executor import Executor
 
@@ -548,6 +553,8 @@ class Norc:
             isolation=isolation,
             install_signal_handlers=install_signal_handlers,
             python=python,
+            claim_ahead=claim_ahead,
+            max_claim_wait=max_claim_wait,
         )
 
     # -- control ---------------------------------------------------------------------

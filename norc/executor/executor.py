@@ -2,8 +2,9 @@
 
 Threads, all inside the embedding process:
 
-- the *claim loop* takes as many instances as there are idle slots, in one claim;
-- each *slot* runs one instance at a time, in its own reusable worker process
+- the *claim loop* takes as many instances as there are idle slots, plus a claim-ahead
+  sized by the recent rate (see :mod:`norc.executor.dispatch`), in one claim;
+- each *slot* takes the next claimed instance and runs it, in its own reusable worker process
   (``isolation="process"``, the default) or in the slot's thread (``"thread"``, no
   hard timeout: for trusted, cooperative tasks);
 - the *recorder* writes finished instances in batches (one transaction for everything
@@ -36,6 +37,7 @@ from norc.abc import Claimant, Task
 from norc.control import housekeeping
 from norc.daemon import Heartbeat, hostname, run_blocking
 from norc.errors import ConfigurationError, DatabaseError, NorcError
+from norc.executor.dispatch import Dispatch
 from norc.executor.running import (
     TaskLoadError,
     build_task,
@@ -65,6 +67,7 @@ class _Work:
     log_path: Path
     cls: type[Task] | None
     load_error: str | None
+    claimed_at: float  # time.monotonic() of the claim: for the claim-ahead's max wait
 
 
 class _Slot:
@@ -73,7 +76,6 @@ class _Slot:
     def __init__(self, executor: Executor, index: int) -> None:
         self.executor = executor
         self.index = index
-        self.inbox: queuelib.SimpleQueue[_Work | None] = queuelib.SimpleQueue()
         self.worker = WorkerProcess(executor.python) if executor.isolation == "process" else None
         self.busy_with: int | None = None
         self.interrupt = threading.Event()
@@ -81,16 +83,27 @@ class _Slot:
         self.thread = threading.Thread(target=self._loop, name=f"norc-slot-{index}", daemon=True)
 
     def _loop(self) -> None:
-        while (work := self.inbox.get()) is not None:
+        executor = self.executor
+        while (work := executor._dispatch.take()) is not None:
             self.busy_with = work.instance.id
+            started = datetime.now(UTC)
+            timeout = work.task.timeout
+            # The deadline counts from the real start, not the claim (it may be ahead).
+            work.job["deadline"] = time.time() + timeout if timeout else None
             try:
-                outcome = self._run(work)
+                if executor._kill:  # claimed ahead, and the executor was killed meanwhile
+                    outcome = _outcome(
+                        InstanceStatus.INTERRUPTED, "the executor was killed before it started"
+                    )
+                else:
+                    outcome = self._run(work)
             except Exception as exc:
                 log.exception("slot failed", instance=work.instance.id)
                 outcome = _outcome(InstanceStatus.ERROR, f"executor failure: {exc!r}")
             self.busy_with = None
             self.interrupt.clear()
-            self.executor._record(work, outcome, self)
+            outcome["started_at"] = started
+            executor._record(work, outcome)
         if self.worker is not None:
             self.worker.close()
 
@@ -188,6 +201,13 @@ class _Slot:
             event_logger(f, instance=work.instance.id).warning(message)
 
 
+def _by_queue(works: list[_Work]) -> dict[str, list[int]]:
+    by_queue: dict[str, list[int]] = {}
+    for work in works:
+        by_queue.setdefault(work.instance.queue, []).append(work.instance.id)
+    return by_queue
+
+
 def _outcome(status: InstanceStatus, error: str | None) -> dict[str, Any]:
     return {
         "status": status.value,
@@ -210,11 +230,18 @@ class Executor:
         isolation: Isolation = "process",
         install_signal_handlers: bool = False,
         python: str | None = None,
+        claim_ahead: float = 0.1,
+        max_claim_wait: float = 1.0,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
         if isolation not in ("process", "thread"):
             raise ConfigurationError(f"isolation must be 'process' or 'thread', got {isolation!r}")
+        if claim_ahead < 0 or max_claim_wait <= 0:
+            raise ConfigurationError(
+                "claim_ahead must be >= 0 and max_claim_wait > 0 (seconds),"
+                f" got {claim_ahead!r} and {max_claim_wait!r}"
+            )
         self.app = app
         self.queue_name = queue
         self.concurrency = concurrency
@@ -222,6 +249,12 @@ class Executor:
         self.install_signal_handlers = install_signal_handlers
         #: The interpreter worker processes run (default: this one).
         self.python = python
+        #: Seconds of recent throughput claimed beyond the idle slots (0: claim for idle
+        #: slots only), and how long such an instance may wait before it is given back.
+        self.claim_ahead = claim_ahead
+        self.max_claim_wait = max_claim_wait
+        #: Round trips and instances, for the ``executor ended`` log line and benchmarks.
+        self.stats = {"claims": 0, "claimed": 0, "writes": 0, "written": 0, "given_back": 0}
         self.id: int | None = None
         self.status = DaemonStatus.CREATED
         self._taking = threading.Event()  # set while the executor takes new work
@@ -231,7 +264,6 @@ class Executor:
         self._results: queuelib.SimpleQueue[tuple[_Work, dict[str, Any]] | None] = (
             queuelib.SimpleQueue()
         )
-        self._idle: queuelib.SimpleQueue[_Slot] = queuelib.SimpleQueue()
         self._slots: list[_Slot] = []
         self._threads: list[threading.Thread] = []
         self._heartbeat: Heartbeat | None = None
@@ -253,6 +285,12 @@ class Executor:
         )
         self.status = DaemonStatus.RUNNING
         self.claimant = Claimant(executor_id=self.id, host=hostname(), pid=os.getpid())
+        # Work claimed ahead must be returnable to its queue, or it could wait behind long
+        # instances while other executors idle: queues that cannot take it back get none.
+        ahead = self.claim_ahead if all(q.can_give_back for q in self.queues) else 0.0
+        self._dispatch: Dispatch[_Work] = Dispatch(
+            self.concurrency, ahead_seconds=ahead, max_wait=self.max_claim_wait
+        )
         log_path = resolve_key(app.settings.log_dir, daemon_log_key("executor", self.id))
         self._log_file = open_log(str(log_path))
         self.log = event_logger(self._log_file, executor=self.id)
@@ -261,6 +299,7 @@ class Executor:
             queue=self.queue_name,
             concurrency=self.concurrency,
             isolation=self.isolation,
+            claim_ahead=ahead,
             host=self.claimant.host,
             pid=self.claimant.pid,
         )
@@ -268,7 +307,6 @@ class Executor:
             slot = _Slot(self, i)
             slot.thread.start()
             self._slots.append(slot)
-            self._idle.put(slot)
         self._taking.set()
         for target, name in ((self._claim_loop, "claim"), (self._recorder, "recorder")):
             thread = threading.Thread(target=target, name=f"norc-executor-{name}", daemon=True)
@@ -393,20 +431,20 @@ class Executor:
                 queue.wake()
 
     def _claim_loop(self) -> None:
+        dispatch = self._dispatch
         try:
             while not self._stopping.is_set():
                 if not self._taking.wait(0.2):
                     continue
-                try:
-                    slot = self._idle.get(timeout=0.2)
-                except queuelib.Empty:
+                stale = dispatch.stale()
+                if stale:
+                    self._give_back(stale)
+                want = dispatch.wanted()
+                if want == 0:
+                    dispatch.wait_for_room(0.2)
                     continue
-                slots = [slot]
-                with contextlib.suppress(queuelib.Empty):
-                    while len(slots) < self.concurrency:
-                        slots.append(self._idle.get_nowait())
                 try:
-                    works = self._claim(len(slots))
+                    works = self._claim(want)
                 except (SQLAlchemyError, DatabaseError) as exc:
                     self.log.warning("claim failed; retrying", error=str(exc).splitlines()[0])
                     works = []
@@ -415,17 +453,35 @@ class Executor:
                     self.log.error("claim failed; retrying", queue=self.queue_name, error=str(exc))
                     works = []
                     self._stopping.wait(5.0)
-                for work in works:
-                    slots.pop().inbox.put(work)
-                for unused in slots:
-                    self._idle.put(unused)
+                dispatch.put(works)
         finally:
             self._shutdown()
+
+    def _give_back(self, works: list[_Work]) -> None:
+        """Return claimed, never started instances to their queues (QUEUED again)."""
+        try:
+            with self.app.db.transaction() as tx:
+                ids = [w.instance.id for w in works]
+                returned = set(self.app.db.give_back(tx, ids, self.claimant.executor_id))
+                for name, group in _by_queue(works).items():
+                    back = [i for i in group if i in returned]
+                    self.app.queue(name).give_back(back, tx)
+                    # Ended meanwhile (stopped from outside): only the item is left.
+                    self.app.queue(name).release([i for i in group if i not in returned], tx)
+        except (SQLAlchemyError, DatabaseError) as exc:
+            # Not lost: they stay claimed here and run when a slot frees up.
+            self.log.warning("giving back failed; running them here", error=str(exc))
+            self._dispatch.put(works)
+            return
+        self.stats["given_back"] += len(returned)
+        self.log.info("gave back instances claimed ahead", count=len(returned))
 
     def _claim(self, limit: int) -> list[_Work]:
         ids = self._claim_ids(limit)
         if not ids:
             return []
+        self.stats["claims"] += 1
+        self.stats["claimed"] += len(ids)
         works = [self._prepare(i, t) for i, t in self.app.db.claimed_work(ids)]
         if self.app.plugins.has_hook_impls("norc_instance_started"):
             for work in works:
@@ -461,10 +517,7 @@ class Executor:
         return ids
 
     def _release(self, works: list[_Work], tx: Any) -> None:
-        by_queue: dict[str, list[int]] = {}
-        for work in works:
-            by_queue.setdefault(work.instance.queue, []).append(work.instance.id)
-        for name, ids in by_queue.items():
+        for name, ids in _by_queue(works).items():
             self.app.queue(name).release(ids, tx)
 
     def _prepare(self, instance: InstanceRecord, task: TaskRecord) -> _Work:
@@ -480,7 +533,6 @@ class Executor:
                 error = f"{exc} (it was registered by plugin {task.plugin!r})"
         if cls is not None:
             type_path = f"{cls.__module__}:{cls.__qualname__}"
-        timeout = task.timeout
         job = {
             "op": "run",
             "instance_id": instance.id,
@@ -493,14 +545,14 @@ class Executor:
             "settings": {**task.settings, "retry_on": list(task.retry_on)},
             "log_path": str(log_path),
             "fire_time": instance.fire_time.isoformat() if instance.fire_time else None,
-            "deadline": time.time() + timeout if timeout else None,
+            "deadline": None,  # set by the slot when it starts the instance
         }
-        return _Work(instance, task, job, log_path, cls, error)
+        return _Work(instance, task, job, log_path, cls, error, time.monotonic())
 
-    def _record(self, work: _Work, outcome: dict[str, Any], slot: _Slot) -> None:
+    def _record(self, work: _Work, outcome: dict[str, Any]) -> None:
         """Called by a slot: queue the outcome for the recorder, free the slot."""
         self._results.put((work, outcome))
-        self._idle.put(slot)
+        self._dispatch.finished()
 
     def _recorder(self) -> None:
         """Write outcomes in batches; the ``None`` sentinel from shutdown ends it."""
@@ -543,6 +595,7 @@ class Executor:
                 "id": w.instance.id,
                 "executor_id": self.id,
                 "status": o["status"],
+                "started_at": o["started_at"],
                 "ended_at": now,
                 "exit_code": o.get("exit_code"),
                 "revision": o.get("revision"),
@@ -574,12 +627,16 @@ class Executor:
             self._release([w for w, _ in batch], tx)
             if ended:
                 after_end(self.app, tx, ended)
+        self.stats["writes"] += 1
+        self.stats["written"] += len(batch)
         self.app.after_finish([r["id"] for r in rows], [w.log_path for w, _ in batch])
 
     def _shutdown(self) -> None:
         """Runs on the claim thread once stopping: drain slots, flush, record the end."""
-        for slot in self._slots:
-            slot.inbox.put(None)
+        unstarted = self._dispatch.unstarted()
+        if unstarted:  # claimed ahead: not this executor's to run any more
+            self._give_back(unstarted)
+        self._dispatch.close()
         for slot in self._slots:
             slot.thread.join()
         self._results.put(None)
@@ -598,7 +655,7 @@ class Executor:
                 break
             except (SQLAlchemyError, DatabaseError):
                 time.sleep(min(2**attempt * 0.1, 5.0))
-        self.log.info("executor ended", status=self.status.value)
+        self.log.info("executor ended", status=self.status.value, **self.stats)
         for queue in self.queues:
             with contextlib.suppress(Exception):
                 queue.close()

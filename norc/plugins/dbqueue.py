@@ -41,6 +41,11 @@ _MARK_CLAIMED = (
     .where(queue_items.c.id.in_(sa.bindparam("ids", expanding=True)))
     .values(claimed_by=sa.bindparam("by"), claimed_at=sa.bindparam("at"))
 )
+_UNCLAIM = (
+    sa.update(queue_items)
+    .where(queue_items.c.instance_id.in_(sa.bindparam("ids", expanding=True)))
+    .values(claimed_by=None, claimed_at=None)
+)
 _RELEASE = sa.delete(queue_items).where(
     queue_items.c.instance_id.in_(sa.bindparam("ids", expanding=True))
 )
@@ -184,6 +189,18 @@ class DBQueue(Queue):
         """Delete the items of finished instances."""
         if instance_ids:
             tx.conn.execute(_RELEASE, {"ids": list(instance_ids)})
+
+    can_give_back = True
+
+    def give_back(self, instance_ids: Sequence[int], tx: Transaction) -> None:
+        """Unclaim the items of instances an executor claimed ahead and did not start."""
+        if not instance_ids:
+            return
+        tx.conn.execute(_UNCLAIM, {"ids": list(instance_ids)})
+        name, wakeups = self.name, self.db.wakeups
+        tx.after_commit(lambda: wakeups.notify(name))
+        if self.db.dialect == "postgresql":
+            tx.conn.execute(sa.select(sa.func.pg_notify(CHANNEL, self.name)))
 
     def count(self) -> int:
         """Unclaimed items in this queue."""

@@ -82,6 +82,12 @@ class Database:
         self.dialect = self.url.get_backend_name()
         self._schema_checked = False
         self._schema_lock = threading.Lock()
+        # SQLite has one writer at a time; a writer that finds the lock taken sleeps in
+        # SQLite's busy handler (1, 2, 5, 10 ms...), long after the lock is free. Writers
+        # of one process queue on this lock instead and go the moment it is released.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
         #: In-process wake-ups of idle executors when this process enqueues.
         self.wakeups = Wakeups()
         self.engine = self._create_engine()
@@ -166,7 +172,7 @@ class Database:
         self.ensure_schema()
         tx = None
         try:
-            with self.engine.begin() as conn:
+            with self._write_lock, self.engine.begin() as conn:
                 tx = Transaction(conn)
                 yield tx
         except OperationalError as exc:
@@ -508,6 +514,7 @@ class Database:
                 )
                 .values(
                     status=result["status"],
+                    started_at=result["started_at"],
                     ended_at=result["ended_at"],
                     exit_code=result["exit_code"],
                     revision=result["revision"],
@@ -517,6 +524,33 @@ class Database:
                 )
             ).rowcount
         )
+
+    def give_back(self, tx: Transaction, ids: Sequence[int], executor_id: int) -> list[int]:
+        """Make RUNNING instances this executor claimed but never started QUEUED again.
+
+        Returns the ids moved back; the others ended meanwhile (stopped from outside).
+        """
+        if not ids:
+            return []
+        where = (
+            instances.c.id.in_(list(ids)),
+            instances.c.executor_id == executor_id,
+            instances.c.status == InstanceStatus.RUNNING.value,
+        )
+        back = [int(i) for i in tx.conn.execute(sa.select(instances.c.id).where(*where)).scalars()]
+        if back:
+            tx.conn.execute(
+                sa.update(instances)
+                .where(instances.c.id.in_(back))
+                .values(
+                    status=InstanceStatus.QUEUED.value,
+                    started_at=None,
+                    executor_id=None,
+                    host=None,
+                    pid=None,
+                )
+            )
+        return sorted(back)
 
     def claimed_work(self, ids: Collection[int]) -> list[tuple[InstanceRecord, TaskRecord]]:
         """The instances an executor just claimed, each with its task, in id order."""
@@ -531,7 +565,8 @@ class Database:
     def finish_instances(self, tx: Transaction, results: Sequence[dict[str, Any]]) -> None:
         """Record the end of RUNNING instances, one executemany for the whole batch.
 
-        Each dict has ``id``, ``executor_id``, ``status``, ``ended_at``, ``exit_code``,
+        Each dict has ``id``, ``executor_id``, ``status``, ``started_at`` (the real
+        start, which replaces the claim's), ``ended_at``, ``exit_code``,
         ``revision``, ``error``, ``log_key``, ``pid``. An instance that is no longer
         RUNNING for that executor (settled meanwhile as interrupted) is left alone.
         """
@@ -544,6 +579,7 @@ class Database:
                     "b_id": r["id"],
                     "b_executor": r["executor_id"],
                     "b_status": r["status"],
+                    "b_started": r["started_at"],
                     "b_ended": r["ended_at"],
                     "b_exit": r["exit_code"],
                     "b_revision": r["revision"],
@@ -923,6 +959,7 @@ _FINISH = (
     )
     .values(
         status=sa.bindparam("b_status"),
+        started_at=sa.bindparam("b_started"),
         ended_at=sa.bindparam("b_ended"),
         exit_code=sa.bindparam("b_exit"),
         revision=sa.bindparam("b_revision"),

@@ -1,0 +1,141 @@
+"""The hand-off between an executor's claim loop and its slots, and how much to claim.
+
+Claimed instances wait in one local FIFO that every slot takes from. The claim loop
+asks for as many instances as there are idle slots, plus a *claim-ahead*: what the
+executor has recently been finishing in ``ahead_seconds`` (0.1 s by default). Short
+instances then arrive in claims of tens or hundreds (one round trip for many), while
+an executor of long instances claims only for its idle slots, as if there were no
+claim-ahead at all, since its recent rate times 0.1 s rounds down to nothing.
+
+An instance claimed ahead is RUNNING in the database from its claim (the claim is
+what makes it this executor's, exactly once); the real start replaces ``started_at``
+when its end is recorded. If it still waits after ``max_wait`` seconds (all slots
+became busy with long instances), the executor gives it back to its queue so that
+another executor can run it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Generic, Protocol, TypeVar
+
+
+class _Claimed(Protocol):
+    claimed_at: float  # time.monotonic() of the claim
+
+
+W = TypeVar("W", bound=_Claimed)
+
+#: Never claim more than this at once, whatever the rate.
+MAX_CLAIM = 256
+#: How often the rate estimate is refreshed (seconds).
+RATE_WINDOW = 0.25
+
+
+class Dispatch(Generic[W]):
+    """A FIFO of claimed work shared by the slots, with the counts the claim loop needs."""
+
+    def __init__(self, slots: int, *, ahead_seconds: float, max_wait: float) -> None:
+        self.slots = slots
+        self.ahead_seconds = ahead_seconds
+        self.max_wait = max_wait
+        self._lock = threading.Lock()
+        self._has_work = threading.Condition(self._lock)
+        self._has_room = threading.Condition(self._lock)
+        self._ready: deque[W | None] = deque()
+        self._idle = slots
+        self._done = 0
+        self._rate = 0.0
+        self._sampled_at = time.monotonic()
+        self._sampled_done = 0
+        self._refill_at = 0
+
+    # -- the claim loop's side ---------------------------------------------------------
+
+    def wanted(self) -> int:
+        """How many instances to claim now; 0 while the slots have enough to go on.
+
+        The buffer is refilled once it is down to half the claim-ahead, so claims stay
+        big; with no claim-ahead (long instances) only idle slots with nothing to take
+        make a claim, one per freed slot at most.
+        """
+        with self._lock:
+            self._sample()
+            ahead = min(MAX_CLAIM, int(self._rate * self.ahead_seconds))
+            self._refill_at = ahead // 2
+            buffered = len(self._ready)
+            if self._idle <= buffered and buffered > self._refill_at:
+                return 0
+            return max(0, min(MAX_CLAIM, self._idle + ahead - buffered))
+
+    def wait_for_room(self, timeout: float) -> None:
+        """Block until a slot finishes something (or ``timeout``)."""
+        with self._lock:
+            self._has_room.wait(timeout)
+
+    def put(self, works: Iterable[W]) -> None:
+        """Hand claimed work to the slots, in claim order."""
+        with self._lock:
+            before = len(self._ready)
+            self._ready.extend(works)
+            self._has_work.notify(len(self._ready) - before)
+
+    def stale(self) -> list[W]:
+        """Take out the work that has waited longer than ``max_wait`` (to give it back)."""
+        cutoff = time.monotonic() - self.max_wait
+        with self._lock:
+            if not self._ready or self._ready[0] is None or self._ready[0].claimed_at > cutoff:
+                return []
+            old = [w for w in self._ready if w is not None and w.claimed_at <= cutoff]
+            keep = [w for w in self._ready if w is None or w.claimed_at > cutoff]
+            self._ready = deque(keep)
+            return old
+
+    def unstarted(self) -> list[W]:
+        """Take out every piece of work no slot has started."""
+        with self._lock:
+            taken = [w for w in self._ready if w is not None]
+            self._ready = deque(w for w in self._ready if w is None)
+            return taken
+
+    def close(self) -> None:
+        """Let each slot end once the work already handed over is done."""
+        with self._lock:
+            self._ready.extend([None] * self.slots)
+            self._has_work.notify_all()
+
+    # -- the slots' side ---------------------------------------------------------------
+
+    def take(self) -> W | None:
+        """The next piece of work, waiting for one; None means the slot should end."""
+        with self._lock:
+            while not self._ready:
+                self._has_work.wait()
+            work = self._ready.popleft()
+            if work is not None:
+                self._idle -= 1
+            return work
+
+    def finished(self) -> None:
+        """A slot is idle again."""
+        with self._lock:
+            self._idle += 1
+            self._done += 1
+            # Wake the claim loop only when a claim would be made: not once per instance.
+            if len(self._ready) <= self._refill_at:
+                self._has_room.notify()
+
+    def _sample(self) -> None:
+        """Refresh the completion rate (instances/s, smoothed) at most every RATE_WINDOW."""
+        now = time.monotonic()
+        elapsed = now - self._sampled_at
+        if elapsed < RATE_WINDOW:
+            return
+        current = (self._done - self._sampled_done) / elapsed
+        # Weighted towards the present, so that a change of workload (short to long
+        # instances) shrinks the claim-ahead within a second or so.
+        self._rate = 0.5 * self._rate + 0.5 * current
+        self._sampled_at, self._sampled_done = now, self._done

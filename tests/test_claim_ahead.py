@@ -1,0 +1,111 @@
+"""Claim-ahead: executors of short instances claim in big batches, never hoard long work."""
+
+from __future__ import annotations
+
+import time
+
+import norc
+from norc.executor.dispatch import MAX_CLAIM, Dispatch
+from norc.status import InstanceStatus
+from norc.testing import NoopTask, wait_until
+from tests.tasks import Sleep
+
+
+class _Item:
+    def __init__(self, claimed_at: float) -> None:
+        self.claimed_at = claimed_at
+
+
+def _finished(app: norc.Norc, ids: list[int]) -> bool:
+    return all(r.status.is_final for r in app.db.instances_by_id(ids))
+
+
+def test_without_recent_throughput_only_idle_slots_are_claimed_for() -> None:
+    """A fresh or slow executor claims one instance per idle slot, as with no claim-ahead."""
+    dispatch: Dispatch[_Item] = Dispatch(4, ahead_seconds=0.1, max_wait=1.0)
+    assert dispatch.wanted() == 4
+    dispatch.put([_Item(time.monotonic()) for _ in range(4)])
+    for _ in range(4):
+        assert dispatch.take() is not None
+    assert dispatch.wanted() == 0  # four busy slots, nothing finishes: claim nothing
+
+
+def test_claim_ahead_follows_the_recent_rate() -> None:
+    """After many quick completions the executor asks for more than its idle slots."""
+    dispatch: Dispatch[_Item] = Dispatch(2, ahead_seconds=0.1, max_wait=1.0)
+    dispatch.wanted()
+    for _ in range(5):
+        # 2,000 completions in 0.3 s: a rate in the thousands per second.
+        for _ in range(400):
+            dispatch.put([_Item(time.monotonic())])
+            dispatch.take()
+            dispatch.finished()
+        time.sleep(0.3)
+        want = dispatch.wanted()
+    assert 2 < want <= MAX_CLAIM
+
+
+def test_work_waiting_too_long_is_taken_out_to_give_back() -> None:
+    """Only work older than max_wait comes out of the buffer; the rest stays in order."""
+    dispatch: Dispatch[_Item] = Dispatch(1, ahead_seconds=0.1, max_wait=1.0)
+    old, new = _Item(time.monotonic() - 5), _Item(time.monotonic())
+    dispatch.put([old, new])
+    assert dispatch.stale() == [old]
+    assert dispatch.take() is new
+
+
+def test_short_instances_are_claimed_in_batches_bigger_than_concurrency(
+    app: norc.Norc,
+) -> None:
+    """With one slot, a backlog of no-ops still goes through in multi-instance claims."""
+    app.save_task(NoopTask(name="noop"))
+    ids = app.enqueue_many("noop", 600)
+    with app.executor(concurrency=1, isolation="thread") as executor:
+        wait_until(lambda: _finished(app, ids), 60)
+    stats = executor.stats
+    assert stats["claimed"] == 600
+    assert stats["claimed"] / stats["claims"] > 2
+    assert all(r.status is InstanceStatus.SUCCESS for r in app.db.instances_by_id(ids))
+
+
+def test_claim_ahead_off_claims_one_per_idle_slot(app: norc.Norc) -> None:
+    """``claim_ahead=0`` restores strict one-instance-per-idle-slot claims."""
+    app.save_task(NoopTask(name="noop"))
+    ids = app.enqueue_many("noop", 100)
+    with app.executor(concurrency=1, isolation="thread", claim_ahead=0) as executor:
+        wait_until(lambda: _finished(app, ids), 60)
+    assert executor.stats["claims"] == executor.stats["claimed"] == 100
+
+
+def test_started_at_is_the_real_start_not_the_claim(app: norc.Norc) -> None:
+    """Instances claimed together still show the moment each one really started."""
+    app.save_task(NoopTask(name="noop"))
+    ids = app.enqueue_many("noop", 400)
+    with app.executor(concurrency=1, isolation="thread") as executor:
+        wait_until(lambda: _finished(app, ids), 60)
+    assert executor.stats["claims"] < 400  # some were claimed ahead
+    records = app.db.instances_by_id(ids)
+    starts = [r.started_at for r in records]
+    assert all(s is not None for s in starts)
+    # One slot: each starts after the one before it, each at its own moment.
+    assert starts == sorted(starts)  # type: ignore[type-var]
+    assert len(set(starts)) == len(starts)
+
+
+def test_work_claimed_ahead_behind_a_long_instance_goes_to_another_executor(
+    app: norc.Norc,
+) -> None:
+    """Short instances claimed ahead are given back when the only slot is held up."""
+    app.save_task(NoopTask(name="noop"))
+    app.save_task(Sleep(name="long", seconds=4.0))
+    warm = app.enqueue_many("noop", 2000)
+    with app.executor(concurrency=1, isolation="thread", max_claim_wait=0.3) as first:
+        wait_until(lambda: _finished(app, warm), 60)
+        # Queued right behind the long one: the first executor claims them ahead.
+        long_id = app.enqueue("long")
+        short = app.enqueue_many("noop", 50)
+        wait_until(lambda: first.stats["given_back"] > 0, 10)
+        with app.executor(concurrency=1, isolation="thread"):
+            wait_until(lambda: _finished(app, short), 10)
+        assert not app.instance(long_id).status.is_final  # they did not wait for it
+    assert all(r.status is InstanceStatus.SUCCESS for r in app.db.instances_by_id(short))
