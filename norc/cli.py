@@ -202,14 +202,37 @@ def demo(c: Ctx) -> None:
     show_default=True,
     help="Run each instance in a worker process or in a thread.",
 )
+@click.option(
+    "--claim-ahead",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Also claim what was finished in this many seconds lately (0: idle slots only).",
+)
+@click.option(
+    "--max-claim-wait",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Give back instances claimed ahead that have not started after this many seconds.",
+)
 @pass_ctx
-def executor(c: Ctx, queue: str, concurrency: int, isolation: Isolation) -> None:
+def executor(
+    c: Ctx,
+    queue: str,
+    concurrency: int,
+    isolation: Isolation,
+    claim_ahead: float,
+    max_claim_wait: float,
+) -> None:
     """Run an executor until stopped (SIGINT: stop after running instances; SIGTERM: kill)."""
     ex = c.app.executor(
         queue=queue,
         concurrency=concurrency,
         isolation=isolation,
         install_signal_handlers=True,
+        claim_ahead=claim_ahead,
+        max_claim_wait=max_claim_wait,
     )
     ex.start()
     click.echo(

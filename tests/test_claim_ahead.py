@@ -8,7 +8,7 @@ import norc
 from norc.executor.dispatch import MAX_CLAIM, Dispatch
 from norc.status import InstanceStatus
 from norc.testing import NoopTask, wait_until
-from tests.tasks import Sleep
+from tests.tasks import Echo, Sleep
 
 
 class _Item:
@@ -109,3 +109,33 @@ def test_work_claimed_ahead_behind_a_long_instance_goes_to_another_executor(
             wait_until(lambda: _finished(app, short), 10)
         assert not app.instance(long_id).status.is_final  # they did not wait for it
     assert all(r.status is InstanceStatus.SUCCESS for r in app.db.instances_by_id(short))
+
+
+def test_an_instance_stopped_while_claimed_ahead_never_runs(app: norc.Norc) -> None:
+    """Stopping an instance that waits in an executor's buffer keeps it from running."""
+    app.save_task(NoopTask(name="noop"))
+    app.save_task(Sleep(name="long", seconds=3.0))
+    app.save_task(Echo(name="echo"))
+    warm = app.enqueue_many("noop", 2000)
+    with app.executor(concurrency=1, isolation="thread", max_claim_wait=30) as executor:
+        wait_until(lambda: _finished(app, warm), 60)
+        long_id = app.enqueue("long")
+        echoes = app.enqueue_many("echo", 20)
+
+        def claimed_ahead() -> list[int]:
+            return [
+                r.id
+                for r in app.db.instances_by_id(echoes)
+                if r.status is InstanceStatus.RUNNING and r.executor_id == executor.id
+            ]
+
+        wait_until(lambda: bool(claimed_ahead()), 2)  # behind the long one, in its buffer
+        claimed = claimed_ahead()
+        for instance_id in claimed:
+            assert app.stop_instance(instance_id)
+        wait_until(lambda: _finished(app, [long_id, *echoes]), 30)
+    for instance_id in claimed:
+        record = app.instance(instance_id)
+        assert record.status is InstanceStatus.INTERRUPTED
+        log = app.log_path(record)
+        assert not log.exists() or "echoed" not in log.read_text()

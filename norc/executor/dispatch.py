@@ -94,6 +94,20 @@ class Dispatch(Generic[W]):
             self._ready = deque(keep)
             return old
 
+    def waiting(self) -> list[W]:
+        """The work no slot has started yet (a snapshot; it stays in the buffer)."""
+        with self._lock:
+            return [w for w in self._ready if w is not None]
+
+    def remove(self, works: Iterable[W]) -> list[W]:
+        """Take these out of the buffer if no slot has started them; returns those taken."""
+        gone = {id(w) for w in works}
+        with self._lock:
+            taken = [w for w in self._ready if w is not None and id(w) in gone]
+            if taken:
+                self._ready = deque(w for w in self._ready if w is None or id(w) not in gone)
+            return taken
+
     def unstarted(self) -> list[W]:
         """Take out every piece of work no slot has started."""
         with self._lock:

@@ -19,6 +19,7 @@ Embedded, nothing touches signal handlers unless ``install_signal_handlers=True`
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import queue as queuelib
 import signal
@@ -120,7 +121,10 @@ class _Slot:
         assert work.cls is not None
         with open_log(str(work.log_path)) as log_file:
             try:
-                task = build_task(work.cls, work.job)
+                # Params are shared by every instance of the task (claimed_work caches
+                # them): a task that mutates a list it was given must not change the next.
+                job = {**work.job, "params": copy.deepcopy(work.job["params"])}
+                task = build_task(work.cls, job)
             except Exception as exc:  # noqa: BLE001 - invalid stored params: ERROR
                 log_file.write(f"[norc] cannot load task: {exc}\n".encode())
                 return _outcome(InstanceStatus.ERROR, str(exc))
@@ -415,15 +419,23 @@ class Executor:
 
     def _check_stopped_elsewhere(self) -> None:
         """Interrupt slots whose instance was ended from outside (a stop request, a Job's
-        end or timeout, a replacing run): checked twice a second while anything runs."""
+        end or timeout, a replacing run), and drop such instances claimed ahead before
+        they start: checked twice a second while anything runs or waits."""
         busy = {slot.busy_with: slot for slot in self._slots if slot.busy_with is not None}
-        if not busy:
+        waiting = self._dispatch.waiting()
+        if not busy and not waiting:
             return
-        running = set(self.app.db.still_running(list(busy)))
+        running = set(self.app.db.still_running([*busy, *(w.instance.id for w in waiting)]))
         for instance_id, slot in busy.items():
             if instance_id not in running and not slot.interrupt.is_set():
                 slot.interrupt_reason = "stopped from outside: the instance was ended"
                 slot.interrupt.set()
+        ended = self._dispatch.remove(w for w in waiting if w.instance.id not in running)
+        for work in ended:
+            # Through the recorder so its queue item is released; the end already
+            # recorded from outside stays (the write only touches RUNNING rows).
+            outcome = _outcome(InstanceStatus.INTERRUPTED, "ended before it started")
+            self._results.put((work, outcome))
 
     def _wake_claim(self) -> None:
         with contextlib.suppress(Exception):
@@ -595,7 +607,7 @@ class Executor:
                 "id": w.instance.id,
                 "executor_id": self.id,
                 "status": o["status"],
-                "started_at": o["started_at"],
+                "started_at": o.get("started_at"),
                 "ended_at": now,
                 "exit_code": o.get("exit_code"),
                 "revision": o.get("revision"),
