@@ -817,7 +817,16 @@ def isolation_micro(workdir: Path, count: int) -> list[dict[str, Any]]:
                     "fire_time": None,
                     "deadline": None,
                 }
-                return _Work(SimpleNamespace(id=i), task, job, Path(job["log_path"]), cls, None)  # type: ignore[arg-type]
+                return _Work(
+                    SimpleNamespace(id=i),  # type: ignore[arg-type]
+                    task,  # type: ignore[arg-type]
+                    job,
+                    f"tasks/iso/iso-{i}",
+                    job["log_path"],
+                    cls,
+                    None,
+                    time.monotonic(),
+                )
 
             if slot.worker is not None:
                 slot.worker.ensure()

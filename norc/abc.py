@@ -10,6 +10,7 @@ run. Plugins hand their subclasses to Norc through the ``norc_register_types`` h
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import types
 import typing
@@ -204,9 +205,15 @@ class Task(abc.ABC):
         return out
 
     @classmethod
-    def from_params(cls, *, name: str, params: Mapping[str, Any], **settings: Any) -> Task:
-        """Rebuild a task from its stored name, params and settings, validating the params."""
-        check_params(cls, params)
+    def from_params(
+        cls, *, name: str, params: Mapping[str, Any], stored: bool = False, **settings: Any
+    ) -> Task:
+        """Rebuild a task from its stored name, params and settings, validating the params.
+
+        ``stored``: the params were read back from the database, so they are JSON
+        already and only their fit to the class's fields is checked.
+        """
+        check_params(cls, params, stored=stored)
         try:
             task = cls(name=name, **settings, **dict(params))
         except TypeError as exc:
@@ -283,14 +290,10 @@ def coerce_param(cls: type[Task], name: str, raw: str) -> Any:
         return raw
 
 
-def check_params(cls: type[Task], params: Mapping[str, Any]) -> None:
-    """Raise :class:`InvalidTaskParams` unless ``params`` fit ``cls``'s fields and are JSON."""
-    if "__attrs_attrs__" not in cls.__dict__:  # inherited from Task is not enough
-        raise InvalidTaskParams(
-            cls.__name__, "a Task subclass must be decorated with @attrs.define(kw_only=True)"
-        )
-    attrs.resolve_types(cls)
-    fields = {a.name: a for a in cls.param_fields()}
+def check_params(cls: type[Task], params: Mapping[str, Any], *, stored: bool = False) -> None:
+    """Raise :class:`InvalidTaskParams` unless ``params`` fit ``cls``'s fields and are JSON
+    (``stored``: they were loaded from JSON, skip that part)."""
+    fields = _param_spec(cls)
     unknown = sorted(set(params) - set(fields))
     if unknown:
         raise InvalidTaskParams(cls.type_name, f"unknown parameter(s) {', '.join(unknown)}")
@@ -304,10 +307,23 @@ def check_params(cls: type[Task], params: Mapping[str, Any]) -> None:
             raise InvalidTaskParams(
                 cls.type_name, f"parameter {name!r} = {value!r} is not {_type_name(field.type)}"
             )
+    if stored:
+        return
     try:
         json.dumps(dict(params), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidTaskParams(cls.type_name, f"parameters are not JSON: {exc}") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _param_spec(cls: type[Task]) -> dict[str, attrs.Attribute[Any]]:
+    """A class's param fields by name, type hints resolved: once per class, not per run."""
+    if "__attrs_attrs__" not in cls.__dict__:  # inherited from Task is not enough
+        raise InvalidTaskParams(
+            cls.__name__, "a Task subclass must be decorated with @attrs.define(kw_only=True)"
+        )
+    attrs.resolve_types(cls)
+    return {a.name: a for a in cls.param_fields()}
 
 
 @attrs.frozen(kw_only=True)

@@ -357,7 +357,7 @@ class Norc:
                 pass
         return removed
 
-    def after_finish(self, instance_ids: Sequence[int], log_paths: Sequence[Path]) -> None:
+    def after_finish(self, instance_ids: Sequence[int], log_paths: Sequence[str | Path]) -> None:
         """Called once outcomes are committed: lifecycle hooks, then log upload."""
         if self.plugins.has_hook_impls("norc_instance_finished"):
             for instance in self.db.instances_by_id(instance_ids):
@@ -368,7 +368,7 @@ class Norc:
             if self._uploads is None:
                 self._uploads = ThreadPoolExecutor(2, thread_name_prefix="norc-upload")
         for instance_id, path in zip(instance_ids, log_paths, strict=True):
-            self._uploads.submit(self._upload, instance_id, path)
+            self._uploads.submit(self._upload, instance_id, Path(path))
 
     def keep_daemon_log(self, kind: str, daemon_id: int) -> None:
         """An executor's or scheduler's own log, once it has ended, goes to the log store.

@@ -26,7 +26,6 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -48,7 +47,14 @@ from norc.executor.running import (
 )
 from norc.executor.worker import WorkerDied, WorkerProcess
 from norc.lifecycle import after_end, wants_retry
-from norc.logs import daemon_log_key, event_logger, instance_log_key, open_log, resolve_key
+from norc.logs import (
+    daemon_log_key,
+    event_logger,
+    instance_log_key,
+    open_log,
+    resolve_key,
+    resolve_key_text,
+)
 from norc.records import InstanceRecord, TaskRecord
 from norc.status import DaemonStatus, InstanceStatus, Request
 
@@ -65,7 +71,8 @@ class _Work:
     instance: InstanceRecord
     task: TaskRecord
     job: dict[str, Any]
-    log_path: Path
+    log_key: str
+    log_path: str  # a str, not a Path: building Paths per instance costs on the hot path
     cls: type[Task] | None
     load_error: str | None
     claimed_at: float  # time.monotonic() of the claim: for the claim-ahead's max wait
@@ -110,7 +117,7 @@ class _Slot:
 
     def _run(self, work: _Work) -> dict[str, Any]:
         if work.load_error is not None:
-            with open_log(str(work.log_path)) as f:
+            with open_log(work.log_path) as f:
                 f.write(f"[norc] cannot run instance: {work.load_error}\n".encode())
             return _outcome(InstanceStatus.ERROR, work.load_error)
         if self.worker is None:
@@ -119,7 +126,7 @@ class _Slot:
 
     def _run_in_thread(self, work: _Work) -> dict[str, Any]:
         assert work.cls is not None
-        with open_log(str(work.log_path)) as log_file:
+        with open_log(work.log_path) as log_file:
             try:
                 # Params are shared by every instance of the task (claimed_work caches
                 # them): a task that mutates a list it was given must not change the next.
@@ -160,16 +167,23 @@ class _Slot:
             self._note(work, f"{reason}; process group {pid} killed")
             self._finally_in_fresh_worker(work)
             return {**_outcome(status, reason), "pid": pid}
-        try:
-            done = worker.receive(task.finally_timeout)
-        except WorkerDied as exc:
-            self._note(work, f"worker died in finally_: {exc}")
-            done = {}
+        if message.pop("done", False):  # finally_ is not overridden: one answer
+            done: dict[str, Any] | None = {}
+        else:
+            done = self._await_finally(work, worker)
         if done is None:
             worker.kill()
             self._note(work, f"finally_ exceeded {task.finally_timeout:g} s; process group killed")
         message.pop("event", None)
         return {**message, "pid": pid}
+
+    def _await_finally(self, work: _Work, worker: WorkerProcess) -> dict[str, Any] | None:
+        """The ``done`` answer after ``finally_``; {} if the worker died, None on timeout."""
+        try:
+            return worker.receive(work.task.finally_timeout)
+        except WorkerDied as exc:
+            self._note(work, f"worker died in finally_: {exc}")
+            return {}
 
     def _host_broken(self, work: _Work, reason: str) -> dict[str, Any]:
         """An instance failed while initialising: a sign the host is broken (seed: SUSPENDED)."""
@@ -201,7 +215,7 @@ class _Slot:
             self._note(work, f"worker died in finally_: {exc}")
 
     def _note(self, work: _Work, message: str) -> None:
-        with open_log(str(work.log_path)) as f:
+        with open_log(work.log_path) as f:
             event_logger(f, instance=work.instance.id).warning(message)
 
 
@@ -271,6 +285,8 @@ class Executor:
         self._slots: list[_Slot] = []
         self._threads: list[threading.Thread] = []
         self._heartbeat: Heartbeat | None = None
+        #: task id -> (its record, class, job template): see _task_template.
+        self._templates: dict[int, tuple[TaskRecord, type[Task] | None, dict[str, Any]]] = {}
 
     # -- public control --------------------------------------------------------------
 
@@ -534,7 +550,29 @@ class Executor:
 
     def _prepare(self, instance: InstanceRecord, task: TaskRecord) -> _Work:
         key = instance_log_key(task.type, task.name, instance.id)
-        log_path = resolve_key(self.app.settings.log_dir, key)
+        log_path = resolve_key_text(self.app.settings.log_dir, key)
+        cls, template, error = self._task_template(task)
+        job = {
+            **template,
+            "instance_id": instance.id,
+            "attempt": instance.attempt,
+            "log_path": log_path,
+            "fire_time": instance.fire_time.isoformat() if instance.fire_time else None,
+            "deadline": None,  # set by the slot when it starts the instance
+        }
+        return _Work(instance, task, job, key, log_path, cls, error, time.monotonic())
+
+    def _task_template(
+        self, task: TaskRecord
+    ) -> tuple[type[Task] | None, dict[str, Any], str | None]:
+        """The task's class and the part of a job that is the same for all its instances.
+
+        Kept while ``claimed_work`` hands out the same record (until the task is edited);
+        a class that failed to load is looked up again next time (it may be installed).
+        """
+        cached = self._templates.get(task.id)
+        if cached is not None and cached[0] is task:
+            return cached[1], cached[2], None
         cls: type[Task] | None = self.app.registry.task_type(task.type)
         error = None
         type_path = task.type_path
@@ -545,21 +583,18 @@ class Executor:
                 error = f"{exc} (it was registered by plugin {task.plugin!r})"
         if cls is not None:
             type_path = f"{cls.__module__}:{cls.__qualname__}"
-        job = {
+        template = {
             "op": "run",
-            "instance_id": instance.id,
-            "attempt": instance.attempt,
             "task_id": task.id,
             "task_name": task.name,
             "task_type": task.type,
             "type_path": type_path,
             "params": task.params,
             "settings": {**task.settings, "retry_on": list(task.retry_on)},
-            "log_path": str(log_path),
-            "fire_time": instance.fire_time.isoformat() if instance.fire_time else None,
-            "deadline": None,  # set by the slot when it starts the instance
         }
-        return _Work(instance, task, job, log_path, cls, error, time.monotonic())
+        if error is None:
+            self._templates[task.id] = (task, cls, template)
+        return cls, template, error
 
     def _record(self, work: _Work, outcome: dict[str, Any]) -> None:
         """Called by a slot: queue the outcome for the recorder, free the slot."""
@@ -612,7 +647,7 @@ class Executor:
                 "exit_code": o.get("exit_code"),
                 "revision": o.get("revision"),
                 "error": o.get("error"),
-                "log_key": instance_log_key(w.task.type, w.task.name, w.instance.id),
+                "log_key": w.log_key,
                 "pid": o.get("pid"),
             }
             for w, o in batch

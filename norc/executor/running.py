@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from norc.abc import RunContext, Task
 from norc.errors import NorcError
-from norc.logs import event_logger
+from norc.logs import event_logger, write_event
 from norc.status import InstanceStatus
 
 
@@ -47,9 +47,13 @@ def load_class(type_path: str, type_name: str) -> type[Task]:
 
 
 def build_task(cls: type[Task], job: dict[str, Any]) -> Task:
-    """The task object for a job."""
+    """The task object for a job (its params come from the database: JSON already)."""
     return cls.from_params(
-        name=job["task_name"], params=job["params"], id=job["task_id"], **job["settings"]
+        name=job["task_name"],
+        params=job["params"],
+        stored=True,
+        id=job["task_id"],
+        **job["settings"],
     )
 
 
@@ -62,7 +66,8 @@ def execute(
     from the task are FAILURE with their traceback in the log; ``finally_`` is not run
     here (callers bound it separately).
     """
-    logger = event_logger(log_file, instance=job["instance_id"], task=job["task_name"])
+    context = {"instance": job["instance_id"], "task": job["task_name"]}
+    logger = event_logger(log_file, **context)
     fire = job.get("fire_time")
     ctx = RunContext(
         instance_id=job["instance_id"],
@@ -81,11 +86,11 @@ def execute(
         outcome["revision"] = None
     if not with_run:
         return outcome, ctx
-    logger.info(
+    write_event(
+        log_file,
         "instance started",
-        attempt=job["attempt"],
-        type=job["task_type"],
-        revision=outcome["revision"],
+        context,
+        {"attempt": job["attempt"], "type": job["task_type"], "revision": outcome["revision"]},
     )
     started = time.monotonic()
     try:
@@ -103,11 +108,15 @@ def execute(
         outcome["status"] = (InstanceStatus.FAILURE if failed else InstanceStatus.SUCCESS).value
         outcome["error"] = ctx.error if failed else None
     outcome["exit_code"] = ctx.exit_code
-    logger.info(
+    write_event(
+        log_file,
         "run ended",
-        status=outcome["status"],
-        seconds=round(time.monotonic() - started, 6),
-        exit_code=ctx.exit_code,
+        context,
+        {
+            "status": outcome["status"],
+            "seconds": round(time.monotonic() - started, 6),
+            "exit_code": ctx.exit_code,
+        },
     )
     return outcome, ctx
 

@@ -9,7 +9,10 @@ pipe round trip, not an interpreter start.
 
 Messages are JSON lines: the executor sends a job (``op`` = ``run`` | ``finally``), the
 worker answers ``{"event": "ran", ...outcome}`` after ``run`` and ``{"event": "done"}``
-after ``finally_``. While running an instance, the worker's fds 1 and 2 point at the
+after ``finally_``; a task that does not override ``finally_`` gets one answer,
+``{"event": "ran", "done": true, ...}``, saving a write and a wake-up per instance.
+
+While running an instance, the worker's fds 1 and 2 point at the
 instance's log file, so output from Python, C extensions and child processes all land
 there.
 """
@@ -26,6 +29,7 @@ import sys
 import time
 from typing import Any
 
+from norc.abc import Task
 from norc.executor.running import (
     TaskLoadError,
     build_task,
@@ -198,6 +202,9 @@ def _handle(job: dict[str, Any], log_file: Any, classes: dict[str, Any], fd: int
         return
     outcome, ctx = execute(task, job, log_file, with_run=job["op"] == "run")
     if job["op"] == "run":
+        if type(task).finally_ is Task.finally_:  # nothing left to run: answer once
+            _reply(fd, {"event": "ran", "done": True, **outcome})
+            return
         _reply(fd, {"event": "ran", **outcome})
     run_finally(task, ctx)
     _reply(fd, {"event": "done"})
