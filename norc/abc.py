@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import functools
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from norc.store.database import Database, Transaction
 
 MAX_NAME_LENGTH = 200
+# Checked on every task construction, i.e. once per instance run: a regex, not a loop.
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_name(kind: str, name: object) -> str:
@@ -44,7 +47,7 @@ def check_name(kind: str, name: object) -> str:
         raise InvalidName(kind, name, "must not be empty")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidName(kind, name[:40] + "...", f"longer than {MAX_NAME_LENGTH} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if _CONTROL_CHARS.search(name):
         raise InvalidName(kind, name, "contains control characters")
     return name
 

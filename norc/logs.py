@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import structlog
 from structlog.typing import FilteringBoundLogger, Processor
@@ -90,15 +90,44 @@ def _join(parts: list[str], fields: Iterable[tuple[str, Any]]) -> bytes:
     return " ".join(parts).encode("utf-8", "replace")
 
 
-def write_event(stream: IO[bytes], event: str, *fields: dict[str, Any]) -> None:
+def logfmt_fields(fields: dict[str, Any]) -> str:
+    """``key=value …`` for :func:`write_event` (None values left out, as structlog's)."""
+    return " ".join(f"{k}={_logfmt_value(v)}" for k, v in fields.items() if v is not None)
+
+
+def write_event(stream: IO[bytes], event: str, context: str, fields: dict[str, Any]) -> None:
     """Write one info line exactly as :func:`event_logger` would, without structlog.
 
     For the two lines Norc writes around every run: the processor chain costs more
-    than the rest of a no-op instance.
+    than the rest of a no-op instance. ``context`` is :func:`logfmt_fields` of what the
+    instance's logger is bound to, formatted once for both lines.
     """
     stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     parts = ["[norc]", f"timestamp={stamp}", "level=info", f"event={_logfmt_value(event)}"]
-    stream.write(_join(parts, (kv for f in fields for kv in f.items())) + b"\n")
+    if context:
+        parts.append(context)
+    stream.write(_join(parts, fields.items()) + b"\n")
+
+
+class _LazyLogger:
+    """Stands for :func:`event_logger`'s logger and builds it on first use."""
+
+    __slots__ = ("_context", "_logger", "_stream")
+
+    def __init__(self, stream: IO[bytes], context: dict[str, Any]) -> None:
+        self._stream = stream
+        self._context = context
+        self._logger: FilteringBoundLogger | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._logger is None:
+            self._logger = event_logger(self._stream, **self._context)
+        return getattr(self._logger, name)
+
+
+def lazy_event_logger(stream: IO[bytes], **context: Any) -> FilteringBoundLogger:
+    """:func:`event_logger`, built only if something logs through it (most runs don't)."""
+    return cast(FilteringBoundLogger, _LazyLogger(stream, context))
 
 
 def _logfmt_value(value: Any) -> str:

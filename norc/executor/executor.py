@@ -135,8 +135,9 @@ class _Slot:
             except Exception as exc:  # noqa: BLE001 - invalid stored params: ERROR
                 log_file.write(f"[norc] cannot load task: {exc}\n".encode())
                 return _outcome(InstanceStatus.ERROR, str(exc))
-            outcome, ctx = execute(task, work.job, log_file)
-            run_finally(task, ctx)
+            # Thread isolation does not capture stdout/stderr: nothing to flush per run.
+            outcome, ctx = execute(task, job, log_file, captured=False)
+            run_finally(task, ctx, captured=False)
         outcome["pid"] = os.getpid()
         return outcome
 

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from norc.abc import RunContext, Task
 from norc.errors import NorcError
-from norc.logs import event_logger, write_event
+from norc.logs import lazy_event_logger, logfmt_fields, write_event
 from norc.status import InstanceStatus
 
 
@@ -58,16 +58,22 @@ def build_task(cls: type[Task], job: dict[str, Any]) -> Task:
 
 
 def execute(
-    task: Task, job: dict[str, Any], log_file: IO[bytes], *, with_run: bool = True
+    task: Task,
+    job: dict[str, Any],
+    log_file: IO[bytes],
+    *,
+    with_run: bool = True,
+    captured: bool = True,
 ) -> tuple[dict[str, Any], RunContext]:
     """Run ``task.run`` (unless ``with_run`` is False), returning the outcome dict and context.
 
     The outcome has ``status``, ``error``, ``exit_code`` and ``revision``. Exceptions
     from the task are FAILURE with their traceback in the log; ``finally_`` is not run
-    here (callers bound it separately).
+    here (callers bound it separately). ``captured``: the process's stdout and stderr
+    point at the log (a worker), so they are flushed before Norc writes its next line.
     """
-    context = {"instance": job["instance_id"], "task": job["task_name"]}
-    logger = event_logger(log_file, **context)
+    logger = lazy_event_logger(log_file, instance=job["instance_id"], task=job["task_name"])
+    context = logfmt_fields({"instance": job["instance_id"], "task": job["task_name"]})
     fire = job.get("fire_time")
     ctx = RunContext(
         instance_id=job["instance_id"],
@@ -98,12 +104,14 @@ def execute(
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
-        flush_std()
+        if captured:
+            flush_std()
         log_file.write(traceback.format_exc().encode("utf-8", "replace"))
         outcome["status"] = InstanceStatus.FAILURE.value
         outcome["error"] = ctx.error or f"{type(exc).__name__}: {exc}"
     else:
-        flush_std()
+        if captured:
+            flush_std()
         failed = result is False
         outcome["status"] = (InstanceStatus.FAILURE if failed else InstanceStatus.SUCCESS).value
         outcome["error"] = ctx.error if failed else None
@@ -121,13 +129,14 @@ def execute(
     return outcome, ctx
 
 
-def run_finally(task: Task, ctx: RunContext) -> None:
+def run_finally(task: Task, ctx: RunContext, *, captured: bool = True) -> None:
     """Call ``finally_``, logging (never raising) what it raised."""
     try:
         task.finally_(ctx)
     except Exception:
         ctx.log.exception("finally_() raised")
-    flush_std()
+    if captured:
+        flush_std()
 
 
 def flush_std() -> None:

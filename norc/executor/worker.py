@@ -164,7 +164,6 @@ def _serve(job_fd: int, result_fd: int) -> None:
         for line in jobs:
             job = json.loads(line)
             log_file = open_log(job["log_path"])
-            flush_std()
             os.dup2(log_file.fileno(), 1)
             os.dup2(log_file.fileno(), 2)
             try:
