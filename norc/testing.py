@@ -142,3 +142,23 @@ class QueueContract:
         with app.db.transaction() as tx:
             queue.release(claimed, tx)
         assert queue.claim(_claimant(2), 4, timeout=0.2) == []
+
+    def test_given_back_instances_are_claimable_again(self, app: Any, make_queue: Any) -> None:
+        """A queue that can take claimed work back offers it to the next claimant."""
+        queue = make_queue("contract-g")
+        if not queue.can_give_back:
+            return
+        ids = self._enqueue(app, "contract-g", 3)
+        claimed = queue.claim(_claimant(1), 3, timeout=5.0)
+        assert sorted(claimed) == ids
+        with app.db.transaction() as tx:
+            back = app.db.give_back(tx, claimed, 1)
+            queue.give_back(back, tx)
+        assert back == ids
+        assert all(r.status is InstanceStatus.QUEUED for r in app.db.instances_by_id(ids))
+        again: list[int] = []
+        deadline = time.monotonic() + 10
+        while len(again) < 3 and time.monotonic() < deadline:
+            again += queue.claim(_claimant(2), 3 - len(again), timeout=1.0)
+        assert sorted(again) == ids
+        assert {r.executor_id for r in app.db.instances_by_id(ids)} == {2}
