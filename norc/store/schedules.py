@@ -322,11 +322,17 @@ class ScheduleStore:
             )
 
     def rows(self, ids: Collection[int]) -> list[dict[str, Any]]:
-        """Full rows of these schedules (read in chunks: SQLite limits bound parameters)."""
+        """What a scheduler times these schedules by (read in chunks: SQLite limits bound
+        parameters). Only the columns it needs: loading 100k schedules is mostly this."""
+        c = schedules.c
+        columns = (
+            *(c.id, c.revision, c.claimed_by, c.deleted, c.paused, c.next_fire_at),
+            *(c.kind, c.spec, c.timezone, c.start_at, c.period),
+        )
         out: list[dict[str, Any]] = []
         with self.db.reading() as conn:
             for chunk in _chunks(list(ids)):
-                query = sa.select(schedules).where(schedules.c.id.in_(chunk))
+                query = sa.select(*columns).where(c.id.in_(chunk))
                 out.extend(dict(r) for r in conn.execute(query).mappings())
         return out
 
