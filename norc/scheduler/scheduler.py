@@ -80,7 +80,6 @@ class Scheduler:
         self._timings: dict[int, Timing] = {}  # schedule id -> its timing at _current's revision
         self._seen: dict[int, int] = {}  # schedule id -> last revision read (paused ones too)
         self._held: set[int] = set()  # ids claimed_by this scheduler, as far as it knows
-        self._more_unowned = False  # the last change poll left unowned schedules behind
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._finished = threading.Event()
@@ -345,11 +344,12 @@ class Scheduler:
                 self._track(row)
             else:  # taken over between the two reads
                 self._drop(int(row["id"]))
-        if self._more_unowned or store.unowned_since(since):
-            # A new schedule: lease it now rather than at the next lease round. One
-            # batch per poll, so a bulk creation never stalls the loop for long.
-            got = store.acquire(self.id, ACQUIRE_BATCH, self.app.settings.heartbeat_timeout)
-            self._more_unowned = len(got) == ACQUIRE_BATCH
+        fresh = store.unowned_since(since, ACQUIRE_BATCH)
+        if fresh:
+            # New schedules: lease as many now rather than at the next lease round (which
+            # evens out the shares). At most one batch per poll, so a bulk creation never
+            # stalls the loop for long.
+            got = store.acquire(self.id, fresh, self.app.settings.heartbeat_timeout)
             self._held |= set(got)
             self._load(got)
 
@@ -374,7 +374,7 @@ class Scheduler:
             )
             for schedule_id in due:
                 self._forget(schedule_id)
-            self._load(list(due))
+            self._load([i for i in due if i in self._held])  # not those found lost
         except Exception:
             # Put them back so a transient failure delays the fires instead of losing them.
             for schedule_id, (fire_at, revision) in due.items():

@@ -304,10 +304,11 @@ class ScheduleStore:
                 ).all()
             ]
 
-    def unowned_since(self, since: datetime) -> bool:
-        """Whether an active schedule nobody holds was created or edited since ``since``."""
+    def unowned_since(self, since: datetime, limit: int) -> int:
+        """How many active schedules nobody holds were created or edited since ``since``
+        (counting up to ``limit``)."""
         with self.db.reading() as conn:
-            return (
+            return len(
                 conn.execute(
                     sa.select(schedules.c.id)
                     .where(
@@ -316,9 +317,8 @@ class ScheduleStore:
                         schedules.c.deleted.is_(False),
                         schedules.c.next_fire_at.is_not(None),
                     )
-                    .limit(1)
-                ).first()
-                is not None
+                    .limit(limit)
+                ).all()
             )
 
     def rows(self, ids: Collection[int]) -> list[dict[str, Any]]:
