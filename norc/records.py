@@ -144,7 +144,9 @@ class ScheduleRecord:
     remaining: int | None
     make_up: bool
     next_fire_at: datetime | None
+    #: The scheduler leasing it (valid while that scheduler's heartbeat is fresh).
     claimed_by: int | None
+    #: No longer written (a lease lasts while its holder beats): None.
     lease_until: datetime | None
     paused: bool
     deleted: bool

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 import sqlalchemy as sa
 
@@ -158,6 +162,141 @@ def test_stopping_releases_leases_for_others(app: norc.Norc) -> None:
     with app.scheduler() as sch:
         wait_until(lambda: s.id in sch.held, 10)
     assert app.schedule(s.id).claimed_by is None
+
+
+def _fast(app: norc.Norc, timeout: float = 3.0) -> norc.Norc:
+    """A second handle on ``app``'s database whose daemons beat (and lease) every 0.2 s."""
+    return norc.Norc(
+        settings=attrs.evolve(app.settings, heartbeat_interval=0.2, heartbeat_timeout=timeout)
+    )
+
+
+@contextlib.contextmanager
+def _other_scheduler(app: norc.Norc) -> Iterator[tuple[int, threading.Event]]:
+    """A scheduler's daemon row, kept beating by a thread (as a live scheduler elsewhere)
+    until the event it yields is set."""
+    other = app.db.insert_daemon(
+        kind="scheduler", host="elsewhere", pid=1, queue=None, concurrency=None, status="RUNNING"
+    )
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(0.1):
+            app.db.beat(other)
+
+    beater = threading.Thread(target=beat, daemon=True)
+    beater.start()
+    try:
+        yield other, stop
+    finally:
+        stop.set()
+        beater.join()
+
+
+def _claim(app: norc.Norc, ids: list[int], holder: int) -> None:
+    with app.db.transaction() as tx:
+        tx.conn.execute(
+            sa.update(schedules).where(schedules.c.id.in_(ids)).values(claimed_by=holder)
+        )
+
+
+@pytest.mark.parametrize("how", ["stale", "ended"])
+def test_a_lease_lasts_as_long_as_its_holder_is_alive(app: norc.Norc, how: str) -> None:
+    """A live scheduler's schedules are never taken; once it is stale or ended, they are."""
+    app.save_task(Outcome(name="t"))
+    ids = [app.add_schedule("t", cron="@daily").id for _ in range(5)]
+    fast = _fast(app, timeout=3.0)
+    try:
+        with _other_scheduler(app) as (other, stop_beating):
+            _claim(app, ids, other)
+            with fast.scheduler() as sch:
+                time.sleep(1.5)  # several lease rounds and change polls
+                assert sch.held == frozenset()
+                assert {s.claimed_by for s in app.schedules()} == {other}
+                stop_beating.set()
+                time.sleep(0.2)  # its last beat has landed
+                if how == "ended":
+                    app.db.set_daemon(other, status="ENDED", ended_at=datetime.now(UTC))
+                else:  # as after kill -9: it stops beating, the row stays RUNNING
+                    app.db.set_daemon(other, heartbeat=datetime.now(UTC) - timedelta(seconds=4))
+                # Both are taken over at the next lease round, within well under the timeout.
+                wait_until(lambda: sch.held == frozenset(ids), 2)
+                assert {s.claimed_by for s in app.schedules()} == {sch.id}
+    finally:
+        fast.close()
+
+
+def test_lease_rounds_write_no_schedule_rows(app: norc.Norc) -> None:
+    """Keeping leases costs no writes: lease rounds only read (the heartbeat renews them)."""
+    app.save_task(Outcome(name="t"))
+    for _ in range(30):
+        app.add_schedule("t", cron="@daily")
+    fast = _fast(app)
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    sa.event.listen(fast.db.engine, "before_cursor_execute", record)
+    try:
+        with fast.scheduler() as sch:
+            wait_until(lambda: len(sch.held) == 30, 10)
+            time.sleep(0.3)
+            statements.clear()
+            time.sleep(1.5)  # about seven lease rounds
+            seen = list(statements)
+    finally:
+        fast.close()
+    rounds = [s for s in seen if "GROUP BY norc_schedules.claimed_by" in s]
+    assert len(rounds) >= 4
+    writes = [
+        s
+        for s in seen
+        if "norc_schedules" in s and s.split()[0].upper() in ("UPDATE", "INSERT", "DELETE")
+    ]
+    assert writes == []
+    assert all(s.lease_until is None for s in app.schedules())
+
+
+def test_a_fire_finding_its_schedule_taken_forgets_it(app: norc.Norc) -> None:
+    """A schedule another scheduler took over is dropped at its next fire, never fired again."""
+    app.save_task(Outcome(name="t"))
+    s = app.add_schedule("t", every=0.2, start=0)
+    with app.scheduler() as sch:  # lease rounds every 3 s: the fire is what notices
+        wait_until(lambda: len(_fires(app, s.id)) >= 2, 10)
+        with _other_scheduler(app) as (other, _):
+            _claim(app, [s.id], other)
+            wait_until(lambda: s.id not in sch.held, 1.5)
+            count = len(_fires(app, s.id))
+            time.sleep(1.0)
+            assert len(_fires(app, s.id)) == count
+            assert app.schedule(s.id).claimed_by == other
+
+
+def test_a_scheduler_with_a_stale_heartbeat_loses_its_schedules(app: norc.Norc) -> None:
+    """When a scheduler's heartbeat stops (its loop still running), another takes over and
+    every fire still happens exactly once."""
+    app.save_task(Outcome(name="t"))
+    s = app.add_schedule("t", every=0.2, start=0)
+    fast = _fast(app, timeout=1.0)
+    a = fast.scheduler().start()
+    b = None
+    try:
+        wait_until(lambda: len(_fires(app, s.id)) >= 2, 10)
+        assert a._heartbeat is not None and a.id is not None
+        a._heartbeat.stop()  # as if its heartbeat thread hung
+        app.db.set_daemon(a.id, heartbeat=datetime.now(UTC) - timedelta(seconds=5))
+        b = norc.Norc(settings=fast.settings).scheduler().start()
+        wait_until(lambda: s.id in b.held and s.id not in a.held, 5)
+        count = len(_fires(app, s.id))
+        wait_until(lambda: len(_fires(app, s.id)) >= count + 3, 5)
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+        fast.close()
+    times = [r.fire_time for r in _fires(app, s.id)]
+    assert len(times) == len(set(times))
 
 
 def test_invalid_schedules_are_refused(app: norc.Norc) -> None:

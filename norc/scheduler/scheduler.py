@@ -1,13 +1,21 @@
 """The Scheduler: holds leases on a share of the schedules and fires them on time.
 
-- **Leases.** Every ``heartbeat_interval`` the scheduler renews its leases (for
-  ``heartbeat_timeout`` seconds), counts the live schedulers, gives back what exceeds its
-  fair share and leases unowned or expired schedules up to it. A scheduler that dies
-  stops renewing; once its leases expire the others take its schedules over.
+- **Leases.** A schedule is leased by the scheduler in its ``claimed_by`` for as long as
+  that scheduler's daemon row is alive (not ended, heartbeat within
+  ``heartbeat_timeout``): the heartbeat renews every lease at once, and no held row is
+  written to keep it. Every ``heartbeat_interval`` the scheduler counts the schedules per
+  holder and the live schedulers (two reads), gives back what exceeds its fair share
+  and leases unowned schedules, and those of dead schedulers, up to it. A scheduler
+  killed with ``kill -9`` stops beating; once its heartbeat is stale the others take
+  its schedules over. A scheduler learns that it lost schedules (its own heartbeat went
+  stale and another took them) when the count of rows it holds changes or when a fire
+  finds the row claimed by another; it then forgets them.
 - **Timing.** Next fire times sit in a heap; the scheduler sleeps until the earliest
   (or until the next lease round or change poll), never polling the database per tick.
-  Twice a second it reads schedules edited since its last look (paused, resumed,
-  edited, deleted, or new and unowned), so a change takes effect within a second.
+  Twice a second it reads the (id, revision) of the schedules it holds that were edited
+  since its last look, and re-reads only those whose revision it has not seen (paused,
+  resumed, edited, deleted); it also checks whether a new unowned schedule appeared,
+  and leases it. A change takes effect within a second.
 - **Firing, exactly once.** All schedules due at a moment are fired in ONE transaction:
   their rows are locked (``FOR UPDATE``; ``BEGIN IMMEDIATE`` on SQLite) and re-checked
   (still leased by this scheduler, not paused, next fire unchanged), the instances
@@ -69,8 +77,9 @@ class Scheduler:
         self.status = DaemonStatus.CREATED
         self._heap: list[tuple[datetime, int, int]] = []  # (fire time, schedule id, revision)
         self._current: dict[int, int] = {}  # schedule id -> revision in the heap
-        self._timings: dict[tuple[int, int], Timing] = {}
-        self._held: set[int] = set()
+        self._timings: dict[int, Timing] = {}  # schedule id -> its timing at _current's revision
+        self._seen: dict[int, int] = {}  # schedule id -> last revision read (paused ones too)
+        self._held: set[int] = set()  # ids claimed_by this scheduler, as far as it knows
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._finished = threading.Event()
@@ -202,7 +211,9 @@ class Scheduler:
                         self._apply_changes(last_poll - timedelta(seconds=5))
                         last_poll, next_poll = polled_at, now + CHANGE_POLL
                     if self._reload:
+                        assert self.id is not None
                         self._reload = False
+                        self._resync(self.app.db.schedules.held_ids(self.id))
                         self._load(self._held)
                     if not self._paused:
                         self._fire_due()
@@ -231,54 +242,82 @@ class Scheduler:
     # -- leases ----------------------------------------------------------------------
 
     def _lease_round(self) -> None:
+        """Count, give back a surplus, lease up to a fair share: O(1) statements, no
+        per-held-row writes (the heartbeat is what keeps the leases)."""
         assert self.id is not None
         store = self.app.db.schedules
-        until = utcnow() + timedelta(seconds=self.app.settings.heartbeat_timeout)
-        held = store.renew(self.id, until)
-        for lost in self._held - held:
-            self._forget(lost)
-        self._held = held
-        live = max(
-            1, self.app.db.live_daemon_count("scheduler", self.app.settings.heartbeat_timeout)
-        )
-        fair = math.ceil(store.active_count() / live)
-        surplus = len(held) - fair
-        if live > 1 and surplus > max(10, fair // 5):
+        timeout = self.app.settings.heartbeat_timeout
+        holders = store.holders()
+        mine_total, mine_active = holders.get(self.id, (0, 0))
+        if mine_total != len(self._held):
+            # Schedules were taken over (our heartbeat went stale) or something else
+            # changed hands: re-read which ones are ours.
+            self._resync(store.held_ids(self.id))
+        live = store.live_schedulers(timeout)
+        if self.id not in live:
+            # Our own heartbeat is stale: the others may take our schedules at any
+            # moment, so leasing more now would only make them change hands again.
+            self.log.warning("own heartbeat is stale; not leasing this round")
+            return
+        active = sum(busy for _, busy in holders.values())
+        fair = math.ceil(active / len(live))
+        surplus = mine_active - fair
+        if len(live) > 1 and surplus > max(10, fair // 5):
             # Give back the schedules due last: the others can take them at leisure.
-            by_time = sorted(held, key=lambda i: self._due_of(i), reverse=True)[:surplus]
-            store.release(self.id, by_time)
-            for schedule_id in by_time:
-                self._forget(schedule_id)
-            self._held -= set(by_time)
-            self.log.info("released schedules to rebalance", count=len(by_time), fair=fair)
-        while len(self._held) < fair:
-            got = store.acquire(self.id, min(ACQUIRE_BATCH, fair - len(self._held)), until)
+            released = store.release_latest(self.id, surplus)
+            for schedule_id in released:
+                self._drop(schedule_id)
+            mine_active -= len(released)
+            self.log.info("released schedules to rebalance", count=len(released), fair=fair)
+        dead = [h for h in holders if h is not None and h != self.id and h not in live]
+        takeable = holders.get(None, (0, 0))[1] + sum(holders[h][1] for h in dead)
+        while mine_active < fair and takeable > 0:
+            got = store.acquire(self.id, min(ACQUIRE_BATCH, fair - mine_active), timeout, dead)
             if not got:
                 break
+            if dead:
+                self.log.info("took over schedules of dead schedulers", count=len(got))
+            mine_active += len(got)
+            takeable -= len(got)
             self._held |= set(got)
             self._load(got)
 
-    def _due_of(self, schedule_id: int) -> datetime:
-        for fire_at, sid, revision in self._heap:
-            if sid == schedule_id and self._current.get(sid) == revision:
-                return fire_at
-        return datetime.max.replace(tzinfo=UTC)
+    def _resync(self, held: set[int]) -> None:
+        """Make ``_held`` what the database says: forget lost schedules, load new ones."""
+        lost = self._held - held
+        for schedule_id in lost:
+            self._drop(schedule_id)
+        if lost:
+            self.log.warning("schedules taken over by another scheduler", count=len(lost))
+        gained = held - self._held
+        self._held |= gained
+        self._load(gained)
 
     def _forget(self, schedule_id: int) -> None:
-        self._current.pop(schedule_id, None)  # its heap entry is now stale and skipped
+        """Stop timing a schedule (its heap entry becomes stale and is skipped)."""
+        self._current.pop(schedule_id, None)
+        self._timings.pop(schedule_id, None)
+
+    def _drop(self, schedule_id: int) -> None:
+        """A schedule no longer ours (given back or taken over): forget it entirely."""
+        self._forget(schedule_id)
+        self._seen.pop(schedule_id, None)
+        self._held.discard(schedule_id)
 
     def _load(self, ids: set[int] | list[int]) -> None:
-        for row in self.app.db.schedules.rows(list(ids)):
-            self._track(row)
+        if ids:
+            for row in self.app.db.schedules.rows(list(ids)):
+                self._track(row)
 
     def _track(self, row: dict[str, Any]) -> None:
         """Put a schedule row's next fire in the heap (or take it out)."""
         schedule_id = int(row["id"])
+        revision = int(row["revision"])
+        self._seen[schedule_id] = revision
         if row["deleted"] or row["paused"] or row["next_fire_at"] is None:
             self._forget(schedule_id)
             return
-        revision = int(row["revision"])
-        if self._current.get(schedule_id) == revision and (schedule_id, revision) in self._timings:
+        if self._current.get(schedule_id) == revision and schedule_id in self._timings:
             return  # already tracked at this revision
         try:
             timing = timing_for(
@@ -288,21 +327,29 @@ class Scheduler:
             self.log.error("schedule cannot be timed", schedule=schedule_id, error=str(exc))
             self._forget(schedule_id)
             return
-        self._timings[(schedule_id, revision)] = timing
+        self._timings[schedule_id] = timing
         self._current[schedule_id] = revision
         heapq.heappush(self._heap, (row["next_fire_at"], schedule_id, revision))
 
     def _apply_changes(self, since: datetime) -> None:
+        """Take in edits to held schedules and lease new unowned ones (the change poll)."""
         assert self.id is not None
-        unowned = []
-        for row in self.app.db.schedules.changed_since(self.id, since):
-            if row["claimed_by"] is None:
-                unowned.append(int(row["id"]))
-            elif int(row["id"]) in self._held:
+        store = self.app.db.schedules
+        # Only (id, revision) pairs come back; full rows are read for revisions not
+        # seen yet, so a bulk edit is read once, not at every poll of the overlap.
+        unseen = [i for i, rev in store.edited_since(self.id, since) if self._seen.get(i) != rev]
+        for row in store.rows(unseen):
+            if row["claimed_by"] == self.id:
+                self._held.add(int(row["id"]))
                 self._track(row)
-        if unowned:  # a new schedule: lease it now rather than at the next round
-            until = utcnow() + timedelta(seconds=self.app.settings.heartbeat_timeout)
-            got = self.app.db.schedules.acquire(self.id, len(unowned), until)
+            else:  # taken over between the two reads
+                self._drop(int(row["id"]))
+        fresh = store.unowned_since(since, ACQUIRE_BATCH)
+        if fresh:
+            # New schedules: lease as many now rather than at the next lease round (which
+            # evens out the shares). At most one batch per poll, so a bulk creation never
+            # stalls the loop for long.
+            got = store.acquire(self.id, fresh, self.app.settings.heartbeat_timeout)
             self._held |= set(got)
             self._load(got)
 
@@ -327,7 +374,7 @@ class Scheduler:
             )
             for schedule_id in due:
                 self._forget(schedule_id)
-            self._load(list(due))
+            self._load([i for i in due if i in self._held])  # not those found lost
         except Exception:
             # Put them back so a transient failure delays the fires instead of losing them.
             for schedule_id, (fire_at, revision) in due.items():
@@ -339,8 +386,19 @@ class Scheduler:
         db = self.app.db
         follow_ups: list[tuple[datetime, int, int]] = []
         pushes: dict[str, list[QueueItem]] = defaultdict(list)
+        # Many schedules share a spec and fall due together: each next fire is computed once.
+        next_fires: dict[tuple[Any, ...], datetime | None] = {}
         with db.transaction() as tx:
             rows = db.schedules.lock_for_fire(tx, self.id, list(due))
+            if len(rows) < len(due):
+                # A row missing is paused or deleted (the change poll brings that), or
+                # claimed by another scheduler now: that one is no longer ours.
+                missing = set(due) - {int(row["id"]) for row in rows}
+                lost = missing - db.schedules.still_held(tx, self.id, missing)
+                for schedule_id in lost:
+                    self._drop(schedule_id)
+                if lost:
+                    self.log.warning("schedules taken over by another scheduler", count=len(lost))
             instance_rows: list[dict[str, Any]] = []
             task_types: list[str] = []
             changes = []
@@ -349,8 +407,8 @@ class Scheduler:
                 fire_at, revision = due[schedule_id]
                 if row["next_fire_at"] != fire_at or int(row["revision"]) != revision:
                     continue  # edited meanwhile: the change poll brings the new state
-                timing = self._timings[(schedule_id, revision)]
-                made, next_fire, remaining = self._plan(row, timing, now)
+                timing = self._timings[schedule_id]
+                made, next_fire, remaining = self._plan(row, timing, now, next_fires)
                 self._apply_overlap(tx, row, made)
                 instance_rows.extend(made)
                 task_types.extend([row["task_type"]] * len(made))
@@ -403,9 +461,19 @@ class Scheduler:
                 )
 
     def _plan(
-        self, row: dict[str, Any], timing: Timing, now: datetime
+        self,
+        row: dict[str, Any],
+        timing: Timing,
+        now: datetime,
+        next_fires: dict[tuple[Any, ...], datetime | None] | None = None,
     ) -> tuple[list[dict[str, Any]], datetime | None, int | None]:
-        """The instances for one due schedule, its next fire and remaining count."""
+        """The instances for one due schedule, its next fire and remaining count.
+
+        ``next_fires`` memoises ``timing.next_after`` by what determines it (kind, spec,
+        timezone, start, period, fire time), shared by the schedules of one fire.
+        """
+        memo = {} if next_fires is None else next_fires
+        shape = (row["kind"], row["spec"], row["timezone"], row["start_at"], row["period"])
         fires: list[datetime] = []
         fire: datetime | None = row["next_fire_at"]
         dropped = 0
@@ -414,7 +482,10 @@ class Scheduler:
             if len(fires) > MAX_CATCH_UP:
                 fires.pop(0)
                 dropped += 1
-            fire = timing.next_after(fire)
+            key = (*shape, fire)
+            if key not in memo:
+                memo[key] = timing.next_after(fire)
+            fire = memo[key]
         if dropped:
             self.log.warning(
                 "too many missed fires; older ones not recorded",

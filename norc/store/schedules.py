@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from norc.errors import UnknownName
 from norc.records import ScheduleRecord
-from norc.store.schema import schedules, tasks, utcnow
+from norc.store.schema import daemons, schedules, tasks, utcnow
 
 if TYPE_CHECKING:
     from norc.store.database import Database, Transaction
+
+
+#: Ids per statement when many are named at once (SQLite allows 32,766 parameters).
+CHUNK = 5000
+
+
+def _chunks(ids: Sequence[int]) -> list[list[int]]:
+    return [list(ids[i : i + CHUNK]) for i in range(0, len(ids), CHUNK)]
 
 
 class UnknownSchedule(UnknownName):
@@ -114,21 +122,71 @@ class ScheduleStore:
                 raise UnknownSchedule(schedule_id)
 
     # -- leases ----------------------------------------------------------------------
+    #
+    # A schedule is leased by the scheduler named in ``claimed_by`` for as long as that
+    # scheduler's daemon row is alive: not ended, heartbeat within the heartbeat timeout.
+    # Renewing a lease is the heartbeat itself, so no lease round writes held rows.
+    # ``lease_until`` is no longer written (it stays in the table for older readers).
 
-    def renew(self, daemon_id: int, until: datetime) -> set[int]:
-        """Extend every lease this scheduler holds; returns the ids it still holds."""
-        with self.db.transaction() as tx:
-            tx.conn.execute(
-                sa.update(schedules)
-                .where(schedules.c.claimed_by == daemon_id)
-                .values(lease_until=until)
-            )
-            held = tx.conn.execute(
+    def live_schedulers(self, timeout: float) -> set[int]:
+        """Ids of the schedulers alive now: not ended, heartbeat within ``timeout`` s."""
+        cutoff = utcnow() - timedelta(seconds=timeout)
+        with self.db.reading() as conn:
+            return {
+                int(i)
+                for i in conn.execute(
+                    sa.select(daemons.c.id).where(
+                        daemons.c.kind == "scheduler",
+                        daemons.c.ended_at.is_(None),
+                        daemons.c.heartbeat >= cutoff,
+                    )
+                ).scalars()
+            }
+
+    def holders(self) -> dict[int | None, tuple[int, int]]:
+        """Per holder (None: nobody), how many schedules it holds and how many are active.
+
+        Active means not deleted and with fires ahead: the work schedulers share. One
+        read of the table per lease round (it also counts the active schedules).
+        """
+        active = sa.case(
+            (
+                sa.and_(schedules.c.deleted.is_(False), schedules.c.next_fire_at.is_not(None)),
+                1,
+            ),
+            else_=0,
+        )
+        query = sa.select(schedules.c.claimed_by, sa.func.count(), sa.func.sum(active)).group_by(
+            schedules.c.claimed_by
+        )
+        with self.db.reading() as conn:
+            return {
+                (None if holder is None else int(holder)): (int(total), int(busy or 0))
+                for holder, total, busy in conn.execute(query).all()
+            }
+
+    def held_ids(self, daemon_id: int) -> set[int]:
+        """Ids of every schedule ``claimed_by`` this scheduler (deleted and ended ones too)."""
+        with self.db.reading() as conn:
+            return {
+                int(i)
+                for i in conn.execute(
+                    sa.select(schedules.c.id).where(schedules.c.claimed_by == daemon_id)
+                ).scalars()
+            }
+
+    def still_held(self, tx: Transaction, daemon_id: int, ids: Collection[int]) -> set[int]:
+        """Which of ``ids`` are still ``claimed_by`` this scheduler."""
+        if not ids:
+            return set()
+        return {
+            int(i)
+            for i in tx.conn.execute(
                 sa.select(schedules.c.id).where(
-                    schedules.c.claimed_by == daemon_id, schedules.c.deleted.is_(False)
+                    schedules.c.id.in_(list(ids)), schedules.c.claimed_by == daemon_id
                 )
             ).scalars()
-            return {int(i) for i in held}
+        }
 
     def active_count(self) -> int:
         """How many schedules still have fires ahead (the work schedulers share)."""
@@ -141,28 +199,55 @@ class ScheduleStore:
                 ).scalar_one()
             )
 
-    def acquire(self, daemon_id: int, limit: int, until: datetime) -> list[int]:
-        """Lease up to ``limit`` unowned or expired schedules, soonest first."""
+    def acquire(
+        self, daemon_id: int, limit: int, timeout: float, holders: Collection[int] = ()
+    ) -> list[int]:
+        """Lease up to ``limit`` active schedules, soonest first: unowned ones, and those of
+        the schedulers in ``holders`` that are not alive (ended, or no heartbeat within
+        ``timeout`` s; their liveness is checked here, in the same transaction).
+
+        Naming the candidate holders (the lease round knows them from :meth:`holders`)
+        keeps the query on the ``claimed_by`` index instead of testing every row's holder.
+        """
         now = utcnow()
-        query = (
-            sa.select(schedules.c.id)
-            .where(
-                schedules.c.deleted.is_(False),
-                schedules.c.next_fire_at.is_not(None),
-                sa.or_(schedules.c.claimed_by.is_(None), schedules.c.lease_until < now),
-            )
-            .order_by(schedules.c.next_fire_at)
-            .limit(limit)
-        )
-        if self.db.dialect != "sqlite":
-            query = query.with_for_update(skip_locked=True)
+        cutoff = now - timedelta(seconds=timeout)
         with self.db.transaction() as tx:
+            dead: list[int] = []
+            if holders:
+                # A holder whose daemon row is gone (pruned) is as dead as an ended one.
+                alive = {
+                    int(i)
+                    for i in tx.conn.execute(
+                        sa.select(daemons.c.id).where(
+                            daemons.c.id.in_(list(holders)),
+                            daemons.c.ended_at.is_(None),
+                            daemons.c.heartbeat >= cutoff,
+                        )
+                    ).scalars()
+                }
+                dead = [h for h in holders if h not in alive and h != daemon_id]
+            takeable: sa.ColumnElement[bool] = schedules.c.claimed_by.is_(None)
+            if dead:
+                takeable = sa.or_(takeable, schedules.c.claimed_by.in_(dead))
+            query = (
+                sa.select(schedules.c.id)
+                .where(
+                    takeable,
+                    schedules.c.deleted.is_(False),
+                    schedules.c.next_fire_at.is_not(None),
+                )
+                .order_by(schedules.c.next_fire_at)
+                .limit(limit)
+            )
+            if self.db.dialect != "sqlite":
+                query = query.with_for_update(skip_locked=True)
             ids = [int(i) for i in tx.conn.execute(query).scalars()]
             if ids:
+                # lease_until is cleared: a value left by an older Norc means nothing now.
                 tx.conn.execute(
                     sa.update(schedules)
                     .where(schedules.c.id.in_(ids))
-                    .values(claimed_by=daemon_id, lease_until=until)
+                    .values(claimed_by=daemon_id, lease_until=None)
                 )
         return ids
 
@@ -176,28 +261,80 @@ class ScheduleStore:
                 sa.update(schedules).where(*where).values(claimed_by=None, lease_until=None)
             )
 
-    def changed_since(self, daemon_id: int, since: datetime) -> list[dict[str, Any]]:
-        """Rows this scheduler holds, or nobody holds, edited since ``since``."""
-        with self.db.reading() as conn:
-            rows = conn.execute(
-                sa.select(schedules).where(
-                    schedules.c.updated_at >= since,
-                    sa.or_(schedules.c.claimed_by == daemon_id, schedules.c.claimed_by.is_(None)),
+    def release_latest(self, daemon_id: int, count: int) -> list[int]:
+        """Give back the ``count`` active schedules this scheduler holds that fire last."""
+        with self.db.transaction() as tx:
+            ids = [
+                int(i)
+                for i in tx.conn.execute(
+                    sa.select(schedules.c.id)
+                    .where(
+                        schedules.c.claimed_by == daemon_id,
+                        schedules.c.deleted.is_(False),
+                        schedules.c.next_fire_at.is_not(None),
+                    )
+                    .order_by(schedules.c.next_fire_at.desc())
+                    .limit(count)
+                ).scalars()
+            ]
+            for chunk in _chunks(ids):
+                tx.conn.execute(
+                    sa.update(schedules)
+                    .where(schedules.c.id.in_(chunk), schedules.c.claimed_by == daemon_id)
+                    .values(claimed_by=None, lease_until=None)
                 )
-            ).mappings()
-            return [dict(r) for r in rows]
+        return ids
 
-    def rows(self, ids: Collection[int]) -> list[dict[str, Any]]:
-        """Full rows of these schedules."""
-        if not ids:
-            return []
+    def edited_since(self, daemon_id: int, since: datetime) -> list[tuple[int, int]]:
+        """(id, revision) of the schedules this scheduler holds that were edited since ``since``.
+
+        Rows at revision 1 were never edited: whoever holds one read it whole when it
+        leased it. Leaving them out keeps this poll small right after schedules were
+        created in bulk (they are all recent, but none has changed).
+        """
         with self.db.reading() as conn:
             return [
-                dict(r)
-                for r in conn.execute(
-                    sa.select(schedules).where(schedules.c.id.in_(list(ids)))
-                ).mappings()
+                (int(i), int(r))
+                for i, r in conn.execute(
+                    sa.select(schedules.c.id, schedules.c.revision).where(
+                        schedules.c.claimed_by == daemon_id,
+                        schedules.c.updated_at >= since,
+                        schedules.c.revision > 1,
+                    )
+                ).all()
             ]
+
+    def unowned_since(self, since: datetime, limit: int) -> int:
+        """How many active schedules nobody holds were created or edited since ``since``
+        (counting up to ``limit``)."""
+        with self.db.reading() as conn:
+            return len(
+                conn.execute(
+                    sa.select(schedules.c.id)
+                    .where(
+                        schedules.c.claimed_by.is_(None),
+                        schedules.c.updated_at >= since,
+                        schedules.c.deleted.is_(False),
+                        schedules.c.next_fire_at.is_not(None),
+                    )
+                    .limit(limit)
+                ).all()
+            )
+
+    def rows(self, ids: Collection[int]) -> list[dict[str, Any]]:
+        """What a scheduler times these schedules by (read in chunks: SQLite limits bound
+        parameters). Only the columns it needs: loading 100k schedules is mostly this."""
+        c = schedules.c
+        columns = (
+            *(c.id, c.revision, c.claimed_by, c.deleted, c.paused, c.next_fire_at),
+            *(c.kind, c.spec, c.timezone, c.start_at, c.period),
+        )
+        out: list[dict[str, Any]] = []
+        with self.db.reading() as conn:
+            for chunk in _chunks(list(ids)):
+                query = sa.select(*columns).where(c.id.in_(chunk))
+                out.extend(dict(r) for r in conn.execute(query).mappings())
+        return out
 
     # -- firing ----------------------------------------------------------------------
 
