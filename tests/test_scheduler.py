@@ -374,3 +374,24 @@ def test_three_schedulers_one_killed_every_fire_exactly_once(
         assert span >= 22
     # The survivors took over the dead scheduler's share.
     assert all(s.claimed_by is None for s in app.schedules())
+
+
+def test_a_scheduler_declared_dead_while_stalled_ends_itself(app: norc.Norc) -> None:
+    """A scheduler whose row another daemon settled as dead stops instead of lingering."""
+    app.save_task(Outcome(name="t"))
+    app.add_schedule("t", every=0.2, start=0)
+    fast = _fast(app, timeout=1.0)
+    scheduler = fast.scheduler().start()
+    try:
+        wait_until(lambda: bool(scheduler.held), 5)
+        assert scheduler._heartbeat is not None and scheduler.id is not None
+        scheduler._heartbeat.stop()  # stalled: no more beats
+        settled_at = datetime.now(UTC) - timedelta(seconds=5)
+        app.db.set_daemon(scheduler.id, heartbeat=settled_at, ended_at=settled_at, status="KILLED")
+        assert scheduler.wait(5)  # it noticed at its next lease round and ended
+    finally:
+        scheduler.stop()
+        fast.close()
+    row = app.db.daemons(daemon_id=scheduler.id)[0]
+    assert row.status == "KILLED"  # the verdict stays
+    assert row.ended_at is not None and abs((row.ended_at - settled_at).total_seconds()) < 0.01

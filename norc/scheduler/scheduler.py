@@ -82,6 +82,7 @@ class Scheduler:
         self._held: set[int] = set()  # ids claimed_by this scheduler, as far as it knows
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._dead = False  # settled as dead by another daemon while it was stalled
         self._finished = threading.Event()
         self._paused = False
         self._reload = False
@@ -255,6 +256,14 @@ class Scheduler:
             self._resync(store.held_ids(self.id))
         live = store.live_schedulers(timeout)
         if self.id not in live:
+            if self._declared_dead():
+                # Another daemon settled us as dead while we were stalled (a paused VM,
+                # a stopped process). Our row is history now; carrying on under it would
+                # only fight the others for schedules. End, so a supervisor starts afresh.
+                self.log.error("declared dead by another daemon while stalled; ending")
+                self._dead = True
+                self._stopping.set()
+                return
             # Our own heartbeat is stale: the others may take our schedules at any
             # moment, so leasing more now would only make them change hands again.
             self.log.warning("own heartbeat is stale; not leasing this round")
@@ -536,6 +545,11 @@ class Scheduler:
 
     # -- ending ----------------------------------------------------------------------
 
+    def _declared_dead(self) -> bool:
+        assert self.id is not None
+        rows = self.app.db.daemons(daemon_id=self.id)
+        return not rows or rows[0].ended_at is not None
+
     def _shutdown(self) -> None:
         assert self.id is not None
         if self._heartbeat is not None:
@@ -543,9 +557,10 @@ class Scheduler:
         for attempt in range(20):
             try:
                 self.app.db.schedules.release(self.id)
-                self.app.db.set_daemon(
-                    self.id, status=DaemonStatus.ENDED.value, ended_at=utcnow(), request=None
-                )
+                if not self._dead:  # a settled row keeps the verdict it was given
+                    self.app.db.set_daemon(
+                        self.id, status=DaemonStatus.ENDED.value, ended_at=utcnow(), request=None
+                    )
                 break
             except (SQLAlchemyError, DatabaseError):
                 time.sleep(min(2**attempt * 0.1, 5.0))

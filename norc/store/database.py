@@ -755,20 +755,6 @@ class Database:
             ).scalar_one_or_none()
         return str(request) if request else None
 
-    def live_daemon_count(self, kind: str, threshold: float) -> int:
-        """How many daemons of ``kind`` have beaten within ``threshold`` seconds and not ended."""
-        cutoff = utcnow() - timedelta(seconds=threshold)
-        with self.reading() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count()).where(
-                        daemons.c.kind == kind,
-                        daemons.c.ended_at.is_(None),
-                        daemons.c.heartbeat >= cutoff,
-                    )
-                ).scalar_one()
-            )
-
     def set_daemon(self, daemon_id: int, **values: Any) -> None:
         """Update columns of a daemon row (status, request, ended_at, error)."""
         with self.transaction() as tx:

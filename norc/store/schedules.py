@@ -188,17 +188,6 @@ class ScheduleStore:
             ).scalars()
         }
 
-    def active_count(self) -> int:
-        """How many schedules still have fires ahead (the work schedulers share)."""
-        with self.db.reading() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count()).where(
-                        schedules.c.deleted.is_(False), schedules.c.next_fire_at.is_not(None)
-                    )
-                ).scalar_one()
-            )
-
     def acquire(
         self, daemon_id: int, limit: int, timeout: float, holders: Collection[int] = ()
     ) -> list[int]:

@@ -653,7 +653,7 @@ async function scheduleView(id) {
       ["repetitions", r.repetitions || "forever"], ["remaining", dash(r.remaining)],
       ["make up missed fires", r.make_up ? "yes" : "no"],
       ["scheduler", r.scheduler ? h("a", { href: `#/daemon/${r.scheduler}` }, r.scheduler) : "none"],
-      ["lease until", timeCell(rec.lease_until)], ["revision", rec.revision],
+      ["revision", rec.revision],
     ]));
     fill("sch-next", data.next_fires.length
       ? h("ol", {}, data.next_fires.map((f) => h("li", { title: `${fmtTime(f)} in this browser's time` },
