@@ -1088,8 +1088,8 @@ def batching_section(args: argparse.Namespace) -> dict[str, Any]:
             for r in sweep
         ],
         [
-            "A claim takes as many instances as there are idle slots (about half the slots in"
-            " steady state): more slots, bigger claims and writes.",
+            "More slots: more idle slots per claim and more outcomes per write, on top of the"
+            " claim-ahead.",
         ],
     )
     return {"costs": dict(costs), "sweep": sweep}
@@ -1168,6 +1168,7 @@ def measure_ops(app: norc.Norc, samples: int) -> dict[str, float]:
             "id": instance_id,
             "executor_id": claimant.executor_id,
             "status": "SUCCESS",
+            "started_at": utcnow(),
             "ended_at": utcnow(),
             "exit_code": None,
             "revision": None,
@@ -1346,6 +1347,7 @@ def explain_hot_path(app: norc.Norc, backend: str) -> list[tuple[str, str]]:
                         "id": i,
                         "executor_id": claimant.executor_id,
                         "status": "SUCCESS",
+                        "started_at": utcnow(),
                         "ended_at": utcnow(),
                         "exit_code": None,
                         "revision": None,

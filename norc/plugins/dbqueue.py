@@ -164,6 +164,7 @@ class DBQueue(Queue):
                 # The rest stopped being QUEUED meanwhile (stopped, settled): their
                 # items are stale, drop them rather than leave them claimed.
                 self.release(sorted(lost - deferred), tx)
+            self.db.prefetch_claimed(tx, won)
             return won
 
     def _wait_notify(self, timeout: float) -> bool:

@@ -84,6 +84,8 @@ class Database:
         self._schema_lock = threading.Lock()
         #: task id -> (its updated_at, its record), for :meth:`claimed_work`.
         self._claimed_tasks: dict[int, tuple[datetime, TaskRecord]] = {}
+        #: Per thread: what a claim transaction read for the next claimed_work.
+        self._prefetched = threading.local()
         # SQLite has one writer at a time; a writer that finds the lock taken sleeps in
         # SQLite's busy handler (1, 2, 5, 10 ms...), long after the lock is free. Writers
         # of one process queue on this lock instead and go the moment it is released.
@@ -555,26 +557,50 @@ class Database:
         return sorted(back)
 
     def claimed_work(self, ids: Collection[int]) -> list[tuple[InstanceRecord, TaskRecord]]:
-        """The instances an executor just claimed, each with its task, in id order."""
+        """The instances an executor just claimed, each with its task, in id order.
+
+        What the claim transaction already read (:meth:`prefetch_claimed`, on this
+        thread) is used as it is; anything else is read now.
+        """
         if not ids:
             return []
-        with self.reading() as conn:
-            rows = conn.execute(_CLAIMED_WORK, {"ids": list(ids)}).mappings().all()
-            # Tasks are few and rarely edited: read each again only when its updated_at
-            # moved, instead of decoding its params and settings once per instance.
-            cache = self._claimed_tasks
-            stale = {
-                r["task_id"]
-                for r in rows
-                if (hit := cache.get(r["task_id"])) is None or hit[0] != r["t_updated_at"]
-            }
-            if stale:
-                for t in conn.execute(sa.select(tasks).where(tasks.c.id.in_(stale))).mappings():
-                    cache[t["id"]] = (t["updated_at"], _task_record(t))
-        work = []
+        prefetched: dict[int, tuple[InstanceRecord, TaskRecord]] = getattr(
+            self._prefetched, "work", {}
+        )
+        self._prefetched.work = {}  # whatever was not asked for now is stale
+        missing = [i for i in ids if i not in prefetched]
+        if missing:
+            with self.reading() as conn:
+                prefetched.update(self._claimed_work(conn, missing))
+        return [prefetched[i] for i in sorted(ids) if i in prefetched]
+
+    def prefetch_claimed(self, tx: Transaction, ids: Collection[int]) -> None:
+        """Read the claimed instances inside the claim's own transaction, for the next
+        :meth:`claimed_work` on this thread: saves a checkout and a round trip per claim."""
+        if ids:
+            work = getattr(self._prefetched, "work", {})
+            work.update(self._claimed_work(tx.conn, ids))
+            self._prefetched.work = work
+
+    def _claimed_work(
+        self, conn: Connection, ids: Collection[int]
+    ) -> dict[int, tuple[InstanceRecord, TaskRecord]]:
+        rows = conn.execute(_CLAIMED_WORK, {"ids": list(ids)}).mappings().all()
+        # Tasks are few and rarely edited: read each again only when its updated_at
+        # moved, instead of decoding its params and settings once per instance.
+        cache = self._claimed_tasks
+        stale = {
+            r["task_id"]
+            for r in rows
+            if (hit := cache.get(r["task_id"])) is None or hit[0] != r["t_updated_at"]
+        }
+        if stale:
+            for t in conn.execute(sa.select(tasks).where(tasks.c.id.in_(stale))).mappings():
+                cache[t["id"]] = (t["updated_at"], _task_record(t))
+        work = {}
         for r in rows:
             task = cache[r["task_id"]][1]
-            work.append((_instance_record(r, task.name, task.type), task))
+            work[int(r["id"])] = (_instance_record(r, task.name, task.type), task)
         return work
 
     def finish_instances(self, tx: Transaction, results: Sequence[dict[str, Any]]) -> None:
