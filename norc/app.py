@@ -39,6 +39,8 @@ from norc.store.database import Database
 from norc.store.schema import utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from norc.executor.executor import Executor, Isolation
     from norc.scheduler.scheduler import Scheduler
 
@@ -206,9 +208,10 @@ class Norc:
         """
         from norc.lifecycle import overlap_verdict
 
-        record = self._task_for(task)
         q = self.queue(queue)
         with self.db.transaction() as tx:
+            # Read in the enqueuing transaction: one checkout and round trip fewer.
+            record = self._task_for(task, tx.conn)
             verdict = overlap_verdict(self, tx, record.id, record.overlap, new_label="enqueue")
             if verdict is not None:
                 now = utcnow()
@@ -253,12 +256,12 @@ class Norc:
             self.after_interrupt(ended)
         return bool(ended)
 
-    def _task_for(self, task: Task | str | int) -> TaskRecord:
+    def _task_for(self, task: Task | str | int, conn: Connection | None = None) -> TaskRecord:
         if isinstance(task, Task):
             if task.id is None:
                 raise UnknownTask(f"{task.name} (not saved: call save_task first)")
-            return self.db.task(task.id)
-        return self.db.task(task)
+            return self.db.task(task.id, conn)
+        return self.db.task(task, conn)
 
     def instance(self, instance_id: int) -> InstanceRecord:
         """One instance."""

@@ -251,11 +251,15 @@ class Database:
                 raise DuplicateName("task", name) from None
             return int(result.inserted_primary_key[0])  # type: ignore[index]
 
-    def task(self, ref: int | str) -> TaskRecord:
-        """The task with this id or name; raises :class:`UnknownTask`."""
+    def task(self, ref: int | str, conn: Connection | None = None) -> TaskRecord:
+        """The task with this id or name (read on ``conn`` if given, say inside a write
+        transaction); raises :class:`UnknownTask`."""
         where = tasks.c.id == ref if isinstance(ref, int) else tasks.c.name == ref
-        with self.reading() as conn:
+        if conn is not None:
             row = conn.execute(sa.select(tasks).where(where)).mappings().first()
+        else:
+            with self.reading() as reader:
+                row = reader.execute(sa.select(tasks).where(where)).mappings().first()
         if row is None:
             raise UnknownTask(ref)
         return _task_record(row)
