@@ -53,6 +53,7 @@ import sqlalchemy as sa
 import norc
 from norc.abc import Claimant
 from norc.store.schema import instances as t_instances
+from norc.store.schema import utcnow
 from norc.testing import NoopTask
 
 SECTIONS = (
@@ -122,6 +123,23 @@ def instance_rows(app: norc.Norc, ids: list[int]) -> list[Any]:
             .order_by(c.id)
         ).all()
     return [r for r in rows if r.id in wanted]
+
+
+def _finish_row(instance_id: int, executor_id: int) -> dict[str, Any]:
+    """A SUCCESS outcome as the recorder hands it to ``Database.finish_instances``."""
+    now = utcnow()
+    return {
+        "id": instance_id,
+        "executor_id": executor_id,
+        "status": "SUCCESS",
+        "started_at": now,
+        "ended_at": now,
+        "exit_code": None,
+        "revision": None,
+        "error": None,
+        "log_key": f"tasks/x/{instance_id}",
+        "pid": 1,
+    }
 
 
 def secs(a: datetime, b: datetime) -> float:
@@ -932,7 +950,6 @@ def isolation_section(args: argparse.Namespace) -> dict[str, Any]:
 
 def batch_costs(app: norc.Norc, sizes: tuple[int, ...], reps: int) -> dict[str, dict[int, float]]:
     """Median ms of the executor's database steps for batches of each size."""
-    from norc.store.schema import utcnow
 
     queue = app.queue("default")
     claimant = Claimant(executor_id=424243, host="bench", pid=os.getpid())
@@ -955,21 +972,7 @@ def batch_costs(app: norc.Norc, sizes: tuple[int, ...], reps: int) -> dict[str, 
             for instance, task in work:
                 executor._prepare(instance, task)
             t3 = time.perf_counter()
-            rows = [
-                {
-                    "id": i,
-                    "executor_id": claimant.executor_id,
-                    "status": "SUCCESS",
-                    "started_at": utcnow(),
-                    "ended_at": utcnow(),
-                    "exit_code": None,
-                    "revision": None,
-                    "error": None,
-                    "log_key": f"tasks/x/{i}",
-                    "pid": 1,
-                }
-                for i in ids
-            ]
+            rows = [_finish_row(i, claimant.executor_id) for i in ids]
             t4 = time.perf_counter()
             with app.db.transaction() as tx:
                 app.db.finish_instances(tx, rows)
@@ -1143,7 +1146,6 @@ def add_history(app: norc.Norc, backend: str, count: int, task_id: int) -> None:
 
 def measure_ops(app: norc.Norc, samples: int) -> dict[str, float]:
     """Single-instance enqueue, claim and finish latencies (ms) on the current database."""
-    from norc.store.schema import utcnow
 
     queue = app.queue("default")
     claimant = Claimant(executor_id=424242, host="bench", pid=os.getpid())
@@ -1164,18 +1166,7 @@ def measure_ops(app: norc.Norc, samples: int) -> dict[str, float]:
         work.append(1000 * (t2 - t1))
         claimed += ids
     for instance_id in claimed:
-        row = {
-            "id": instance_id,
-            "executor_id": claimant.executor_id,
-            "status": "SUCCESS",
-            "started_at": utcnow(),
-            "ended_at": utcnow(),
-            "exit_code": None,
-            "revision": None,
-            "error": None,
-            "log_key": f"tasks/x/{instance_id}",
-            "pid": 1,
-        }
+        row = _finish_row(instance_id, claimant.executor_id)
         t0 = time.perf_counter()
         with app.db.transaction() as tx:
             app.db.finish_instances(tx, [row])
@@ -1326,8 +1317,6 @@ def explain_hot_path(app: norc.Norc, backend: str) -> list[tuple[str, str]]:
     """(statement, plan) for the statements a claim and a finish send to the database."""
     from sqlalchemy import event
 
-    from norc.store.schema import utcnow
-
     captured: list[tuple[str, Any]] = []
 
     def grab(_conn: Any, _cursor: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
@@ -1342,21 +1331,7 @@ def explain_hot_path(app: norc.Norc, backend: str) -> list[tuple[str, str]]:
         with app.db.transaction() as tx:
             app.db.finish_instances(
                 tx,
-                [
-                    {
-                        "id": i,
-                        "executor_id": claimant.executor_id,
-                        "status": "SUCCESS",
-                        "started_at": utcnow(),
-                        "ended_at": utcnow(),
-                        "exit_code": None,
-                        "revision": None,
-                        "error": None,
-                        "log_key": f"tasks/x/{i}",
-                        "pid": 1,
-                    }
-                    for i in ids
-                ],
+                [_finish_row(i, claimant.executor_id) for i in ids],
             )
             queue.release(ids, tx)
     finally:
