@@ -139,3 +139,32 @@ def test_an_instance_stopped_while_claimed_ahead_never_runs(app: norc.Norc) -> N
         assert record.status is InstanceStatus.INTERRUPTED
         log = app.log_path(record)
         assert not log.exists() or "echoed" not in log.read_text()
+
+
+def test_pausing_gives_back_work_claimed_ahead_and_starts_nothing(app: norc.Norc) -> None:
+    """A pause returns the buffered instances to the queue; only the running one ends."""
+    app.save_task(NoopTask(name="noop"))
+    app.save_task(Sleep(name="long", seconds=1.5))
+    warm = app.enqueue_many("noop", 2000)
+    with app.executor(concurrency=1, isolation="thread", max_claim_wait=30) as executor:
+        wait_until(lambda: _finished(app, warm), 60)
+        long_id = app.enqueue("long")
+        short = app.enqueue_many("noop", 50)
+
+        def claimed_ahead() -> list[int]:
+            return [
+                r.id
+                for r in app.db.instances_by_id(short)
+                if r.status is InstanceStatus.RUNNING and r.executor_id == executor.id
+            ]
+
+        wait_until(lambda: bool(claimed_ahead()), 5)  # behind the long one, in its buffer
+        executor.pause()  # returns once the buffer has gone back
+        assert claimed_ahead() == []
+        wait_until(lambda: app.instance(long_id).status.is_final, 10)
+        time.sleep(0.5)
+        # Paused: the long one finished, and none of the short ones started here.
+        assert all(r.status is InstanceStatus.QUEUED for r in app.db.instances_by_id(short))
+        assert executor.stats["given_back"] > 0
+        executor.resume()
+        wait_until(lambda: _finished(app, short), 10)

@@ -277,6 +277,8 @@ class Executor:
         self.id: int | None = None
         self.status = DaemonStatus.CREATED
         self._taking = threading.Event()  # set while the executor takes new work
+        self._held = threading.Event()  # set once the claim loop has seen a pause
+        self._can_give_back = False
         self._stopping = threading.Event()
         self._finished = threading.Event()
         self._kill = False
@@ -308,7 +310,8 @@ class Executor:
         self.claimant = Claimant(executor_id=self.id, host=hostname(), pid=os.getpid())
         # Work claimed ahead must be returnable to its queue, or it could wait behind long
         # instances while other executors idle: queues that cannot take it back get none.
-        ahead = self.claim_ahead if all(q.can_give_back for q in self.queues) else 0.0
+        self._can_give_back = all(q.can_give_back for q in self.queues)
+        ahead = self.claim_ahead if self._can_give_back else 0.0
         self._dispatch: Dispatch[_Work] = Dispatch(
             self.concurrency, ahead_seconds=ahead, max_wait=self.max_claim_wait
         )
@@ -356,12 +359,17 @@ class Executor:
         self._begin_stop(kill=True)
         return self._finished.wait(timeout)
 
-    def pause(self) -> None:
-        """Stop taking new work; running instances continue."""
+    def pause(self, *, timeout: float = 5.0) -> None:
+        """Start nothing new; running instances continue.
+
+        Returns once the claim loop has seen the pause (at most ``timeout`` seconds):
+        a claim that was under way is over and work claimed ahead has gone back to its
+        queue, so nothing enqueued from then on starts here until :meth:`resume`.
+        """
         if not self._stopping.is_set():
-            self._taking.clear()
-            self.status = DaemonStatus.PAUSED
-            self._wake_claim()
+            self._hold(DaemonStatus.PAUSED)
+            if threading.current_thread() not in self._threads:
+                self._held.wait(timeout)
 
     def resume(self) -> None:
         """Take new work again after :meth:`pause` or a suspension."""
@@ -375,9 +383,7 @@ class Executor:
         """Stop taking work because the host looks broken; shown until resumed."""
         if self._stopping.is_set():
             return
-        self._taking.clear()
-        self.status = DaemonStatus.SUSPENDED
-        self._wake_claim()
+        self._hold(DaemonStatus.SUSPENDED)
         self.log.error("executor suspended", reason=reason)
         if self.id is not None:
             self.app.db.set_daemon(self.id, status=self.status.value, error=reason)
@@ -454,6 +460,13 @@ class Executor:
             outcome = _outcome(InstanceStatus.INTERRUPTED, "ended before it started")
             self._results.put((work, outcome))
 
+    def _hold(self, status: DaemonStatus) -> None:
+        """Take no new work: the claim loop acknowledges through ``_held``."""
+        self._held.clear()  # before _taking, so the acknowledgement is for this hold
+        self._taking.clear()
+        self.status = status
+        self._wake_claim()
+
     def _wake_claim(self) -> None:
         with contextlib.suppress(Exception):
             for queue in self.queues:
@@ -463,7 +476,14 @@ class Executor:
         dispatch = self._dispatch
         try:
             while not self._stopping.is_set():
-                if not self._taking.wait(0.2):
+                if not self._taking.is_set():
+                    # Paused or suspended: what was claimed ahead would start while the
+                    # executor says it takes nothing new; other executors can run it.
+                    unstarted = dispatch.unstarted() if self._can_give_back else []
+                    if unstarted:
+                        self._give_back(unstarted)
+                    self._held.set()
+                    self._taking.wait(0.2)
                     continue
                 stale = dispatch.stale()
                 if stale:
@@ -482,7 +502,10 @@ class Executor:
                     self.log.error("claim failed; retrying", queue=self.queue_name, error=str(exc))
                     works = []
                     self._stopping.wait(5.0)
-                dispatch.put(works)
+                if works and not self._taking.is_set() and self._can_give_back:
+                    self._give_back(works)  # paused while the claim ran: start none of it
+                else:
+                    dispatch.put(works)
         finally:
             self._shutdown()
 
