@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,6 +25,7 @@ import structlog
 from norc.abc import Claimant, Queue, QueueItem
 from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
+from norc.status import InstanceStatus
 from norc.store.database import Transaction
 from norc.store.schema import instances, queue_items, tasks, utcnow
 
@@ -36,6 +37,22 @@ DEFERRAL = timedelta(seconds=0.5)
 
 log = structlog.get_logger("norc.dbqueue")
 
+_PUSH = sa.insert(queue_items)
+# Timestamps are naive UTC, as the UTCDateTime column type stores them.
+_PUSH_PG = sa.text(
+    f"""
+    WITH pushed AS (
+        INSERT INTO {queue_items.name} (queue, priority, instance_id, enqueued_at, available_at)
+        SELECT :queue, u.priority, u.instance_id, :now, u.available_at
+        FROM unnest(
+            CAST(:priorities AS INTEGER[]), CAST(:ids AS BIGINT[]),
+            CAST(:available AS TIMESTAMP[])
+        ) AS u(priority, instance_id, available_at)
+        RETURNING 1
+    )
+    SELECT pg_notify(:channel, :queue)
+    """
+)
 _MARK_CLAIMED = (
     sa.update(queue_items)
     .where(queue_items.c.id.in_(sa.bindparam("ids", expanding=True)))
@@ -62,6 +79,22 @@ class DBQueue(Queue):
         self._interrupted = False
         # The claim query, built once. It reads each task's limits too, so the claim
         # needs no extra round trip unless one of them has a concurrency limit.
+        claimable = (
+            queue_items.c.queue == sa.bindparam("claim_queue"),
+            queue_items.c.claimed_by.is_(None),
+            sa.or_(
+                queue_items.c.available_at.is_(None),
+                queue_items.c.available_at <= sa.bindparam("now"),
+            ),
+        )
+        # queue and claimed_by are fixed by the WHERE clause; naming them lets
+        # PostgreSQL walk the claim index in order instead of sorting the backlog.
+        in_order = (
+            queue_items.c.queue,
+            queue_items.c.claimed_by,
+            queue_items.c.priority.desc(),
+            queue_items.c.id,
+        )
         select = (
             sa.select(
                 queue_items.c.id,
@@ -71,22 +104,8 @@ class DBQueue(Queue):
             )
             .join(instances, instances.c.id == queue_items.c.instance_id)
             .join(tasks, tasks.c.id == instances.c.task_id)
-            .where(
-                queue_items.c.queue == sa.bindparam("queue"),
-                queue_items.c.claimed_by.is_(None),
-                sa.or_(
-                    queue_items.c.available_at.is_(None),
-                    queue_items.c.available_at <= sa.bindparam("now"),
-                ),
-            )
-            # queue and claimed_by are fixed by the WHERE clause; naming them lets
-            # PostgreSQL walk the claim index in order instead of sorting the backlog.
-            .order_by(
-                queue_items.c.queue,
-                queue_items.c.claimed_by,
-                queue_items.c.priority.desc(),
-                queue_items.c.id,
-            )
+            .where(*claimable)
+            .order_by(*in_order)
             .limit(sa.bindparam("limit", type_=sa.Integer, literal_execute=True))
         )
         if self.db.dialect in ("postgresql", "mysql", "mariadb"):
@@ -100,7 +119,7 @@ class DBQueue(Queue):
         if self.db.dialect in ("mysql", "mariadb"):
             self._select = (
                 sa.select(queue_items.c.id, queue_items.c.instance_id)
-                .where(*select.whereclause.clauses)  # type: ignore[union-attr]
+                .where(*claimable)
                 .order_by(queue_items.c.priority.desc(), queue_items.c.id)
                 .limit(sa.bindparam("limit", type_=sa.Integer, literal_execute=True))
                 .with_for_update(skip_locked=True)
@@ -110,28 +129,47 @@ class DBQueue(Queue):
                 .join(tasks, tasks.c.id == instances.c.task_id)
                 .where(instances.c.id.in_(sa.bindparam("ids", expanding=True)))
             )
+        #: PostgreSQL: the whole claim in one statement (see _claim_in_one).
+        self._claim_pg = (
+            _claim_statement(claimable, in_order) if self.db.dialect == "postgresql" else None
+        )
 
     def push(self, items: Sequence[QueueItem], tx: Transaction) -> None:
         """Insert the items in the enqueuing transaction and announce them on commit."""
         if not items:
             return
         now = utcnow()
-        tx.conn.execute(
-            sa.insert(queue_items),
-            [
+        if self.db.dialect == "postgresql":
+            # One fixed-shape statement for any number of items, NOTIFY included: the
+            # NOTIFY is delivered by PostgreSQL at commit, never for a rolled-back enqueue.
+            tx.conn.execute(
+                _PUSH_PG,
                 {
                     "queue": self.name,
-                    "priority": i.priority,
-                    "instance_id": i.instance_id,
-                    "enqueued_at": now,
-                    "available_at": i.available_at,
-                }
-                for i in items
-            ],
-        )
-        if self.db.dialect == "postgresql":
-            # Delivered by PostgreSQL at commit, never for a rolled-back enqueue.
-            tx.conn.execute(sa.select(sa.func.pg_notify(CHANNEL, self.name)))
+                    "now": now.astimezone(UTC).replace(tzinfo=None),
+                    "priorities": [i.priority for i in items],
+                    "ids": [i.instance_id for i in items],
+                    "available": [
+                        None if a is None else a.astimezone(UTC).replace(tzinfo=None)
+                        for a in (i.available_at for i in items)
+                    ],
+                    "channel": CHANNEL,
+                },
+            )
+        else:
+            tx.conn.execute(
+                _PUSH,
+                [
+                    {
+                        "queue": self.name,
+                        "priority": i.priority,
+                        "instance_id": i.instance_id,
+                        "enqueued_at": now,
+                        "available_at": i.available_at,
+                    }
+                    for i in items
+                ],
+            )
         name, wakeups = self.name, self.db.wakeups
         tx.after_commit(lambda: wakeups.notify(name))
 
@@ -157,8 +195,10 @@ class DBQueue(Queue):
     def _claim_now(self, claimant: Claimant, limit: int) -> list[int]:
         now = utcnow()
         with self.db.transaction() as tx:
+            if self._claim_pg is not None:
+                return self._claim_in_one(tx, claimant, limit, now)
             rows = tx.conn.execute(
-                self._select, {"queue": self.name, "now": now, "limit": limit}
+                self._select, {"claim_queue": self.name, "now": now, "limit": limit}
             ).all()
             if not rows:
                 return []
@@ -173,22 +213,71 @@ class DBQueue(Queue):
                 else tx.conn.execute(self._limits, {"ids": wanted}).all()
             )
             limited = any(r.concurrency_limit is not None or r.overlap == "queue" for r in limits)
-            won = self.db.mark_running(tx, wanted, claimant, check_limits=limited)
-            if len(won) != len(wanted):
-                lost = set(wanted) - set(won)
-                deferred = self.db.still_queued(tx, lost)
-                if deferred:
-                    # Held back by a concurrency limit: offer them again shortly.
-                    tx.conn.execute(
-                        sa.update(queue_items)
-                        .where(queue_items.c.instance_id.in_(sorted(deferred)))
-                        .values(claimed_by=None, claimed_at=None, available_at=now + DEFERRAL)
-                    )
-                # The rest stopped being QUEUED meanwhile (stopped, settled): their
-                # items are stale, drop them rather than leave them claimed.
-                self.release(sorted(lost - deferred), tx)
+            won = self._start(tx, wanted, claimant, now, check_limits=limited)
             self.db.prefetch_claimed(tx, won)
             return won
+
+    def _claim_in_one(
+        self, tx: Transaction, claimant: Claimant, limit: int, now: datetime
+    ) -> list[int]:
+        """PostgreSQL: pick, mark, start and read the claimed instances in one statement.
+
+        Four round trips and four statement preparations fewer than the general path: the
+        largest part of the enqueue→start latency. Instances it could not start at once
+        (their task has a concurrency limit, or they stopped being QUEUED) come back with
+        no row of their own and take the general path, in this transaction.
+        """
+        assert self._claim_pg is not None
+        rows = (
+            tx.conn.execute(
+                self._claim_pg,
+                {
+                    "claim_queue": self.name,
+                    "now": now,
+                    "limit": limit,
+                    "by": claimant.executor_id,
+                    "host": claimant.host,
+                    "pid": claimant.pid,
+                },
+            )
+            .mappings()
+            .all()
+        )
+        started = [r for r in rows if r["id"] is not None]
+        self.db.prefetch_started(tx, started)
+        rest = [int(r["picked_id"]) for r in rows if r["id"] is None]
+        if not rest:
+            return [int(r["id"]) for r in started]
+        more = self._start(tx, rest, claimant, now, check_limits=True)
+        self.db.prefetch_claimed(tx, more)
+        won = {int(r["id"]) for r in started} | set(more)
+        return [int(r["picked_id"]) for r in rows if r["picked_id"] in won]  # claim order
+
+    def _start(
+        self,
+        tx: Transaction,
+        wanted: list[int],
+        claimant: Claimant,
+        now: datetime,
+        *,
+        check_limits: bool,
+    ) -> list[int]:
+        """Move claimed instances to RUNNING; the items of those it cannot are dealt with."""
+        won = self.db.mark_running(tx, wanted, claimant, check_limits=check_limits)
+        if len(won) != len(wanted):
+            lost = set(wanted) - set(won)
+            deferred = self.db.still_queued(tx, lost)
+            if deferred:
+                # Held back by a concurrency limit: offer them again shortly.
+                tx.conn.execute(
+                    sa.update(queue_items)
+                    .where(queue_items.c.instance_id.in_(sorted(deferred)))
+                    .values(claimed_by=None, claimed_at=None, available_at=now + DEFERRAL)
+                )
+            # The rest stopped being QUEUED meanwhile (stopped, settled): their
+            # items are stale, drop them rather than leave them claimed.
+            self.release(sorted(lost - deferred), tx)
+        return won
 
     def _wait_notify(self, timeout: float) -> bool:
         """Block on LISTEN until a NOTIFY for this queue or the timeout."""
@@ -264,6 +353,61 @@ class DBQueue(Queue):
             with contextlib.suppress(Exception):
                 self._listener.close()
             self._listener = None
+
+
+def _claim_statement(
+    claimable: tuple[sa.ColumnElement[bool], ...], in_order: tuple[Any, ...]
+) -> sa.Select[Any]:
+    """The PostgreSQL claim as one statement of data-modifying CTEs.
+
+    (No bound parameter may share a column's name: an UPDATE would take it as a value.)
+
+    ``picked`` is the claim query's rows (locked, skipping those other executors hold);
+    ``marked`` claims their items; ``started`` moves to RUNNING those that are still
+    QUEUED and whose task has no concurrency limit, returning their rows with the
+    task's ``updated_at``. The result has one row per picked item: ``picked_id``, plus
+    the instance's columns, all NULL if it was not started here.
+    """
+    picked = (
+        sa.select(queue_items.c.id, queue_items.c.instance_id, queue_items.c.priority)
+        .where(*claimable)
+        .order_by(*in_order)
+        .limit(sa.bindparam("limit", type_=sa.Integer))  # bound: one text, prepared once
+        .with_for_update(skip_locked=True)
+        .cte("picked")
+    )
+    marked = (
+        sa.update(queue_items)
+        .where(queue_items.c.id == picked.c.id)
+        .values(claimed_by=sa.bindparam("by"), claimed_at=sa.bindparam("now"))
+        .returning(queue_items.c.id)
+        .cte("marked")
+    )
+    started = (
+        sa.update(instances)
+        .where(
+            instances.c.id == picked.c.instance_id,
+            instances.c.status == InstanceStatus.QUEUED.value,
+            tasks.c.id == instances.c.task_id,
+            tasks.c.concurrency_limit.is_(None),
+            tasks.c.overlap != "queue",
+        )
+        .values(
+            status=InstanceStatus.RUNNING.value,
+            started_at=sa.bindparam("now"),
+            executor_id=sa.bindparam("by"),
+            host=sa.bindparam("host"),
+            pid=sa.bindparam("pid"),
+        )
+        .returning(*instances.c, tasks.c.updated_at.label("t_updated_at"))
+        .cte("started")
+    )
+    return (
+        sa.select(picked.c.instance_id.label("picked_id"), started)
+        .select_from(picked.outerjoin(started, started.c.id == picked.c.instance_id))
+        .add_cte(marked)
+        .order_by(picked.c.priority.desc(), picked.c.id)  # the claim order
+    )
 
 
 @hookimpl

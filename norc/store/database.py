@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,7 +104,7 @@ class Database:
     # -- engine and schema -----------------------------------------------------------
 
     def _create_engine(self) -> Engine:
-        kwargs: dict[str, Any] = {"pool_pre_ping": self.dialect != "sqlite"}
+        kwargs: dict[str, Any] = {}
         if self.dialect == "sqlite":
             database = self.url.database or ""
             if database and database != ":memory:":
@@ -118,6 +119,8 @@ class Database:
             raise ConfigurationError(f"cannot use database URL {masked(self.url)}: {exc}") from None
         if self.dialect == "sqlite":
             _tune_sqlite(engine)
+        else:
+            _ping_idle_connections(engine)
         return engine
 
     def ensure_schema(self) -> None:
@@ -372,7 +375,9 @@ class Database:
         if not rows:
             return []
         if len(rows) == 1:
-            result = tx.conn.execute(sa.insert(instances).values(**rows[0]))
+            # A statement built once and executed with parameters: building one per call
+            # (``insert().values(**row)``) cost more Python than the round trip.
+            result = tx.conn.execute(_INSERT_INSTANCE, rows[0])
             return [int(result.inserted_primary_key[0])]  # type: ignore[index]
         stmt = sa.insert(instances).returning(instances.c.id, sort_by_parameter_order=True)
         return [int(i) for i in tx.conn.execute(stmt, list(rows)).scalars()]
@@ -586,10 +591,24 @@ class Database:
             work.update(self._claimed_work(tx.conn, ids))
             self._prefetched.work = work
 
+    def prefetch_started(self, tx: Transaction, rows: Sequence[Any]) -> None:
+        """Like :meth:`prefetch_claimed`, from rows the claim statement itself returned
+        (each instance's columns and its task's ``t_updated_at``)."""
+        if rows:
+            work = getattr(self._prefetched, "work", {})
+            work.update(self._work_from_rows(tx.conn, rows))
+            self._prefetched.work = work
+
     def _claimed_work(
         self, conn: Connection, ids: Collection[int]
     ) -> dict[int, tuple[InstanceRecord, TaskRecord]]:
-        rows = conn.execute(_CLAIMED_WORK, {"ids": list(ids)}).mappings().all()
+        return self._work_from_rows(
+            conn, conn.execute(_CLAIMED_WORK, {"ids": list(ids)}).mappings().all()
+        )
+
+    def _work_from_rows(
+        self, conn: Connection, rows: Sequence[Any]
+    ) -> dict[int, tuple[InstanceRecord, TaskRecord]]:
         # Tasks are few and rarely edited: read each again only when its updated_at
         # moved, instead of decoding its params and settings once per instance.
         cache = self._claimed_tasks
@@ -961,6 +980,7 @@ def _task_record(r: Any, prefix: str = "") -> TaskRecord:
 
 # The hot path's statements, built once: constructing SQLAlchemy statements per call
 # cost more than executing them for small claims (expanding IN lists bind any length).
+_INSERT_INSTANCE = sa.insert(instances)
 _MARK_RUNNING = (
     sa.update(instances)
     .where(
@@ -1038,6 +1058,37 @@ def _finish_arrays(results: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
         "log_keys": [r["log_key"] for r in results],
         "pids": [r["pid"] for r in results],
     }
+
+
+#: A pooled server connection unused for longer than this (seconds) is pinged before
+#: it is handed out: a server restart or an idle timeout may have closed it meanwhile.
+PING_AFTER_IDLE = 1.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Like ``pool_pre_ping``, but only for connections that sat idle in the pool.
+
+    A ping is a round trip (~0.2 ms here) on every checkout; the claim loop, the
+    recorder and a busy enqueuer check a connection out hundreds of times a second,
+    and for them the ping was a tenth of the enqueue→start latency. A connection in
+    steady use that the server closed fails its statement instead: SQLAlchemy then
+    discards it and the callers' retry paths (claim, record, heartbeat) take over.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _note_use(dbapi_connection: Any, record: Any) -> None:
+        record.info["norc_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("norc_idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return  # just connected, or in steady use
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # any failure: this connection is gone
+            # The pool discards the connection and hands out a new one.
+            raise sa.exc.DisconnectionError(str(exc)) from exc
 
 
 def _tune_sqlite(engine: Engine) -> None:
