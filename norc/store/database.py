@@ -96,6 +96,8 @@ class Database:
         #: In-process wake-ups of idle executors when this process enqueues.
         self.wakeups = Wakeups()
         self.engine = self._create_engine()
+        # Same pool; connections are switched to autocommit while checked out from it.
+        self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         from norc.store.schedules import ScheduleStore
 
         #: The SQL of schedules (kept in its own module; same connection pool).
@@ -197,6 +199,21 @@ class Database:
                     errors.append(exc)
             if errors:
                 raise errors[0]
+
+    @contextlib.contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection on which every statement is its own transaction (server databases).
+
+        For a single statement that must commit: it saves the BEGIN and COMMIT round trips.
+        """
+        self.ensure_schema()
+        try:
+            with self._autocommit_engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            if _is_connect_error(exc):
+                raise DatabaseUnreachable(masked(self.url), _reason(exc)) from None
+            raise
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -591,12 +608,12 @@ class Database:
             work.update(self._claimed_work(tx.conn, ids))
             self._prefetched.work = work
 
-    def prefetch_started(self, tx: Transaction, rows: Sequence[Any]) -> None:
+    def prefetch_started(self, conn: Connection, rows: Sequence[Any]) -> None:
         """Like :meth:`prefetch_claimed`, from rows the claim statement itself returned
         (each instance's columns and its task's ``t_updated_at``)."""
         if rows:
             work = getattr(self._prefetched, "work", {})
-            work.update(self._work_from_rows(tx.conn, rows))
+            work.update(self._work_from_rows(conn, rows))
             self._prefetched.work = work
 
     def _claimed_work(
