@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,11 @@ from alembic.migration import MigrationContext
 
 import norc
 from norc.errors import SchemaOutdated
+from norc.status import InstanceStatus
 from norc.store import migrate
 from norc.store.database import normalise_url
 from norc.store.schema import metadata
+from tests.tasks import Outcome
 
 
 def test_migrations_build_exactly_the_declared_schema(db_url: str) -> None:
@@ -104,3 +107,28 @@ def test_daemons_starting_together_create_the_schema_once(db_url: str, tmp_path:
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, errors
     assert [q[0] for q in norc.Norc(db_url, log_dir=tmp_path).queues()] == ["default"]
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced(
+    app: norc.Norc, backend: str, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pooled connection killed by the server (a restart, an idle timeout) costs no error."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has no server to close a connection")
+    from norc.store import database
+
+    monkeypatch.setattr(database, "PING_AFTER_IDLE", 0.2)
+    app.save_task(Outcome(name="ok"))  # the pool now holds one connection, in use just now
+    who = "SELECT pg_backend_pid()" if backend == "postgresql" else "SELECT CONNECTION_ID()"
+    with app.db.reading() as conn:
+        session = int(conn.execute(sa.text(who)).scalar_one())
+    killer = sa.create_engine(normalise_url(db_url))
+    with killer.begin() as conn:
+        if backend == "postgresql":
+            conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": session})
+        else:
+            conn.execute(sa.text(f"KILL {session}"))
+    killer.dispose()
+    time.sleep(0.3)  # idle for longer than PING_AFTER_IDLE: pinged, found dead, replaced
+    instance_id = app.enqueue("ok")
+    assert app.instance(instance_id).status is InstanceStatus.QUEUED
