@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.dialects import postgresql
 
 from norc.abc import Claimant, Queue, QueueItem
 from norc.pluginmarkers import hookimpl
@@ -251,9 +252,10 @@ class DBQueue(Queue):
             started = [r for r in rows if r["id"] is not None]
             self.db.prefetch_started(conn, started)
         won = [int(r["id"]) for r in started]
-        if len(won) < len(rows):
+        picked = int(rows[0]["picked_count"]) if rows else 0
+        if len(won) < picked:
             with self.db.transaction() as tx:
-                won += self._claim_general(tx, claimant, len(rows) - len(won), now)
+                won += self._claim_general(tx, claimant, picked - len(won), now)
         return won
 
     def _start(
@@ -365,28 +367,45 @@ def _claim_statement(
 
     (No bound parameter may share a column's name: an UPDATE would take it as a value.)
 
-    ``picked`` is the claim query's rows (locked, skipping those other executors hold);
-    ``started`` moves to RUNNING those instances that are still QUEUED and whose task
-    has no concurrency limit, returning their rows with the task's ``updated_at``;
-    ``marked`` claims the items of those only. The result has one row per picked item:
-    ``picked_id``, plus the instance's columns, all NULL if it was not started here.
+    ``picked`` is the claim query's rows with their task's limits (items locked,
+    skipping those other executors hold; walked in index order, the joins by primary
+    key); ``started`` moves to RUNNING those instances that are still QUEUED and whose
+    task has no concurrency limit, returning their rows; ``marked`` claims the items of
+    those only. The result has a row per started instance (its columns and its task's
+    ``t_updated_at``), in claim order, each with ``picked_count``, the number of items
+    picked; if none started, one row with only ``picked_count``.
     """
     picked = (
-        sa.select(queue_items.c.id, queue_items.c.instance_id, queue_items.c.priority)
+        sa.select(
+            queue_items.c.id,
+            queue_items.c.instance_id,
+            tasks.c.concurrency_limit,
+            tasks.c.overlap,
+        )
+        .join(instances, instances.c.id == queue_items.c.instance_id)
+        .join(tasks, tasks.c.id == instances.c.task_id)
         .where(*claimable)
         .order_by(*in_order)
         .limit(sa.bindparam("limit", type_=sa.Integer))  # bound: one text, prepared once
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=queue_items)
         .cte("picked")
+    )
+    startable = sa.func.array_agg(picked.c.instance_id).filter(
+        picked.c.concurrency_limit.is_(None), picked.c.overlap != "queue"
     )
     started = (
         sa.update(instances)
         .where(
-            instances.c.id == picked.c.instance_id,
-            instances.c.status == InstanceStatus.QUEUED.value,
-            tasks.c.id == instances.c.task_id,
-            tasks.c.concurrency_limit.is_(None),
-            tasks.c.overlap != "queue",
+            # By primary key from an array computed once, and joined to nothing: with
+            # the CTE's row count unknown (and statistics that have not yet seen a new
+            # backlog) PostgreSQL otherwise walks every QUEUED instance, or every
+            # instance of the task, for each picked row. For the same reason the status
+            # test is written so that the status index cannot serve it.
+            instances.c.id
+            == sa.any_(
+                sa.cast(sa.select(startable).scalar_subquery(), postgresql.ARRAY(sa.BigInteger))
+            ),
+            (instances.c.status == InstanceStatus.QUEUED.value).is_(sa.true()),
         )
         .values(
             status=InstanceStatus.RUNNING.value,
@@ -395,7 +414,7 @@ def _claim_statement(
             host=sa.bindparam("host"),
             pid=sa.bindparam("pid"),
         )
-        .returning(*instances.c, tasks.c.updated_at.label("t_updated_at"))
+        .returning(*instances.c)
         .cte("started")
     )
     marked = (
@@ -405,11 +424,14 @@ def _claim_statement(
         .returning(queue_items.c.id)
         .cte("marked")
     )
+    counted = sa.select(sa.func.count().label("picked_count")).select_from(picked).subquery()
     return (
-        sa.select(picked.c.instance_id.label("picked_id"), started)
-        .select_from(picked.outerjoin(started, started.c.id == picked.c.instance_id))
+        sa.select(counted.c.picked_count, started, tasks.c.updated_at.label("t_updated_at"))
+        .select_from(
+            counted.outerjoin(started, sa.true()).outerjoin(tasks, tasks.c.id == started.c.task_id)
+        )
         .add_cte(marked)
-        .order_by(picked.c.priority.desc(), picked.c.id)  # the claim order
+        .order_by(started.c.priority.desc(), started.c.id)  # the claim order
     )
 
 
