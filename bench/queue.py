@@ -1340,7 +1340,7 @@ def explain_hot_path(app: norc.Norc, backend: str) -> list[tuple[str, str]]:
     prefix = "EXPLAIN QUERY PLAN " if backend == "sqlite" else "EXPLAIN "
     for statement, params in captured:
         head = statement.lstrip().split(None, 1)[0].upper()
-        if head not in ("SELECT", "UPDATE", "DELETE") or "norc_" not in statement:
+        if head not in ("SELECT", "UPDATE", "DELETE", "WITH") or "norc_" not in statement:
             continue
         with app.db.reading() as conn:
             rows = conn.exec_driver_sql(prefix + statement, params).all()
