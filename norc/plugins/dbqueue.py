@@ -3,7 +3,8 @@
 Claiming takes the first unclaimed rows in priority-then-FIFO order with
 ``FOR UPDATE SKIP LOCKED`` (PostgreSQL, MariaDB >= 10.6), or inside ``BEGIN IMMEDIATE``
 on SQLite (one writer at a time, WAL lets readers on), marks them claimed and moves
-their instances QUEUED → RUNNING, all in one transaction. Rows are deleted only in the
+their instances QUEUED → RUNNING, all in one transaction (on PostgreSQL, usually one
+autocommitted statement: see ``DBQueue._claim_in_one``). Rows are deleted only in the
 transaction that records the instance's end, so a crashed executor loses nothing.
 
 Idle executors wake promptly: PostgreSQL ``LISTEN``/``NOTIFY`` across processes, an
