@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,7 +29,7 @@ from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
 from norc.status import InstanceStatus
 from norc.store.database import Transaction
-from norc.store.schema import instances, queue_items, tasks, utcnow
+from norc.store.schema import instances, naive_utc, queue_items, tasks, utcnow
 
 CHANNEL = "norc_queue"
 MIN_POLL = 0.002
@@ -40,7 +40,7 @@ DEFERRAL = timedelta(seconds=0.5)
 log = structlog.get_logger("norc.dbqueue")
 
 _PUSH = sa.insert(queue_items)
-# Timestamps are naive UTC, as the UTCDateTime column type stores them.
+# Timestamps are bound as naive UTC (schema.naive_utc), as UTCDateTime stores them.
 _PUSH_PG = sa.text(
     f"""
     WITH pushed AS (
@@ -148,13 +148,10 @@ class DBQueue(Queue):
                 _PUSH_PG,
                 {
                     "queue": self.name,
-                    "now": now.astimezone(UTC).replace(tzinfo=None),
+                    "now": naive_utc(now),
                     "priorities": [i.priority for i in items],
                     "ids": [i.instance_id for i in items],
-                    "available": [
-                        None if a is None else a.astimezone(UTC).replace(tzinfo=None)
-                        for a in (i.available_at for i in items)
-                    ],
+                    "available": [naive_utc(i.available_at) for i in items],
                     "channel": CHANNEL,
                 },
             )

@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,15 @@ from norc.errors import (
 )
 from norc.records import DaemonRecord, InstanceRecord, TaskRecord
 from norc.status import InstanceStatus
-from norc.store.schema import daemons, instances, queue_groups, queues, tasks, utcnow
+from norc.store.schema import (
+    daemons,
+    instances,
+    naive_utc,
+    queue_groups,
+    queues,
+    tasks,
+    utcnow,
+)
 from norc.store.wakeups import Wakeups
 
 if TYPE_CHECKING:
@@ -1057,18 +1065,13 @@ _FINISH_PG = sa.text(
 )
 
 
-def _naive_utc(value: datetime | None) -> datetime | None:
-    """How UTCDateTime stores a time, for statements that bypass its bind processing."""
-    return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
-
-
 def _finish_arrays(results: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
     return {
         "ids": [r["id"] for r in results],
         "executors": [r["executor_id"] for r in results],
         "statuses": [r["status"] for r in results],
-        "started": [_naive_utc(r["started_at"]) for r in results],
-        "ended": [_naive_utc(r["ended_at"]) for r in results],
+        "started": [naive_utc(r["started_at"]) for r in results],
+        "ended": [naive_utc(r["ended_at"]) for r in results],
         "exit_codes": [r["exit_code"] for r in results],
         "revisions": [r["revision"] for r in results],
         "errors": [r["error"] for r in results],

@@ -224,3 +224,9 @@ sa.Index(
 def utcnow() -> datetime:
     """Now, aware, in UTC: the only clock Norc stores."""
     return datetime.now(UTC)
+
+
+def naive_utc(value: datetime | None) -> datetime | None:
+    """How :class:`UTCDateTime` stores a time, for statements that bypass its bind
+    processing (arrays bound to PostgreSQL ``unnest``)."""
+    return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
