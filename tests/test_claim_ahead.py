@@ -20,6 +20,15 @@ def _finished(app: norc.Norc, ids: list[int]) -> bool:
     return all(r.status.is_final for r in app.db.instances_by_id(ids))
 
 
+def _claimed_ahead(app: norc.Norc, ids: list[int], executor: norc.Executor) -> list[int]:
+    """Those of ``ids`` the executor holds: RUNNING for it (claimed, maybe not started)."""
+    return [
+        r.id
+        for r in app.db.instances_by_id(ids)
+        if r.status is InstanceStatus.RUNNING and r.executor_id == executor.id
+    ]
+
+
 def test_without_recent_throughput_only_idle_slots_are_claimed_for() -> None:
     """A fresh or slow executor claims one instance per idle slot, as with no claim-ahead."""
     dispatch: Dispatch[_Item] = Dispatch(4, ahead_seconds=0.1, max_wait=1.0)
@@ -122,15 +131,10 @@ def test_an_instance_stopped_while_claimed_ahead_never_runs(app: norc.Norc) -> N
         long_id = app.enqueue("long")
         echoes = app.enqueue_many("echo", 20)
 
-        def claimed_ahead() -> list[int]:
-            return [
-                r.id
-                for r in app.db.instances_by_id(echoes)
-                if r.status is InstanceStatus.RUNNING and r.executor_id == executor.id
-            ]
-
-        wait_until(lambda: bool(claimed_ahead()), 2)  # behind the long one, in its buffer
-        claimed = claimed_ahead()
+        wait_until(
+            lambda: bool(_claimed_ahead(app, echoes, executor)), 2
+        )  # behind the long one, in its buffer
+        claimed = _claimed_ahead(app, echoes, executor)
         for instance_id in claimed:
             assert app.stop_instance(instance_id)
         wait_until(lambda: _finished(app, [long_id, *echoes]), 30)
@@ -151,16 +155,11 @@ def test_pausing_gives_back_work_claimed_ahead_and_starts_nothing(app: norc.Norc
         long_id = app.enqueue("long")
         short = app.enqueue_many("noop", 50)
 
-        def claimed_ahead() -> list[int]:
-            return [
-                r.id
-                for r in app.db.instances_by_id(short)
-                if r.status is InstanceStatus.RUNNING and r.executor_id == executor.id
-            ]
-
-        wait_until(lambda: bool(claimed_ahead()), 5)  # behind the long one, in its buffer
+        wait_until(
+            lambda: bool(_claimed_ahead(app, short, executor)), 5
+        )  # behind the long one, in its buffer
         executor.pause()  # returns once the buffer has gone back
-        assert claimed_ahead() == []
+        assert _claimed_ahead(app, short, executor) == []
         wait_until(lambda: app.instance(long_id).status.is_final, 10)
         time.sleep(0.5)
         # Paused: the long one finished, and none of the short ones started here.

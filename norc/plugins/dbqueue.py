@@ -97,7 +97,7 @@ class DBQueue(Queue):
             queue_items.c.priority.desc(),
             queue_items.c.id,
         )
-        select = (
+        with_limits = (
             sa.select(
                 queue_items.c.id,
                 queue_items.c.instance_id,
@@ -108,8 +108,8 @@ class DBQueue(Queue):
             .join(tasks, tasks.c.id == instances.c.task_id)
             .where(*claimable)
             .order_by(*in_order)
-            .limit(sa.bindparam("limit", type_=sa.Integer, literal_execute=True))
         )
+        select = with_limits.limit(sa.bindparam("limit", type_=sa.Integer, literal_execute=True))
         if self.db.dialect in ("postgresql", "mysql", "mariadb"):
             select = select.with_for_update(skip_locked=True, of=queue_items)
         self._select = select
@@ -132,9 +132,7 @@ class DBQueue(Queue):
                 .where(instances.c.id.in_(sa.bindparam("ids", expanding=True)))
             )
         #: PostgreSQL: the whole claim in one statement (see _claim_in_one).
-        self._claim_pg = (
-            _claim_statement(claimable, in_order) if self.db.dialect == "postgresql" else None
-        )
+        self._claim_pg = _claim_statement(with_limits) if self.db.dialect == "postgresql" else None
 
     def push(self, items: Sequence[QueueItem], tx: Transaction) -> None:
         """Insert the items in the enqueuing transaction and announce them on commit."""
@@ -358,9 +356,7 @@ class DBQueue(Queue):
             self._listener = None
 
 
-def _claim_statement(
-    claimable: tuple[sa.ColumnElement[bool], ...], in_order: tuple[Any, ...]
-) -> sa.Select[Any]:
+def _claim_statement(with_limits: sa.Select[Any]) -> sa.Select[Any]:
     """The PostgreSQL claim as one statement of data-modifying CTEs.
 
     (No bound parameter may share a column's name: an UPDATE would take it as a value.)
@@ -374,17 +370,7 @@ def _claim_statement(
     picked; if none started, one row with only ``picked_count``.
     """
     picked = (
-        sa.select(
-            queue_items.c.id,
-            queue_items.c.instance_id,
-            tasks.c.concurrency_limit,
-            tasks.c.overlap,
-        )
-        .join(instances, instances.c.id == queue_items.c.instance_id)
-        .join(tasks, tasks.c.id == instances.c.task_id)
-        .where(*claimable)
-        .order_by(*in_order)
-        .limit(sa.bindparam("limit", type_=sa.Integer))  # bound: one text, prepared once
+        with_limits.limit(sa.bindparam("limit", type_=sa.Integer))  # one text, prepared once
         .with_for_update(skip_locked=True, of=queue_items)
         .cte("picked")
     )
