@@ -103,7 +103,7 @@ def write_event(stream: IO[bytes], event: str, context: str, fields: dict[str, A
     instance's logger is bound to, formatted once for both lines.
     """
     stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    parts = ["[norc]", f"timestamp={stamp}", "level=info", f"event={_logfmt_value(event)}"]
+    parts = ["[norc]", f"timestamp={stamp}", "level=info", _event_field(event)]
     if context:
         parts.append(context)
     stream.write(_join(parts, fields.items()) + b"\n")
@@ -130,7 +130,15 @@ def lazy_event_logger(stream: IO[bytes], **context: Any) -> FilteringBoundLogger
     return cast(FilteringBoundLogger, _LazyLogger(stream, context))
 
 
+@functools.lru_cache(maxsize=64)
+def _event_field(event: str) -> str:
+    # Norc's own event names are a handful of constants: quote each once.
+    return f"event={_logfmt_value(event)}"
+
+
 def _logfmt_value(value: Any) -> str:
+    if value.__class__ is int or value.__class__ is float:  # no quoting ever needed
+        return str(value)
     text = value if isinstance(value, str) else str(value)
     if not text or _NEEDS_QUOTES.search(text):
         return json.dumps(text, ensure_ascii=False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import os
 import queue as queuelib
 import signal
@@ -70,7 +71,9 @@ log = structlog.get_logger("norc.executor")
 class _Work:
     instance: InstanceRecord
     task: TaskRecord
-    job: dict[str, Any]
+    job: dict[str, Any]  # the instance's own part of the job
+    template: dict[str, Any]  # the part all instances of the task revision share
+    template_key: int
     log_key: str
     log_path: str  # a str, not a Path: building Paths per instance costs on the hot path
     cls: type[Task] | None
@@ -130,7 +133,11 @@ class _Slot:
             try:
                 # Params are shared by every instance of the task (claimed_work caches
                 # them): a task that mutates a list it was given must not change the next.
-                job = {**work.job, "params": copy.deepcopy(work.job["params"])}
+                job = {
+                    **work.template,
+                    **work.job,
+                    "params": copy.deepcopy(work.template["params"]),
+                }
                 task = build_task(work.cls, job)
             except Exception as exc:  # noqa: BLE001 - invalid stored params: ERROR
                 log_file.write(f"[norc] cannot load task: {exc}\n".encode())
@@ -151,7 +158,7 @@ class _Slot:
             return self._host_broken(work, f"cannot start a worker process: {exc}")
         pid = worker.pid
         try:
-            worker.send(work.job)
+            worker.send(work.job, work.template_key, work.template)
             message = self._await(worker, task.timeout)
         except WorkerDied as exc:
             if worker.answered == 0:  # it never got going: the host, not the task
@@ -208,7 +215,7 @@ class _Slot:
         assert worker is not None
         try:
             worker.ensure()
-            worker.send({**work.job, "op": "finally"})
+            worker.send({**work.job, "op": "finally"}, work.template_key, work.template)
             if worker.receive(work.task.finally_timeout) is None:
                 worker.kill()
                 self._note(work, f"finally_ exceeded {work.task.finally_timeout:g} s; killed")
@@ -288,8 +295,9 @@ class Executor:
         self._slots: list[_Slot] = []
         self._threads: list[threading.Thread] = []
         self._heartbeat: Heartbeat | None = None
-        #: task id -> (its record, class, job template): see _task_template.
-        self._templates: dict[int, tuple[TaskRecord, type[Task] | None, dict[str, Any]]] = {}
+        #: task id -> (its record, class, template key, job template): see _task_template.
+        self._templates: dict[int, tuple[TaskRecord, type[Task] | None, int, dict[str, Any]]] = {}
+        self._template_keys = itertools.count(1)
 
     # -- public control --------------------------------------------------------------
 
@@ -575,28 +583,40 @@ class Executor:
     def _prepare(self, instance: InstanceRecord, task: TaskRecord) -> _Work:
         key = instance_log_key(task.type, task.name, instance.id)
         log_path = resolve_key_text(self.app.settings.log_dir, key)
-        cls, template, error = self._task_template(task)
+        cls, template_key, template, error = self._task_template(task)
         job = {
-            **template,
+            "op": "run",
             "instance_id": instance.id,
             "attempt": instance.attempt,
             "log_path": log_path,
             "fire_time": instance.fire_time.isoformat() if instance.fire_time else None,
             "deadline": None,  # set by the slot when it starts the instance
         }
-        return _Work(instance, task, job, key, log_path, cls, error, time.monotonic())
+        return _Work(
+            instance,
+            task,
+            job,
+            template,
+            template_key,
+            key,
+            log_path,
+            cls,
+            error,
+            time.monotonic(),
+        )
 
     def _task_template(
         self, task: TaskRecord
-    ) -> tuple[type[Task] | None, dict[str, Any], str | None]:
-        """The task's class and the part of a job that is the same for all its instances.
+    ) -> tuple[type[Task] | None, int, dict[str, Any], str | None]:
+        """The task's class and the part of a job that is the same for all its instances,
+        under a key that is new for each task revision (workers keep templates by key).
 
         Kept while ``claimed_work`` hands out the same record (until the task is edited);
         a class that failed to load is looked up again next time (it may be installed).
         """
         cached = self._templates.get(task.id)
         if cached is not None and cached[0] is task:
-            return cached[1], cached[2], None
+            return cached[1], cached[2], cached[3], None
         cls: type[Task] | None = self.app.registry.task_type(task.type)
         error = None
         type_path = task.type_path
@@ -608,7 +628,6 @@ class Executor:
         if cls is not None:
             type_path = f"{cls.__module__}:{cls.__qualname__}"
         template = {
-            "op": "run",
             "task_id": task.id,
             "task_name": task.name,
             "task_type": task.type,
@@ -616,9 +635,10 @@ class Executor:
             "params": task.params,
             "settings": {**task.settings, "retry_on": list(task.retry_on)},
         }
+        template_key = next(self._template_keys)
         if error is None:
-            self._templates[task.id] = (task, cls, template)
-        return cls, template, error
+            self._templates[task.id] = (task, cls, template_key, template)
+        return cls, template_key, template, error
 
     def _record(self, work: _Work, outcome: dict[str, Any]) -> None:
         """Called by a slot: queue the outcome for the recorder, free the slot."""

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import IO, Any
 
 from norc.abc import RunContext, Task
-from norc.errors import NorcError
+from norc.errors import InvalidTaskParams, NorcError
 from norc.logs import lazy_event_logger, logfmt_fields, write_event
 from norc.status import InstanceStatus
 
@@ -46,15 +46,24 @@ def load_class(type_path: str, type_name: str) -> type[Task]:
     return obj
 
 
-def build_task(cls: type[Task], job: dict[str, Any]) -> Task:
-    """The task object for a job (its params come from the database: JSON already)."""
-    return cls.from_params(
-        name=job["task_name"],
-        params=job["params"],
-        stored=True,
-        id=job["task_id"],
-        **job["settings"],
-    )
+def build_task(cls: type[Task], job: dict[str, Any], *, checked: bool = False) -> Task:
+    """The task object for a job (its params come from the database: JSON already).
+
+    ``checked``: the params were already checked against ``cls`` (a worker does it once
+    per task revision), so only the class's own ``__init__`` runs.
+    """
+    if not checked:
+        return cls.from_params(
+            name=job["task_name"],
+            params=job["params"],
+            stored=True,
+            id=job["task_id"],
+            **job["settings"],
+        )
+    try:
+        return cls(name=job["task_name"], id=job["task_id"], **job["settings"], **job["params"])
+    except TypeError as exc:
+        raise InvalidTaskParams(cls.type_name, str(exc)) from None
 
 
 def execute(

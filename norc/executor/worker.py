@@ -12,6 +12,13 @@ worker answers ``{"event": "ran", ...outcome}`` after ``run`` and ``{"event": "d
 after ``finally_``; a task that does not override ``finally_`` gets one answer,
 ``{"event": "ran", "done": true, ...}``, saving a write and a wake-up per instance.
 
+A job carries only what is particular to its instance (id, attempt, log path, fire time,
+deadline) and a ``template_key``: the part every instance of a task revision shares
+(class path, name, params, settings) travels once per worker, as ``template`` in the
+first job that needs it, and the worker keeps it. The per-instance message stays small
+whatever the task's params, and the worker loads and checks the task's class and
+params once per revision instead of once per instance.
+
 While running an instance, the worker's fds 1 and 2 point at the
 instance's log file, so output from Python, C extensions and child processes all land
 there.
@@ -29,7 +36,8 @@ import sys
 import time
 from typing import Any
 
-from norc.abc import Task
+from norc.abc import Task, check_params
+from norc.errors import NorcError
 from norc.executor.running import (
     TaskLoadError,
     build_task,
@@ -57,6 +65,8 @@ class WorkerProcess:
         self._to: int | None = None
         self._from: int | None = None
         self._buffer = b""
+        #: Template keys this process has received (a fresh process has none).
+        self._templates: set[int] = set()
 
     @property
     def pid(self) -> int | None:
@@ -88,17 +98,23 @@ class WorkerProcess:
         os.close(job_r)
         os.close(res_w)
         self._to, self._from, self._buffer = job_w, res_r, b""
+        self._templates = set()
         self._poll = select.poll()
         self._poll.register(res_r, select.POLLIN)
         return True
 
-    def send(self, job: dict[str, Any]) -> None:
-        """Hand the worker a job; raises :class:`WorkerDied` if it is gone."""
+    def send(self, job: dict[str, Any], template_key: int, template: dict[str, Any]) -> None:
+        """Hand the worker a job (its instance's part), with its task's ``template`` if
+        this process has not had that key yet; raises :class:`WorkerDied` if it is gone."""
         assert self._to is not None
+        message = {**job, "template_key": template_key}
+        if template_key not in self._templates:
+            message["template"] = template
         try:
-            os.write(self._to, json.dumps(job).encode() + b"\n")
+            os.write(self._to, json.dumps(message).encode() + b"\n")
         except BrokenPipeError:
             raise WorkerDied(self._exit_description()) from None
+        self._templates.add(template_key)
 
     def receive(self, timeout: float | None) -> dict[str, Any] | None:
         """The next message, or None once ``timeout`` seconds pass without one."""
@@ -156,18 +172,43 @@ class WorkerProcess:
 # -- the worker side ---------------------------------------------------------------------
 
 
+class _Template:
+    """One task revision as a worker keeps it: the job fields all its instances share,
+    the task's class (or why it cannot be loaded) and its params as checked JSON."""
+
+    __slots__ = ("cls", "error", "fields", "params_json")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+        self.cls: type[Task] | None = None
+        self.error: str | None = None
+        # Each instance gets its own copy of the params (decoded from this text), so a
+        # task that mutates a list it was given cannot change the next instance's.
+        self.params_json = json.dumps(fields["params"])
+        try:
+            self.cls = load_class(fields["type_path"], fields["task_type"])
+            check_params(self.cls, fields["params"], stored=True)
+        except Exception as exc:  # noqa: BLE001 - reported as each instance's ERROR
+            self.error = str(exc) if isinstance(exc, NorcError) else f"{type(exc).__name__}: {exc}"
+
+
 def _serve(job_fd: int, result_fd: int) -> None:
     # Between instances fds 1 and 2 go nowhere; during one they go to its log file.
     devnull = os.open(os.devnull, os.O_WRONLY)
-    classes: dict[str, Any] = {}
+    templates: dict[int, _Template] = {}
     with os.fdopen(job_fd, "rb") as jobs:
         for line in jobs:
-            job = json.loads(line)
+            message = json.loads(line)
+            key = message["template_key"]
+            if "template" in message:
+                templates[key] = _Template(message.pop("template"))
+            template = templates[key]
+            job = {**template.fields, **message}
             log_file = open_log(job["log_path"])
             os.dup2(log_file.fileno(), 1)
             os.dup2(log_file.fileno(), 2)
             try:
-                _handle(job, log_file, classes, result_fd)
+                _handle(job, template, log_file, result_fd)
             finally:
                 flush_std()
                 os.dup2(devnull, 1)
@@ -179,11 +220,13 @@ def _reply(fd: int, message: dict[str, Any]) -> None:
     os.write(fd, json.dumps(message).encode() + b"\n")
 
 
-def _handle(job: dict[str, Any], log_file: Any, classes: dict[str, Any], fd: int) -> None:
+def _handle(job: dict[str, Any], template: _Template, log_file: Any, fd: int) -> None:
     try:
-        cls = classes.get(job["type_path"]) or load_class(job["type_path"], job["task_type"])
-        classes[job["type_path"]] = cls
-        task = build_task(cls, job)
+        if template.error is not None:
+            raise TaskLoadError(template.error)
+        assert template.cls is not None
+        job["params"] = json.loads(template.params_json)
+        task = build_task(template.cls, job, checked=True)
     except Exception as exc:  # noqa: BLE001 - reported as the instance's ERROR
         message = str(exc) if isinstance(exc, TaskLoadError) else f"{type(exc).__name__}: {exc}"
         log_file.write(f"[norc] cannot load task: {message}\n".encode())
