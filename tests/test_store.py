@@ -132,3 +132,48 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(
     time.sleep(0.3)  # idle for longer than PING_AFTER_IDLE: pinged, found dead, replaced
     instance_id = app.enqueue("ok")
     assert app.instance(instance_id).status is InstanceStatus.QUEUED
+
+
+def test_a_batch_of_outcomes_is_stored_exactly_as_written(app: norc.Norc) -> None:
+    """The recorder's batched write stores each outcome's own values, to the microsecond,
+    and leaves alone an instance that is no longer RUNNING for that executor."""
+    from datetime import UTC, datetime, timedelta
+
+    from norc.abc import Claimant
+
+    app.save_task(Outcome(name="batch"))
+    ids = app.enqueue_many("batch", 4)
+    claimant = Claimant(executor_id=7, host="h", pid=1)
+    claimed = app.queue("default").claim(claimant, 4, 1.0)
+    assert sorted(claimed) == ids
+    start = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    rows = [
+        {
+            "id": instance_id,
+            "executor_id": 7 if k < 3 else 8,  # the last is not executor 8's: untouched
+            "status": ("SUCCESS", "FAILURE", "ERROR", "SUCCESS")[k],
+            "started_at": None if k == 2 else start + timedelta(microseconds=k),
+            "ended_at": start + timedelta(seconds=1, microseconds=k),
+            "exit_code": (None, 3, None, 0)[k],
+            "revision": (None, "r2", None, None)[k],
+            "error": (None, 'failed: "quoted", ünïcode', "boom", None)[k],
+            "log_key": f"tasks/x/batch/batch-{instance_id}",
+            "pid": 100 + k,
+        }
+        for k, instance_id in enumerate(ids)
+    ]
+    with app.db.transaction() as tx:
+        app.db.finish_instances(tx, rows)
+    stored = {r.id: r for r in app.db.instances_by_id(ids)}
+    for row in rows[:3]:
+        record = stored[row["id"]]
+        assert record.status == InstanceStatus(row["status"])
+        assert (record.started_at, record.ended_at) == (row["started_at"], row["ended_at"])
+        assert (record.exit_code, record.revision, record.error) == (
+            row["exit_code"],
+            row["revision"],
+            row["error"],
+        )
+        assert (record.log_key, record.pid) == (row["log_key"], row["pid"])
+    untouched = stored[ids[3]]
+    assert untouched.status is InstanceStatus.RUNNING and untouched.ended_at is None

@@ -28,7 +28,7 @@ from norc.abc import Claimant, Queue, QueueItem
 from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
 from norc.status import InstanceStatus
-from norc.store.database import Transaction
+from norc.store.database import Transaction, raw_columns
 from norc.store.schema import instances, naive_utc, queue_items, tasks, utcnow
 
 CHANNEL = "norc_queue"
@@ -67,6 +67,11 @@ _UNCLAIM = (
 )
 _RELEASE = sa.delete(queue_items).where(
     queue_items.c.instance_id.in_(sa.bindparam("ids", expanding=True))
+)
+# PostgreSQL: one statement text whatever the batch size (an IN list's text changes
+# with its length, so psycopg would never prepare it), the ids bound as one array.
+_RELEASE_PG = sa.delete(queue_items).where(
+    queue_items.c.instance_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.BigInteger)))
 )
 
 
@@ -230,25 +235,21 @@ class DBQueue(Queue):
         """
         assert self._claim_pg is not None
         with self.db.autocommit() as conn:
-            rows = (
-                conn.execute(
-                    self._claim_pg,
-                    {
-                        "claim_queue": self.name,
-                        "now": now,
-                        "limit": limit,
-                        "by": claimant.executor_id,
-                        "host": claimant.host,
-                        "pid": claimant.pid,
-                    },
-                )
-                .mappings()
-                .all()
-            )
-            started = [r for r in rows if r["id"] is not None]
+            rows = conn.execute(
+                self._claim_pg,
+                {
+                    "claim_queue": self.name,
+                    "now": now,
+                    "limit": limit,
+                    "by": claimant.executor_id,
+                    "host": claimant.host,
+                    "pid": claimant.pid,
+                },
+            ).all()
+            started = [r for r in rows if r.id is not None]
             self.db.prefetch_started(conn, started)
-        won = [int(r["id"]) for r in started]
-        picked = int(rows[0]["picked_count"]) if rows else 0
+        won = [int(r.id) for r in started]
+        picked = int(rows[0].picked_count) if rows else 0
         if len(won) < picked:
             with self.db.transaction() as tx:
                 won += self._claim_general(tx, claimant, picked - len(won), now)
@@ -302,7 +303,8 @@ class DBQueue(Queue):
     def release(self, instance_ids: Sequence[int], tx: Transaction) -> None:
         """Delete the items of finished instances."""
         if instance_ids:
-            tx.conn.execute(_RELEASE, {"ids": list(instance_ids)})
+            release = _RELEASE_PG if self.db.dialect == "postgresql" else _RELEASE
+            tx.conn.execute(release, {"ids": list(instance_ids)})
 
     can_give_back = True
 
@@ -366,8 +368,9 @@ def _claim_statement(with_limits: sa.Select[Any]) -> sa.Select[Any]:
     key); ``started`` moves to RUNNING those instances that are still QUEUED and whose
     task has no concurrency limit, returning their rows; ``marked`` claims the items of
     those only. The result has a row per started instance (its columns and its task's
-    ``t_updated_at``), in claim order, each with ``picked_count``, the number of items
-    picked; if none started, one row with only ``picked_count``.
+    ``t_updated_at``, raw: see ``Database.prefetch_started``), in claim order, each
+    with ``picked_count``, the number of items picked; if none started, one row with
+    only ``picked_count``.
     """
     picked = (
         with_limits.limit(sa.bindparam("limit", type_=sa.Integer))  # one text, prepared once
@@ -410,7 +413,10 @@ def _claim_statement(with_limits: sa.Select[Any]) -> sa.Select[Any]:
     )
     counted = sa.select(sa.func.count().label("picked_count")).select_from(picked).subquery()
     return (
-        sa.select(counted.c.picked_count, started, tasks.c.updated_at.label("t_updated_at"))
+        sa.select(
+            *raw_columns([*started.c, tasks.c.updated_at.label("t_updated_at")]),
+            counted.c.picked_count,
+        )
         .select_from(
             counted.outerjoin(started, sa.true()).outerjoin(tasks, tasks.c.id == started.c.task_id)
         )
