@@ -113,7 +113,10 @@ class _Slot:
                 outcome = _outcome(InstanceStatus.ERROR, f"executor failure: {exc!r}")
             self.busy_with = None
             self.interrupt.clear()
+            # Both times are stamped here, not when the recorder writes: a write that
+            # waits (a batch, a database outage) must not lengthen the recorded run.
             outcome["started_at"] = started
+            outcome["ended_at"] = datetime.now(UTC)
             executor._record(work, outcome)
         if self.worker is not None:
             self.worker.close()
@@ -687,7 +690,7 @@ class Executor:
                 "executor_id": self.id,
                 "status": o["status"],
                 "started_at": o.get("started_at"),
-                "ended_at": now,
+                "ended_at": o.get("ended_at") or now,
                 "exit_code": o.get("exit_code"),
                 "revision": o.get("revision"),
                 "error": o.get("error"),
