@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -87,3 +88,31 @@ def test_four_executor_processes_run_each_instance_exactly_once(
         assert conn.execute(sa.select(sa.func.count()).select_from(queue_items)).scalar() == 0
     # Every executor ended cleanly after SIGINT (STOP).
     assert {d.status for d in app.db.daemons(kind="executor")} == {"ENDED"}
+
+
+def test_claims_find_instances_by_primary_key_whatever_the_backlog(
+    sqlite_app: norc.Norc,
+) -> None:
+    """No statement of a claim walks the status index: with thousands of QUEUED instances
+    that index would make every claim read the whole backlog (SQLite plans it so)."""
+    from norc.abc import Claimant
+
+    app = sqlite_app
+    app.save_task(NoopTask(name="n"))
+    app.enqueue_many("n", 2000)
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if "norc_instances" in statement and not statement.startswith("EXPLAIN"):
+            statements.append((statement, params))
+
+    sa.event.listen(app.db.engine, "before_cursor_execute", capture)
+    try:
+        assert len(app.queue("default").claim(Claimant(executor_id=7, host="h", pid=1), 8, 1.0))
+    finally:
+        sa.event.remove(app.db.engine, "before_cursor_execute", capture)
+    assert any(s.startswith("UPDATE norc_instances") for s, _ in statements)
+    with app.db.reading() as conn:
+        for statement, params in statements:
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params).all()
+            assert not any("status" in str(step[-1]) for step in plan), (statement, plan)

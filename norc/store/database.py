@@ -538,8 +538,7 @@ class Database:
             int(i)
             for i in tx.conn.execute(
                 sa.select(instances.c.id).where(
-                    instances.c.id.in_(list(ids)),
-                    instances.c.status == InstanceStatus.QUEUED.value,
+                    instances.c.id.in_(list(ids)), _still(InstanceStatus.QUEUED)
                 )
             ).scalars()
         }
@@ -1071,6 +1070,14 @@ def _task_record(r: Any, prefix: str = "") -> TaskRecord:
     )
 
 
+def _still(status: InstanceStatus) -> sa.ColumnElement[bool]:
+    """``status = …`` for a statement that already names its instances by id, written so
+    that no index on status can serve it. Otherwise SQLite (measured: every claim of a
+    10k backlog) and PostgreSQL with stale statistics plan it on the status index, and
+    a QUEUED test walks every waiting instance, the whole backlog, each time."""
+    return (instances.c.status == status.value).is_(sa.true())
+
+
 # The hot path's statements, built once: constructing SQLAlchemy statements per call
 # cost more than executing them for small claims (expanding IN lists bind any length).
 _INSERT_INSTANCE = sa.insert(instances)
@@ -1078,7 +1085,7 @@ _MARK_RUNNING = (
     sa.update(instances)
     .where(
         instances.c.id.in_(sa.bindparam("ids", expanding=True)),
-        instances.c.status == InstanceStatus.QUEUED.value,
+        _still(InstanceStatus.QUEUED),
     )
     .values(
         status=InstanceStatus.RUNNING.value,
