@@ -42,6 +42,7 @@ import json
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from datetime import datetime
 from types import SimpleNamespace
@@ -815,9 +816,36 @@ def raw_section(args: argparse.Namespace, throughput: list[dict[str, Any]]) -> l
 # -- isolation cost --------------------------------------------------------------------
 
 
+class _StandIn:
+    """What a slot thread or the worker loop reads from its executor, without a database:
+    one instance at a time goes through a real Dispatch and comes back through _record."""
+
+    python = None
+    _kill = False
+
+    def __init__(self, process: bool) -> None:
+        from norc.executor.dispatch import Dispatch
+        from norc.executor.executor import _Slot
+        from norc.executor.workerloop import WorkerLoop
+
+        self.runner: Any = WorkerLoop(self, 1) if process else _Slot(self, 0)  # type: ignore[arg-type]
+        wake = self.runner.wake if process else None
+        self._dispatch: Any = Dispatch(1, ahead_seconds=0.0, max_wait=60.0, on_work=wake)
+        self.outcome: dict[str, Any] = {}
+        self.done = threading.Event()
+
+    def suspend(self, reason: str) -> None:
+        raise RuntimeError(f"suspended: {reason}")
+
+    def _record(self, work: Any, outcome: dict[str, Any]) -> None:
+        self._dispatch.finished()
+        self.outcome = outcome
+        self.done.set()
+
+
 def isolation_micro(workdir: Path, count: int) -> list[dict[str, Any]]:
-    """The slot's own run path, no database: thread vs reusable worker process."""
-    from norc.executor.executor import _Slot, _Work
+    """The run path, no database: a slot thread vs the worker loop with one worker process."""
+    from norc.executor.work import Work
     from norc_command import CommandTask
 
     results = []
@@ -827,56 +855,62 @@ def isolation_micro(workdir: Path, count: int) -> list[dict[str, Any]]:
     ):
         for isolation in ("thread", "process"):
             log_dir = bl.fresh_dir(workdir / "logs-iso")
-            # A stand-in for the executor: what a slot reads from it while running.
-            stand_in = SimpleNamespace(isolation=isolation, python=None, suspend=print)
-            slot = _Slot(stand_in, 0)  # type: ignore[arg-type]
+            stand_in = _StandIn(process=isolation == "process")
             task = SimpleNamespace(timeout=None, finally_timeout=10.0)
+            template = {
+                "task_id": 1,
+                "task_name": "iso",
+                "task_type": cls.type_name,
+                "type_path": f"{cls.__module__}:{cls.__qualname__}",
+                "params": params,
+                "settings": {"description": "", "timeout": None, "finally_timeout": 10.0},
+            }
 
-            def work(
+            def run_one(
                 i: int,
-                cls: Any = cls,
-                params: Any = params,
                 log_dir: Path = log_dir,
                 task: Any = task,
-            ) -> Any:
+                template: dict[str, Any] = template,
+                cls: Any = cls,
+                stand_in: _StandIn = stand_in,
+            ) -> dict[str, Any]:
+                path = str(log_dir / f"tasks/iso/iso-{i}")
                 job = {
                     "op": "run",
                     "instance_id": i,
                     "attempt": 1,
-                    "task_id": 1,
-                    "task_name": "iso",
-                    "task_type": cls.type_name,
-                    "type_path": f"{cls.__module__}:{cls.__qualname__}",
-                    "params": params,
-                    "settings": {"description": "", "timeout": None, "finally_timeout": 10.0},
-                    "log_path": str(log_dir / f"tasks/iso/iso-{i}"),
+                    "log_path": path,
                     "fire_time": None,
                     "deadline": None,
                 }
-                return _Work(
+                work = Work(
                     SimpleNamespace(id=i),  # type: ignore[arg-type]
                     task,  # type: ignore[arg-type]
                     job,
+                    template,
+                    1,
                     f"tasks/iso/iso-{i}",
-                    job["log_path"],
+                    path,
                     cls,
                     None,
                     time.monotonic(),
                 )
+                stand_in.done.clear()
+                stand_in._dispatch.put([work])
+                stand_in.done.wait()
+                return stand_in.outcome
 
-            if slot.worker is not None:
-                slot.worker.ensure()
-            for i in range(20):  # warm: imports, first log folder
-                slot._run(work(i))
+            stand_in.runner.thread.start()
+            for i in range(20):  # warm: the worker process, imports, first log folder
+                run_one(i)
             times = []
             for i in range(20, 20 + m):
-                w = work(i)
                 t0 = time.perf_counter()
-                outcome = slot._run(w)
+                outcome = run_one(i)
                 times.append(time.perf_counter() - t0)
                 assert outcome["status"] == "SUCCESS", outcome
-            if slot.worker is not None:
-                slot.worker.close()
+            stand_in._dispatch.close()
+            stand_in.runner.thread.join()
             results.append(
                 {
                     "task": label,
@@ -936,8 +970,9 @@ def isolation_section(args: argparse.Namespace) -> dict[str, Any]:
         ["path", "thread", "process", "cost", "thread p99", "process p99"],
         rows,
         [
-            "slot run path: _Slot._run on prepared work (log file, task, outcome), no database;"
-            f" {args.iso_n:,} no-ops, one at a time.",
+            "slot run path: prepared work handed through a Dispatch to a slot thread (thread)"
+            " or to the worker loop with one worker process (process), its outcome handed"
+            f" back; no database; {args.iso_n:,} no-ops, one at a time.",
             "end to end: embedded executor, concurrency 1: window / N, claim and recording"
             " included.",
         ],

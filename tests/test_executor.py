@@ -238,3 +238,23 @@ def test_unknown_queue_fails_before_starting(sqlite_app: norc.Norc, isolation: s
     with pytest.raises(UnknownQueue):
         sqlite_app.executor(queue="missing", isolation=isolation).start()  # type: ignore[arg-type]
     assert sqlite_app.db.daemons() == []
+
+
+def test_an_interrupt_decided_for_a_finished_instance_spares_the_next() -> None:
+    """A stop decided for the instance a slot just finished does not touch the one it
+    runs now; a KILL interrupts whatever it runs."""
+    from norc.executor.work import SlotState
+
+    slot = SlotState()
+    slot.busy_with = 1
+    slot.ended()  # 1 ends; whoever decided to stop it read busy_with before that
+    slot.busy_with = 2
+    slot.interrupt(1, "stopped from outside: the instance was ended")
+    assert not slot.interrupted()
+    slot.interrupt(2, "stopped from outside: the instance was ended")
+    assert slot.interrupted()
+    slot.ended()
+    slot.busy_with = 3
+    assert not slot.interrupted()
+    slot.interrupt(None, "interrupted by a KILL request")
+    assert slot.interrupted() and slot.interrupt_reason == "interrupted by a KILL request"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Generic, Protocol, TypeVar
 
 
@@ -38,8 +38,19 @@ RATE_WINDOW = 0.25
 class Dispatch(Generic[W]):
     """A FIFO of claimed work shared by the slots, with the counts the claim loop needs."""
 
-    def __init__(self, slots: int, *, ahead_seconds: float, max_wait: float) -> None:
+    def __init__(
+        self,
+        slots: int,
+        *,
+        ahead_seconds: float,
+        max_wait: float,
+        on_work: Callable[[], None] | None = None,
+    ) -> None:
         self.slots = slots
+        #: Called after work is put or the dispatch is closed, for a taker that waits on
+        #: something else than this object's condition (the worker loop's poll).
+        self._on_work = on_work
+        self.closed = False
         self.ahead_seconds = ahead_seconds
         self.max_wait = max_wait
         self._lock = threading.Lock()
@@ -82,6 +93,8 @@ class Dispatch(Generic[W]):
             before = len(self._ready)
             self._ready.extend(works)
             self._has_work.notify(len(self._ready) - before)
+        if self._on_work is not None:
+            self._on_work()
 
     def stale(self) -> list[W]:
         """Take out the work that has waited longer than ``max_wait`` (to give it back)."""
@@ -118,8 +131,11 @@ class Dispatch(Generic[W]):
     def close(self) -> None:
         """Let each slot end once the work already handed over is done."""
         with self._lock:
+            self.closed = True
             self._ready.extend([None] * self.slots)
             self._has_work.notify_all()
+        if self._on_work is not None:
+            self._on_work()
 
     # -- the slots' side ---------------------------------------------------------------
 
@@ -132,6 +148,16 @@ class Dispatch(Generic[W]):
             if work is not None:
                 self._idle -= 1
             return work
+
+    def take_nowait(self) -> W | None:
+        """The next piece of work if one is ready, else None (see :attr:`closed`)."""
+        with self._lock:
+            while self._ready:
+                work = self._ready.popleft()
+                if work is not None:
+                    self._idle -= 1
+                    return work
+            return None
 
     def finished(self) -> None:
         """A slot is idle again."""

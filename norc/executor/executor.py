@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-import attrs
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -46,7 +45,8 @@ from norc.executor.running import (
     load_class,
     run_finally,
 )
-from norc.executor.worker import WorkerDied, WorkerProcess
+from norc.executor.work import SlotState, Work, cannot_load, outcome, stamp
+from norc.executor.workerloop import WorkerLoop
 from norc.lifecycle import after_end, wants_retry
 from norc.logs import (
     daemon_log_key,
@@ -67,30 +67,17 @@ Isolation = Literal["process", "thread"]
 log = structlog.get_logger("norc.executor")
 
 
-@attrs.define
-class _Work:
-    instance: InstanceRecord
-    task: TaskRecord
-    job: dict[str, Any]  # the instance's own part of the job
-    template: dict[str, Any]  # the part all instances of the task revision share
-    template_key: int
-    log_key: str
-    log_path: str  # a str, not a Path: building Paths per instance costs on the hot path
-    cls: type[Task] | None
-    load_error: str | None
-    claimed_at: float  # time.monotonic() of the claim: for the claim-ahead's max wait
+class _Slot(SlotState):
+    """Thread isolation: one unit of concurrency is a thread that runs instances in itself.
 
-
-class _Slot:
-    """One unit of concurrency: a thread, and its worker process when isolated."""
+    (Process isolation runs every worker process from one thread instead: see
+    :mod:`norc.executor.workerloop`.)
+    """
 
     def __init__(self, executor: Executor, index: int) -> None:
+        super().__init__()
         self.executor = executor
-        self.index = index
-        self.worker = WorkerProcess(executor.python) if executor.isolation == "process" else None
-        self.busy_with: int | None = None
-        self.interrupt = threading.Event()
-        self.interrupt_reason = "interrupted by a KILL request"
+        self.worker = None  # the same surface as a worker loop's lane
         self.thread = threading.Thread(target=self._loop, name=f"norc-slot-{index}", daemon=True)
 
     def _loop(self) -> None:
@@ -98,40 +85,26 @@ class _Slot:
         while (work := executor._dispatch.take()) is not None:
             self.busy_with = work.instance.id
             started = datetime.now(UTC)
-            timeout = work.task.timeout
-            # The deadline counts from the real start, not the claim (it may be ahead).
-            work.job["deadline"] = time.time() + timeout if timeout else None
             try:
                 if executor._kill:  # claimed ahead, and the executor was killed meanwhile
-                    outcome = _outcome(
+                    result = outcome(
                         InstanceStatus.INTERRUPTED, "the executor was killed before it started"
                     )
+                elif work.load_error is not None:
+                    result = cannot_load(work)
                 else:
-                    outcome = self._run(work)
+                    result = self._run_in_thread(work)
             except Exception as exc:
                 log.exception("slot failed", instance=work.instance.id)
-                outcome = _outcome(InstanceStatus.ERROR, f"executor failure: {exc!r}")
-            self.busy_with = None
-            self.interrupt.clear()
-            # Both times are stamped here, not when the recorder writes: a write that
-            # waits (a batch, a database outage) must not lengthen the recorded run.
-            outcome["started_at"] = started
-            outcome["ended_at"] = datetime.now(UTC)
-            executor._record(work, outcome)
-        if self.worker is not None:
-            self.worker.close()
+                result = outcome(InstanceStatus.ERROR, f"executor failure: {exc!r}")
+            self.ended()
+            executor._record(work, stamp(result, started))
 
-    def _run(self, work: _Work) -> dict[str, Any]:
-        if work.load_error is not None:
-            with open_log(work.log_path) as f:
-                f.write(f"[norc] cannot run instance: {work.load_error}\n".encode())
-            return _outcome(InstanceStatus.ERROR, work.load_error)
-        if self.worker is None:
-            return self._run_in_thread(work)
-        return self._run_in_worker(work)
-
-    def _run_in_thread(self, work: _Work) -> dict[str, Any]:
+    def _run_in_thread(self, work: Work) -> dict[str, Any]:
         assert work.cls is not None
+        timeout = work.task.timeout
+        # No hard timeout in a thread: the task sees its deadline and may honour it.
+        work.job["deadline"] = time.time() + timeout if timeout else None
         with open_log(work.log_path) as log_file:
             try:
                 # Params are shared by every instance of the task (claimed_work caches
@@ -144,107 +117,19 @@ class _Slot:
                 task = build_task(work.cls, job)
             except Exception as exc:  # noqa: BLE001 - invalid stored params: ERROR
                 log_file.write(f"[norc] cannot load task: {exc}\n".encode())
-                return _outcome(InstanceStatus.ERROR, str(exc))
+                return outcome(InstanceStatus.ERROR, str(exc))
             # Thread isolation does not capture stdout/stderr: nothing to flush per run.
-            outcome, ctx = execute(task, job, log_file, captured=False)
+            result, ctx = execute(task, job, log_file, captured=False)
             run_finally(task, ctx, captured=False)
-        outcome["pid"] = os.getpid()
-        return outcome
-
-    def _run_in_worker(self, work: _Work) -> dict[str, Any]:
-        worker = self.worker
-        assert worker is not None
-        task = work.task
-        try:
-            worker.ensure()
-        except OSError as exc:
-            return self._host_broken(work, f"cannot start a worker process: {exc}")
-        pid = worker.pid
-        try:
-            worker.send(work.job, work.template_key, work.template)
-            message = self._await(worker, task.timeout)
-        except WorkerDied as exc:
-            if worker.answered == 0:  # it never got going: the host, not the task
-                return self._host_broken(work, f"worker process failed to start: {exc}")
-            self._note(work, f"worker died: {exc}")
-            return _outcome(InstanceStatus.ERROR, str(exc))
-        if message is None:  # timed out or interrupted: the whole group goes
-            worker.kill()
-            if self.interrupt.is_set():
-                status, reason = InstanceStatus.INTERRUPTED, self.interrupt_reason
-            else:
-                status = InstanceStatus.TIMEDOUT
-                reason = f"timed out after {task.timeout:g} s"
-            self._note(work, f"{reason}; process group {pid} killed")
-            self._finally_in_fresh_worker(work)
-            return {**_outcome(status, reason), "pid": pid}
-        if message.pop("done", False):  # finally_ is not overridden: one answer
-            done: dict[str, Any] | None = {}
-        else:
-            done = self._await_finally(work, worker)
-        if done is None:
-            worker.kill()
-            self._note(work, f"finally_ exceeded {task.finally_timeout:g} s; process group killed")
-        message.pop("event", None)
-        return {**message, "pid": pid}
-
-    def _await_finally(self, work: _Work, worker: WorkerProcess) -> dict[str, Any] | None:
-        """The ``done`` answer after ``finally_``; {} if the worker died, None on timeout."""
-        try:
-            return worker.receive(work.task.finally_timeout)
-        except WorkerDied as exc:
-            self._note(work, f"worker died in finally_: {exc}")
-            return {}
-
-    def _host_broken(self, work: _Work, reason: str) -> dict[str, Any]:
-        """An instance failed while initialising: a sign the host is broken (seed: SUSPENDED)."""
-        self._note(work, reason)
-        self.executor.suspend(reason)
-        return _outcome(InstanceStatus.ERROR, reason)
-
-    def _await(self, worker: WorkerProcess, timeout: float | None) -> dict[str, Any] | None:
-        """Wait for the ``ran`` message; None on timeout or interrupt."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            step = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
-            message = worker.receive(step)
-            if message is not None:
-                return message
-            if self.interrupt.is_set() or (deadline is not None and time.monotonic() >= deadline):
-                return None
-
-    def _finally_in_fresh_worker(self, work: _Work) -> None:
-        worker = self.worker
-        assert worker is not None
-        try:
-            worker.ensure()
-            worker.send({**work.job, "op": "finally"}, work.template_key, work.template)
-            if worker.receive(work.task.finally_timeout) is None:
-                worker.kill()
-                self._note(work, f"finally_ exceeded {work.task.finally_timeout:g} s; killed")
-        except WorkerDied as exc:
-            self._note(work, f"worker died in finally_: {exc}")
-
-    def _note(self, work: _Work, message: str) -> None:
-        with open_log(work.log_path) as f:
-            event_logger(f, instance=work.instance.id).warning(message)
+        result["pid"] = os.getpid()
+        return result
 
 
-def _by_queue(works: list[_Work]) -> dict[str, list[int]]:
+def _by_queue(works: list[Work]) -> dict[str, list[int]]:
     by_queue: dict[str, list[int]] = {}
     for work in works:
         by_queue.setdefault(work.instance.queue, []).append(work.instance.id)
     return by_queue
-
-
-def _outcome(status: InstanceStatus, error: str | None) -> dict[str, Any]:
-    return {
-        "status": status.value,
-        "error": error,
-        "exit_code": None,
-        "revision": None,
-        "pid": None,
-    }
 
 
 class Executor:
@@ -292,10 +177,13 @@ class Executor:
         self._stopping = threading.Event()
         self._finished = threading.Event()
         self._kill = False
-        self._results: queuelib.SimpleQueue[tuple[_Work, dict[str, Any]] | None] = (
+        self._results: queuelib.SimpleQueue[tuple[Work, dict[str, Any]] | None] = (
             queuelib.SimpleQueue()
         )
-        self._slots: list[_Slot] = []
+        #: What the executor sees of each unit of concurrency (busy_with, interrupt):
+        #: slot threads (thread isolation) or the worker loop's lanes (process).
+        self._slots: list[SlotState] = []
+        self._slot_threads: list[threading.Thread] = []
         self._threads: list[threading.Thread] = []
         self._heartbeat: Heartbeat | None = None
         #: task id -> (its record, class, template key, job template): see _task_template.
@@ -323,8 +211,12 @@ class Executor:
         # instances while other executors idle: queues that cannot take it back get none.
         self._can_give_back = all(q.can_give_back for q in self.queues)
         ahead = self.claim_ahead if self._can_give_back else 0.0
-        self._dispatch: Dispatch[_Work] = Dispatch(
-            self.concurrency, ahead_seconds=ahead, max_wait=self.max_claim_wait
+        workers = WorkerLoop(self, self.concurrency) if self.isolation == "process" else None
+        self._dispatch: Dispatch[Work] = Dispatch(
+            self.concurrency,
+            ahead_seconds=ahead,
+            max_wait=self.max_claim_wait,
+            on_work=workers.wake if workers is not None else None,
         )
         log_path = resolve_key(app.settings.log_dir, daemon_log_key("executor", self.id))
         self._log_file = open_log(str(log_path))
@@ -338,10 +230,15 @@ class Executor:
             host=self.claimant.host,
             pid=self.claimant.pid,
         )
-        for i in range(self.concurrency):
-            slot = _Slot(self, i)
-            slot.thread.start()
-            self._slots.append(slot)
+        if workers is not None:
+            self._slots = list(workers.lanes)
+            self._slot_threads = [workers.thread]
+        else:
+            slots = [_Slot(self, i) for i in range(self.concurrency)]
+            self._slots = list(slots)
+            self._slot_threads = [slot.thread for slot in slots]
+        for thread in self._slot_threads:
+            thread.start()
         self._taking.set()
         for target, name in ((self._claim_loop, "claim"), (self._recorder, "recorder")):
             thread = threading.Thread(target=target, name=f"norc-executor-{name}", daemon=True)
@@ -444,7 +341,7 @@ class Executor:
         self._kill = self._kill or kill
         if self._kill:
             for slot in self._slots:
-                slot.interrupt.set()
+                slot.interrupt(None, "interrupted by a KILL request")
         if not self._stopping.is_set():
             self._stopping.set()
             self.status = DaemonStatus.STOPPING
@@ -461,15 +358,14 @@ class Executor:
             return
         running = set(self.app.db.still_running([*busy, *(w.instance.id for w in waiting)]))
         for instance_id, slot in busy.items():
-            if instance_id not in running and not slot.interrupt.is_set():
-                slot.interrupt_reason = "stopped from outside: the instance was ended"
-                slot.interrupt.set()
+            if instance_id not in running and not slot.interrupted():
+                slot.interrupt(instance_id, "stopped from outside: the instance was ended")
         ended = self._dispatch.remove(w for w in waiting if w.instance.id not in running)
         for work in ended:
             # Through the recorder so its queue item is released; the end already
             # recorded from outside stays (the write only touches RUNNING rows).
-            outcome = _outcome(InstanceStatus.INTERRUPTED, "ended before it started")
-            self._results.put((work, outcome))
+            result = outcome(InstanceStatus.INTERRUPTED, "ended before it started")
+            self._results.put((work, result))
 
     def _hold(self, status: DaemonStatus) -> None:
         """Take no new work: the claim loop acknowledges through ``_held``."""
@@ -520,7 +416,7 @@ class Executor:
         finally:
             self._shutdown()
 
-    def _give_back(self, works: list[_Work]) -> None:
+    def _give_back(self, works: list[Work]) -> None:
         """Return claimed, never started instances to their queues (QUEUED again)."""
         try:
             with self.app.db.transaction() as tx:
@@ -539,7 +435,7 @@ class Executor:
         self.stats["given_back"] += len(returned)
         self.log.info("gave back instances claimed ahead", count=len(returned))
 
-    def _claim(self, limit: int) -> list[_Work]:
+    def _claim(self, limit: int) -> list[Work]:
         ids = self._claim_ids(limit)
         if not ids:
             return []
@@ -579,11 +475,11 @@ class Executor:
                 break
         return ids
 
-    def _release(self, works: list[_Work], tx: Any) -> None:
+    def _release(self, works: list[Work], tx: Any) -> None:
         for name, ids in _by_queue(works).items():
             self.app.queue(name).release(ids, tx)
 
-    def _prepare(self, instance: InstanceRecord, task: TaskRecord) -> _Work:
+    def _prepare(self, instance: InstanceRecord, task: TaskRecord) -> Work:
         key = instance_log_key(task.type, task.name, instance.id)
         log_path = resolve_key_text(self.app.settings.log_dir, key)
         cls, template_key, template, error = self._task_template(task)
@@ -595,7 +491,7 @@ class Executor:
             "fire_time": instance.fire_time.isoformat() if instance.fire_time else None,
             "deadline": None,  # set by the slot when it starts the instance
         }
-        return _Work(
+        return Work(
             instance,
             task,
             job,
@@ -643,14 +539,14 @@ class Executor:
             self._templates[task.id] = (task, cls, template_key, template)
         return cls, template_key, template, error
 
-    def _record(self, work: _Work, outcome: dict[str, Any]) -> None:
+    def _record(self, work: Work, outcome: dict[str, Any]) -> None:
         """Called by a slot: queue the outcome for the recorder, free the slot."""
         self._results.put((work, outcome))
         self._dispatch.finished()
 
     def _recorder(self) -> None:
         """Write outcomes in batches; the ``None`` sentinel from shutdown ends it."""
-        pending: list[tuple[_Work, dict[str, Any]]] = []
+        pending: list[tuple[Work, dict[str, Any]]] = []
         closing = False
         while True:
             if not pending and not closing:
@@ -682,7 +578,7 @@ class Executor:
                 )
                 time.sleep(1.0)
 
-    def _write(self, batch: list[tuple[_Work, dict[str, Any]]]) -> None:
+    def _write(self, batch: list[tuple[Work, dict[str, Any]]]) -> None:
         now = datetime.now(UTC)
         rows = [
             {
@@ -731,8 +627,8 @@ class Executor:
         if unstarted:  # claimed ahead: not this executor's to run any more
             self._give_back(unstarted)
         self._dispatch.close()
-        for slot in self._slots:
-            slot.thread.join()
+        for thread in self._slot_threads:
+            thread.join()
         self._results.put(None)
         for thread in self._threads:
             if thread is not threading.current_thread():

@@ -134,6 +134,26 @@ class WorkerProcess:
         message: dict[str, Any] = json.loads(line)
         return message
 
+    @property
+    def result_fd(self) -> int | None:
+        """The pipe the worker answers on, for a caller that polls many workers at once."""
+        return self._from
+
+    def read_ready(self) -> list[dict[str, Any]]:
+        """The messages that have arrived, once a poll said :attr:`result_fd` is readable:
+        one read, complete lines only. Raises :class:`WorkerDied` at end of file."""
+        assert self._from is not None
+        chunk = os.read(self._from, 65536)
+        if not chunk:
+            raise WorkerDied(self._exit_description())
+        self._buffer += chunk
+        messages = []
+        while b"\n" in self._buffer:
+            line, _, self._buffer = self._buffer.partition(b"\n")
+            self.answered += 1
+            messages.append(json.loads(line))
+        return messages
+
     def kill(self) -> None:
         """SIGKILL the worker's whole process group and reap the worker."""
         if self.proc is not None:
