@@ -4,9 +4,10 @@ Threads, all inside the embedding process:
 
 - the *claim loop* takes as many instances as there are idle slots, plus a claim-ahead
   sized by the recent rate (see :mod:`norc.executor.dispatch`), in one claim;
-- each *slot* takes the next claimed instance and runs it, in its own reusable worker process
-  (``isolation="process"``, the default) or in the slot's thread (``"thread"``, no
-  hard timeout: for trusted, cooperative tasks);
+- the *runners* take the next claimed instance as a slot frees up: with
+  ``isolation="process"`` (the default) one thread drives ``concurrency`` reusable worker
+  processes (:mod:`norc.executor.workerloop`); with ``"thread"`` each slot is a thread
+  that runs the task itself (no hard timeout: for trusted, cooperative tasks);
 - the *recorder* writes finished instances in batches (one transaction for everything
   that finished since its last write) and retries while the database is away, so no
   outcome is lost;
