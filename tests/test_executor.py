@@ -258,3 +258,47 @@ def test_an_interrupt_decided_for_a_finished_instance_spares_the_next() -> None:
     assert not slot.interrupted()
     slot.interrupt(None, "interrupted by a KILL request")
     assert slot.interrupted() and slot.interrupt_reason == "interrupted by a KILL request"
+
+
+_LATE_MODULE = """
+import attrs
+
+from norc.abc import RunContext, Task
+
+
+@attrs.define(kw_only=True)
+class Late(Task):
+    type_name = "test.Late"
+
+    def run(self, ctx: RunContext) -> bool:
+        return True
+"""
+
+
+def test_a_class_workers_cannot_import_is_error_until_it_is_installed(
+    sqlite_app: norc.Norc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instance whose task class the worker cannot import ends ERROR saying so; once
+    the module is installed, the next instance of the same task runs in the same worker."""
+    import sys
+    import types
+
+    app = sqlite_app
+    module = types.ModuleType("norc_test_late_module")
+    exec(_LATE_MODULE, module.__dict__)  # only this process has it, for now
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.setattr(sys, "path", [str(site), *sys.path])  # workers get our path
+    app.save_task(module.Late(name="late"))
+    with app.executor(concurrency=1):
+        first = app.enqueue("late")
+        wait_until(lambda: app.instance(first).status.is_final, 30)
+        record = app.instance(first)
+        assert record.status is InstanceStatus.ERROR
+        assert "is not installed here" in (record.error or "")
+        (site / "norc_test_late_module.py").write_text(_LATE_MODULE)
+        second = app.enqueue("late")
+        wait_until(lambda: app.instance(second).status.is_final, 30)
+        assert app.instance(second).status is InstanceStatus.SUCCESS
+        assert app.instance(second).pid == record.pid  # the same worker process

@@ -27,6 +27,7 @@ there.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import select
@@ -205,11 +206,19 @@ class _Template:
         # Each instance gets its own copy of the params (decoded from this text), so a
         # task that mutates a list it was given cannot change the next instance's.
         self.params_json = json.dumps(fields["params"])
+
+    def load(self) -> None:
+        """Load the class and check the params; on failure, ``error`` says why. Tried
+        again for each instance until it works: the class may be installed meanwhile."""
+        if self.error is not None:
+            importlib.invalidate_caches()  # a module file that appeared since
         try:
-            self.cls = load_class(fields["type_path"], fields["task_type"])
-            check_params(self.cls, fields["params"], stored=True)
+            cls = load_class(self.fields["type_path"], self.fields["task_type"])
+            check_params(cls, self.fields["params"], stored=True)
         except Exception as exc:  # noqa: BLE001 - reported as each instance's ERROR
             self.error = str(exc) if isinstance(exc, NorcError) else f"{type(exc).__name__}: {exc}"
+        else:
+            self.cls, self.error = cls, None
 
 
 def _serve(job_fd: int, result_fd: int) -> None:
@@ -242,6 +251,8 @@ def _reply(fd: int, message: dict[str, Any]) -> None:
 
 def _handle(job: dict[str, Any], template: _Template, log_file: Any, fd: int) -> None:
     try:
+        if template.cls is None:
+            template.load()
         if template.error is not None:
             raise TaskLoadError(template.error)
         assert template.cls is not None
