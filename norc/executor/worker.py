@@ -30,11 +30,9 @@ import contextlib
 import importlib
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 from norc.abc import Task, check_params
@@ -100,8 +98,6 @@ class WorkerProcess:
         os.close(res_w)
         self._to, self._from, self._buffer = job_w, res_r, b""
         self._templates = set()
-        self._poll = select.poll()
-        self._poll.register(res_r, select.POLLIN)
         return True
 
     def send(self, job: dict[str, Any], template_key: int, template: dict[str, Any]) -> None:
@@ -117,32 +113,15 @@ class WorkerProcess:
             raise WorkerDied(self._exit_description()) from None
         self._templates.add(template_key)
 
-    def receive(self, timeout: float | None) -> dict[str, Any] | None:
-        """The next message, or None once ``timeout`` seconds pass without one."""
-        assert self._from is not None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            # poll() on one fd: no selector object (an epoll fd) to create per message.
-            if not self._poll.poll(None if wait is None else wait * 1000):
-                return None
-            chunk = os.read(self._from, 65536)
-            if not chunk:
-                raise WorkerDied(self._exit_description())
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        self.answered += 1
-        message: dict[str, Any] = json.loads(line)
-        return message
-
     @property
     def result_fd(self) -> int | None:
         """The pipe the worker answers on, for a caller that polls many workers at once."""
         return self._from
 
     def read_ready(self) -> list[dict[str, Any]]:
-        """The messages that have arrived, once a poll said :attr:`result_fd` is readable:
-        one read, complete lines only. Raises :class:`WorkerDied` at end of file."""
+        """The messages that have arrived, once a poll said :attr:`result_fd` is readable
+        (the worker loop polls every worker at once): one read, complete lines only.
+        Raises :class:`WorkerDied` at end of file."""
         assert self._from is not None
         chunk = os.read(self._from, 65536)
         if not chunk:

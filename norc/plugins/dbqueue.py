@@ -28,7 +28,7 @@ from norc.abc import Claimant, Queue, QueueItem
 from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
 from norc.status import InstanceStatus
-from norc.store.database import Transaction, raw_columns
+from norc.store.database import Transaction, raw_columns, unindexed_status_is
 from norc.store.schema import instances, naive_utc, queue_items, tasks, utcnow
 
 CHANNEL = "norc_queue"
@@ -387,12 +387,12 @@ def _claim_statement(with_limits: sa.Select[Any]) -> sa.Select[Any]:
             # the CTE's row count unknown (and statistics that have not yet seen a new
             # backlog) PostgreSQL otherwise walks every QUEUED instance, or every
             # instance of the task, for each picked row. For the same reason the status
-            # test is written so that the status index cannot serve it.
+            # test is one the status index cannot serve.
             instances.c.id
             == sa.any_(
                 sa.cast(sa.select(startable).scalar_subquery(), postgresql.ARRAY(sa.BigInteger))
             ),
-            (instances.c.status == InstanceStatus.QUEUED.value).is_(sa.true()),
+            unindexed_status_is(InstanceStatus.QUEUED),
         )
         .values(
             status=InstanceStatus.RUNNING.value,

@@ -538,7 +538,7 @@ class Database:
             int(i)
             for i in tx.conn.execute(
                 sa.select(instances.c.id).where(
-                    instances.c.id.in_(list(ids)), _still(InstanceStatus.QUEUED)
+                    instances.c.id.in_(list(ids)), unindexed_status_is(InstanceStatus.QUEUED)
                 )
             ).scalars()
         }
@@ -652,7 +652,7 @@ class Database:
         work = {}
         for r in rows:
             task = cache[r[_TASK_ID]][1]
-            work[int(r[0])] = (_raw_instance_record(r, task.name, task.type), task)
+            work[int(r[0])] = (_instance_record(r, task.name, task.type), task)
         return work
 
     def finish_instances(self, tx: Transaction, results: Sequence[dict[str, Any]]) -> None:
@@ -710,8 +710,8 @@ class Database:
         """These instances, in id order (missing ids are left out)."""
         query = _instance_query().where(instances.c.id.in_(list(ids))).order_by(instances.c.id)
         with self.reading() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [_instance_record(r, r["t_name"], r["t_type"]) for r in rows]
+            rows = conn.execute(query).all()
+        return [_instance_record(r, r.t_name, r.t_type) for r in rows]
 
     def find_instances(
         self,
@@ -742,8 +742,8 @@ class Database:
         if limit is not None:
             query = query.limit(limit)
         with self.reading() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [_instance_record(r, r["t_name"], r["t_type"]) for r in rows]
+            rows = conn.execute(query).all()
+        return [_instance_record(r, r.t_name, r.t_type) for r in rows]
 
     def count_by_status(self, ids: Collection[int] | None = None) -> dict[str, int]:
         """How many instances have each status (optionally among ``ids``)."""
@@ -947,56 +947,27 @@ class Database:
 
 
 def _instance_query() -> sa.Select[Any]:
-    return sa.select(instances, tasks.c.name.label("t_name"), tasks.c.type.label("t_type")).join(
-        tasks, tasks.c.id == instances.c.task_id
-    )
-
-
-def _instance_record(r: Any, task_name: str, task_type: str) -> InstanceRecord:
-    return InstanceRecord(
-        id=r["id"],
-        task_id=r["task_id"],
-        task_name=task_name,
-        task_type=task_type,
-        queue=r["queue"],
-        status=InstanceStatus(r["status"]),
-        priority=r["priority"],
-        attempt=r["attempt"],
-        schedule_id=r["schedule_id"],
-        fire_time=r["fire_time"],
-        created_at=r["created_at"],
-        enqueued_at=r["enqueued_at"],
-        started_at=r["started_at"],
-        ended_at=r["ended_at"],
-        executor_id=r["executor_id"],
-        host=r["host"],
-        pid=r["pid"],
-        exit_code=r["exit_code"],
-        revision=r["revision"],
-        log_key=r["log_key"],
-        log_location=r["log_location"],
-        error=r["error"],
-        first_attempt_id=r["first_attempt_id"],
-        job_instance_id=r["job_instance_id"],
-        job_node=r["job_node"],
-    )
+    """Instances with their task's name and type, as raw rows for _instance_record."""
+    return sa.select(
+        *raw_columns([*instances.c, tasks.c.name.label("t_name"), tasks.c.type.label("t_type")])
+    ).join(tasks, tasks.c.id == instances.c.task_id)
 
 
 def raw_columns(columns: Iterable[sa.ColumnElement[Any]]) -> list[sa.ColumnElement[Any]]:
     """The columns as the driver returns them, without SQLAlchemy's type processing.
 
-    For the claimed-row read, once per claimed instance: processed mapping rows cost
-    ~12 µs a row on SQLite, raw tuples turned into records by
-    :func:`_raw_instance_record` about half that.
+    Every InstanceRecord is built from such rows by :func:`_instance_record` (the
+    claimed-row read does it once per claimed instance: processed mapping rows cost
+    ~12 µs a row on SQLite, raw tuples turned into records about half that).
     """
     return [sa.type_coerce(c, sa.types.NullType()).label(c.key) for c in columns]
 
 
-#: Positions in a raw claimed row: the instance's columns in table order, then its
-#: task's updated_at (see raw_columns and _raw_instance_record).
+#: Positions in a raw instance row: the instance's columns in table order, then what
+#: the query adds (the claimed-row read: its task's updated_at).
 _TASK_ID = 1
 _T_UPDATED_AT = len(instances.c)
-# A column added to the table must be added to _raw_instance_record too.
+# A column added to the table must be added to _instance_record too.
 _RAW_ORDER = "id task_id queue priority status attempt schedule_id fire_time created_at"
 _RAW_ORDER += " enqueued_at started_at ended_at executor_id host pid exit_code revision"
 _RAW_ORDER += " log_key log_location error first_attempt_id job_instance_id job_node"
@@ -1012,7 +983,7 @@ def _aware(value: Any) -> datetime | None:
     return cast(datetime, value).replace(tzinfo=UTC)
 
 
-def _raw_instance_record(r: Sequence[Any], task_name: str, task_type: str) -> InstanceRecord:
+def _instance_record(r: Sequence[Any], task_name: str, task_type: str) -> InstanceRecord:
     return InstanceRecord(
         id=r[0],
         task_id=r[1],
@@ -1070,7 +1041,7 @@ def _task_record(r: Any, prefix: str = "") -> TaskRecord:
     )
 
 
-def _still(status: InstanceStatus) -> sa.ColumnElement[bool]:
+def unindexed_status_is(status: InstanceStatus) -> sa.ColumnElement[bool]:
     """``status = …`` for a statement that already names its instances by id, written so
     that no index on status can serve it. Otherwise SQLite (measured: every claim of a
     10k backlog) and PostgreSQL with stale statistics plan it on the status index, and
@@ -1085,7 +1056,7 @@ _MARK_RUNNING = (
     sa.update(instances)
     .where(
         instances.c.id.in_(sa.bindparam("ids", expanding=True)),
-        _still(InstanceStatus.QUEUED),
+        unindexed_status_is(InstanceStatus.QUEUED),
     )
     .values(
         status=InstanceStatus.RUNNING.value,

@@ -47,7 +47,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: Norc stores aware UTC times only")
-        return value.astimezone(UTC).replace(tzinfo=None)
+        return naive_utc(value)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return value.replace(tzinfo=UTC) if value is not None else None
@@ -227,6 +227,6 @@ def utcnow() -> datetime:
 
 
 def naive_utc(value: datetime | None) -> datetime | None:
-    """How :class:`UTCDateTime` stores a time, for statements that bypass its bind
-    processing (arrays bound to PostgreSQL ``unnest``)."""
+    """How :class:`UTCDateTime` stores a time; also for statements that bypass its bind
+    processing (arrays bound to PostgreSQL ``unnest``, SQLite's JSON batch write)."""
     return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
