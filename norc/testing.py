@@ -20,12 +20,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from norc.abc import Claimant, RunContext, Task
+from norc.errors import LogNotFound
 from norc.status import InstanceStatus
+
+if TYPE_CHECKING:
+    from norc.app import Norc
 
 
 def wait_until(
@@ -37,6 +41,19 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def run_started(app: Norc, instance_id: int) -> bool:
+    """Whether the instance's run has really begun: its log has the "instance started" line.
+
+    RUNNING alone does not say so: an executor's claim marks an instance RUNNING before a
+    slot takes it (see claim-ahead in docs/configuration.md), and an executor stopped in
+    between gives the instance back to its queue, unstarted.
+    """
+    try:
+        return 'event="instance started"' in app.logs(instance_id)
+    except LogNotFound:
+        return False
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ import pytest
 import norc
 from norc.control import ControlError
 from norc.status import DaemonStatus, InstanceStatus
-from norc.testing import wait_until
+from norc.testing import run_started, wait_until
 from tests.tasks import Outcome, Sleep
 
 FAST = {"NORC_HEARTBEAT_INTERVAL": "0.5", "NORC_HEARTBEAT_TIMEOUT": "3"}
@@ -98,7 +98,7 @@ def test_requests_reach_a_live_executor(fast_app: norc.Norc, daemons: Daemons) -
     wait_until(lambda: app.instance(held).status is InstanceStatus.SUCCESS, 10)
 
     napping = app.enqueue("nap")
-    wait_until(lambda: app.instance(napping).status is InstanceStatus.RUNNING, 10)
+    wait_until(lambda: run_started(app, napping), 10)
     record = app.request(ex, "KILL", wait=True, timeout=15)
     assert record.status == DaemonStatus.KILLED.value
     assert app.instance(napping).status is InstanceStatus.INTERRUPTED
@@ -283,7 +283,7 @@ def test_follow_prints_a_running_log_until_it_ends(sqlite_app: norc.Norc, tmp_pa
     )
     instance_id = app.enqueue("talk")
     with app.executor():
-        wait_until(lambda: app.instance(instance_id).status is InstanceStatus.RUNNING)
+        wait_until(lambda: run_started(app, instance_id))
         out = subprocess.run(
             [
                 str(Path(sys.executable).with_name("norc")),

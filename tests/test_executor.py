@@ -12,7 +12,7 @@ import pytest
 
 import norc
 from norc.status import DaemonStatus, InstanceStatus
-from norc.testing import wait_until
+from norc.testing import run_started, wait_until
 from tests.tasks import Echo, Hang, Noisy, Outcome, Sleep, SlowFinally
 
 
@@ -174,7 +174,7 @@ def test_stop_lets_running_instances_finish(sqlite_app: norc.Norc) -> None:
     app.save_task(Sleep(name="nap", seconds=1.0))
     running, waiting = app.enqueue("nap"), app.enqueue("nap")
     executor = app.executor(concurrency=1).start()
-    wait_until(lambda: app.instance(running).status is InstanceStatus.RUNNING)
+    wait_until(lambda: run_started(app, running))
     assert executor.stop(timeout=30)
     assert app.instance(running).status is InstanceStatus.SUCCESS
     assert app.instance(waiting).status is InstanceStatus.QUEUED
@@ -214,7 +214,9 @@ def test_idle_embedded_executor_wakes_at_once(sqlite_app: norc.Norc) -> None:
         wait_until(lambda: app.instance(first).status.is_final)
         time.sleep(0.3)  # let the executor go idle, waiting on its queue
         instance_id = app.enqueue("ok")
-        wait_until(lambda: app.instance(instance_id).started_at is not None)
+        # Not "started_at is set": a claim stamps it before the run, and leaving the block
+        # right then would give the claimed instance back, unstarted.
+        wait_until(lambda: app.instance(instance_id).status.is_final)
     record = app.instance(instance_id)
     assert record.enqueued_at and record.started_at
     assert (record.started_at - record.enqueued_at).total_seconds() < 0.2

@@ -16,7 +16,7 @@ import pytest
 import norc
 from norc.jobs import InvalidJob, Job
 from norc.status import InstanceStatus
-from norc.testing import NoopTask, wait_until
+from norc.testing import NoopTask, run_started, wait_until
 from tests.tasks import FlakyOnce, Outcome, Sleep
 
 EXECUTOR = """
@@ -362,7 +362,7 @@ def test_overlap_replace_interrupts_the_old_run(sqlite_app: norc.Norc) -> None:
     app.save_task(Sleep(name="fresh", seconds=1, overlap="replace"))
     with app.executor(concurrency=2):
         old = app.enqueue("fresh")
-        wait_until(lambda: app.instance(old).status is InstanceStatus.RUNNING)
+        wait_until(lambda: run_started(app, old))
         new = app.enqueue("fresh")
         assert _final(app, old).status is InstanceStatus.INTERRUPTED
         assert "replaced by a new run" in (app.instance(old).error or "")

@@ -21,7 +21,7 @@ import uvicorn
 import norc
 from norc import RunContext, Task, reports
 from norc.jobs import Job
-from norc.testing import free_port, wait_until
+from norc.testing import free_port, run_started, wait_until
 from norc.web import create_app
 from tests.tasks import Outcome
 
@@ -167,7 +167,7 @@ def test_instance_log_is_shown_and_followed_while_running(live: Any, page: Any) 
 
     app, _executor, _scheduler = live
     instance_id = app.enqueue("ticker")
-    wait_until(lambda: app.instance(instance_id).status is norc.InstanceStatus.RUNNING, 15)
+    wait_until(lambda: run_started(app, instance_id), 15)
     with Server(create_app(app)) as server:
         page.goto(server.url + f"#/instance/{instance_id}")
         log = page.locator("#log")
