@@ -64,7 +64,6 @@ def _job(i: int, log_dir: str) -> dict[str, Any]:
         "attempt": 1,
         "log_path": f"{log_dir}/w-{i}.log",
         "fire_time": None,
-        "deadline": None,
     }
 
 

@@ -833,6 +833,8 @@ class _StandIn:
         self._dispatch: Any = Dispatch(1, ahead_seconds=0.0, max_wait=60.0, on_work=wake)
         self.outcome: dict[str, Any] = {}
         self.done = threading.Event()
+        self._taking = threading.Event()  # one instance at a time: nothing is sent ahead
+        self.stats: dict[str, int] = {}
 
     def suspend(self, reason: str) -> None:
         raise RuntimeError(f"suspended: {reason}")
@@ -864,6 +866,7 @@ def isolation_micro(workdir: Path, count: int) -> list[dict[str, Any]]:
                 "type_path": f"{cls.__module__}:{cls.__qualname__}",
                 "params": params,
                 "settings": {"description": "", "timeout": None, "finally_timeout": 10.0},
+                "timeout": None,
             }
 
             def run_one(
@@ -881,7 +884,6 @@ def isolation_micro(workdir: Path, count: int) -> list[dict[str, Any]]:
                     "attempt": 1,
                     "log_path": path,
                     "fire_time": None,
-                    "deadline": None,
                 }
                 work = Work(
                     SimpleNamespace(id=i),  # type: ignore[arg-type]

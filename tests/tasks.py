@@ -109,3 +109,22 @@ class FlakyOnce(Task):
         seen = int(path.read_text()) if path.exists() else 0
         path.write_text(str(seen + 1))
         return seen >= self.failures
+
+
+@attrs.define(kw_only=True)
+class Holdable(Task):
+    """Returns at once, unless the file ``hold`` is there: the first run to find it removes
+    it, then sleeps ``seconds`` (or exits the worker with ``exit_code``)."""
+
+    hold: str
+    seconds: float = 60.0
+    exit_code: int | None = None
+
+    def run(self, ctx: RunContext) -> None:
+        try:
+            Path(self.hold).unlink()
+        except FileNotFoundError:
+            return
+        if self.exit_code is not None:
+            os._exit(self.exit_code)
+        time.sleep(self.seconds)

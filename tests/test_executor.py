@@ -244,7 +244,8 @@ def test_unknown_queue_fails_before_starting(sqlite_app: norc.Norc, isolation: s
 
 def test_an_interrupt_decided_for_a_finished_instance_spares_the_next() -> None:
     """A stop decided for the instance a slot just finished does not touch the one it
-    runs now; a KILL interrupts whatever it runs."""
+    runs now, one decided for the instance it runs next applies when that starts, and a
+    KILL interrupts whatever it runs."""
     from norc.executor.work import SlotState
 
     slot = SlotState()
@@ -258,8 +259,13 @@ def test_an_interrupt_decided_for_a_finished_instance_spares_the_next() -> None:
     slot.ended()
     slot.busy_with = 3
     assert not slot.interrupted()
+    slot.interrupt(4, "stopped from outside: the instance was ended")  # sent ahead
+    assert not slot.interrupted()
+    slot.ended()
+    slot.busy_with = 4  # starts: interrupted at once
+    assert slot.interrupted() == "stopped from outside: the instance was ended"
     slot.interrupt(None, "interrupted by a KILL request")
-    assert slot.interrupted() and slot.interrupt_reason == "interrupted by a KILL request"
+    assert slot.interrupted() == "interrupted by a KILL request"
 
 
 _LATE_MODULE = """

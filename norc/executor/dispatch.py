@@ -159,6 +159,14 @@ class Dispatch(Generic[W]):
                     return work
             return None
 
+    def put_back(self, work: W) -> None:
+        """Work a slot took but could not start (its worker was killed first): it goes
+        first, for the next free slot."""
+        with self._lock:
+            self._ready.appendleft(work)
+            self._idle += 1
+            self._has_work.notify()
+
     def finished(self) -> None:
         """A slot is idle again."""
         with self._lock:

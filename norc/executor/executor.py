@@ -103,9 +103,7 @@ class _Slot(SlotState):
 
     def _run_in_thread(self, work: Work) -> dict[str, Any]:
         assert work.cls is not None
-        timeout = work.task.timeout
-        # No hard timeout in a thread: the task sees its deadline and may honour it.
-        work.job["deadline"] = time.time() + timeout if timeout else None
+        # No hard timeout in a thread: the task sees its deadline (ctx) and may honour it.
         with open_log(work.log_path) as log_file:
             try:
                 # Params are shared by every instance of the task (claimed_work caches
@@ -169,7 +167,14 @@ class Executor:
         self.claim_ahead = claim_ahead
         self.max_claim_wait = max_claim_wait
         #: Round trips and instances, for the ``executor ended`` log line and benchmarks.
-        self.stats = {"claims": 0, "claimed": 0, "writes": 0, "written": 0, "given_back": 0}
+        self.stats = {
+            "claims": 0,
+            "claimed": 0,
+            "writes": 0,
+            "written": 0,
+            "given_back": 0,
+            "sent_ahead": 0,  # instances sent to a busy worker, to start when it is free
+        }
         self.id: int | None = None
         self.status = DaemonStatus.CREATED
         self._taking = threading.Event()  # set while the executor takes new work
@@ -354,12 +359,13 @@ class Executor:
         end or timeout, a replacing run), and drop such instances claimed ahead before
         they start: checked twice a second while anything runs or waits."""
         busy = {slot.busy_with: slot for slot in self._slots if slot.busy_with is not None}
+        busy.update((i, slot) for slot in self._slots for i in slot.ahead_ids)
         waiting = self._dispatch.waiting()
         if not busy and not waiting:
             return
         running = set(self.app.db.still_running([*busy, *(w.instance.id for w in waiting)]))
         for instance_id, slot in busy.items():
-            if instance_id not in running and not slot.interrupted():
+            if instance_id not in running:
                 slot.interrupt(instance_id, "stopped from outside: the instance was ended")
         ended = self._dispatch.remove(w for w in waiting if w.instance.id not in running)
         for work in ended:
@@ -390,6 +396,11 @@ class Executor:
                     unstarted = dispatch.unstarted() if self._can_give_back else []
                     if unstarted:
                         self._give_back(unstarted)
+                    if any(slot.ahead_ids for slot in self._slots):
+                        # Sent ahead to a worker (behind a short run): it starts within
+                        # milliseconds, or comes back to the dispatch to be given back.
+                        self._taking.wait(0.005)
+                        continue
                     self._held.set()
                     self._taking.wait(0.2)
                     continue
@@ -490,7 +501,6 @@ class Executor:
             "attempt": instance.attempt,
             "log_path": log_path,
             "fire_time": instance.fire_time.isoformat() if instance.fire_time else None,
-            "deadline": None,  # set by the slot when it starts the instance
         }
         return Work(
             instance,
@@ -534,6 +544,8 @@ class Executor:
             "type_path": type_path,
             "params": task.params,
             "settings": {**task.settings, "retry_on": list(task.retry_on)},
+            # The run's deadline counts from its real start, which only the runner sees.
+            "timeout": task.timeout,
         }
         template_key = next(self._template_keys)
         if error is None:

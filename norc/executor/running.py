@@ -84,12 +84,15 @@ def execute(
     logger = lazy_event_logger(log_file, instance=job["instance_id"], task=job["task_name"])
     context = logfmt_fields({"instance": job["instance_id"], "task": job["task_name"]})
     fire = job.get("fire_time")
+    timeout = job.get("timeout")
     ctx = RunContext(
         instance_id=job["instance_id"],
         attempt=job["attempt"],
         task_name=job["task_name"],
         fire_time=datetime.fromisoformat(fire) if fire else None,
-        deadline=job.get("deadline"),
+        # A run's deadline counts from now, its real start; a finally_ run in a fresh
+        # worker after a kill is given the deadline of the run it follows.
+        deadline=time.time() + timeout if with_run and timeout else job.get("deadline"),
         log=logger,
         log_file=log_file,
     )

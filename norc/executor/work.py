@@ -7,6 +7,7 @@ Shared by the two ways an executor runs instances: slot threads (thread isolatio
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,7 +43,9 @@ class Runner(Protocol):
 
     python: str | None
     _kill: bool
+    _taking: threading.Event  # clear while paused, suspended or stopping
     _dispatch: Dispatch[Work]
+    stats: dict[str, int]
 
     def suspend(self, reason: str) -> None:
         """Stop taking work: the host looks broken."""
@@ -53,36 +56,46 @@ class Runner(Protocol):
 
 class SlotState:
     """What the executor sees of one unit of concurrency, whichever runs it: the instance
-    it is busy with, and requests to interrupt it."""
+    it is busy with, those sent ahead to start next (process isolation), and requests to
+    interrupt them."""
 
     def __init__(self) -> None:
         self.busy_with: int | None = None
-        self.interrupt_reason = "interrupted by a KILL request"
-        self._interrupt_for: int | None = None
-        self._interrupt_all = False
+        #: Instances already handed to the slot's worker, to start in this order when the
+        #: current one ends (see :mod:`norc.executor.workerloop`). Replaced, never mutated,
+        #: so other threads can read it at any time.
+        self.ahead_ids: tuple[int, ...] = ()
+        self._interrupts: dict[int, str] = {}  # instance id -> why
+        self._interrupt_all: str | None = None
 
     def interrupt(self, instance_id: int | None, reason: str) -> None:
-        """Interrupt ``instance_id`` if the slot still runs it (None: whatever it runs,
-        from now on: a KILL).
+        """Interrupt ``instance_id`` when (or while) the slot runs it; None: whatever it
+        runs, from now on (a KILL).
 
         By id, because whoever decides it read ``busy_with`` a little earlier: by now
         the slot may run its next instance, which must not pay for the previous one.
+        An instance sent ahead is interrupted as soon as it starts.
         """
-        self.interrupt_reason = reason
         if instance_id is None:
-            self._interrupt_all = True
+            self._interrupt_all = reason
         else:
-            self._interrupt_for = instance_id
+            self._interrupts[instance_id] = reason
 
-    def interrupted(self) -> bool:
-        """Whether what the slot runs now is to be interrupted."""
-        target = self._interrupt_for
-        return self._interrupt_all or (target is not None and target == self.busy_with)
+    def interrupted(self) -> str | None:
+        """Why what the slot runs now is to be interrupted, or None if it is not."""
+        if self._interrupt_all is not None:
+            return self._interrupt_all
+        return None if self.busy_with is None else self._interrupts.get(self.busy_with)
 
     def ended(self) -> None:
         """The slot's instance is over (a pending interrupt for it is moot)."""
+        if self.busy_with is not None:
+            self._interrupts.pop(self.busy_with, None)
         self.busy_with = None
-        self._interrupt_for = None
+
+    def forget(self, instance_id: int) -> None:
+        """An instance sent ahead went elsewhere: drop what was asked for it here."""
+        self._interrupts.pop(instance_id, None)
 
 
 def outcome(status: InstanceStatus, error: str | None) -> dict[str, Any]:
@@ -102,11 +115,13 @@ def note(work: Work, message: str) -> None:
         event_logger(f, instance=work.instance.id).warning(message)
 
 
-def stamp(outcome: dict[str, Any], started: datetime) -> dict[str, Any]:
-    """Both times of a run, stamped as it ends, not when the recorder writes it: a write
-    that waits (a batch, a database outage) must not lengthen the recorded run."""
+def stamp(
+    outcome: dict[str, Any], started: datetime, ended: datetime | None = None
+) -> dict[str, Any]:
+    """Both times of a run, stamped as it ends (``ended``, else now), not when the recorder
+    writes it: a write that waits (a batch, a database outage) must not lengthen the run."""
     outcome["started_at"] = started
-    outcome["ended_at"] = datetime.now(UTC)
+    outcome["ended_at"] = ended or datetime.now(UTC)
     return outcome
 
 

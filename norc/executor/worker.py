@@ -33,6 +33,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 from norc.abc import Task, check_params
@@ -134,13 +135,29 @@ class WorkerProcess:
             messages.append(json.loads(line))
         return messages
 
-    def kill(self) -> None:
-        """SIGKILL the worker's whole process group and reap the worker."""
+    def kill(self) -> bytes:
+        """SIGKILL the worker's whole process group and reap the worker; returns what it
+        had written and nobody had read yet (answers that crossed the kill)."""
+        unread = b""
         if self.proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            unread = self._buffer + self._drain()
         self.close()
+        return unread
+
+    def _drain(self) -> bytes:
+        """Everything in the answer pipe now, without waiting (a task's escaped child
+        could hold its write end open)."""
+        if self._from is None:
+            return b""
+        os.set_blocking(self._from, False)
+        chunks = []
+        with contextlib.suppress(OSError):  # BlockingIOError: nothing more for now
+            while chunk := os.read(self._from, 65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
 
     def close(self) -> None:
         """Ask an idle worker to exit and close the pipes."""
@@ -225,6 +242,9 @@ def _serve(job_fd: int, result_fd: int) -> None:
 
 
 def _reply(fd: int, message: dict[str, Any]) -> None:
+    # "t": when the step ended by this worker's clock: the end of a run as it happened,
+    # not as the executor got round to it, and the start of the job sent ahead, if any.
+    message["t"] = time.time()
     os.write(fd, json.dumps(message).encode() + b"\n")
 
 

@@ -17,6 +17,20 @@ A lane moves through these phases::
 
 ``fresh``: ``finally_`` runs in a new worker after the old one was killed. What is
 recorded for each path is the same as with slot threads (thread isolation).
+
+**Sending ahead.** When every lane is busy and claimed work is waiting, a lane whose
+current run is short is sent its next instances too (up to :data:`SEND_AHEAD_DEPTH`):
+the worker starts each the moment it answers for the one before, instead of sleeping
+until this thread reads the answer and replies (which, sharing the GIL with the claim
+and recorder threads, can take a millisecond; and a process that sleeps and is woken
+per instance costs CPU in the kernel). A job in a pipe cannot be taken back, so it is
+only sent behind a task whose runs have recently taken less than
+:data:`SEND_AHEAD_BELOW` on average, that has no ``finally_`` (one answer per run), and
+only while the executor takes new work. An instance sent ahead is timed from its real
+start (the worker's clock, reported with each answer), and so is its deadline. If the
+lane's worker is killed (a timeout, an interrupt, a KILL) or dies before it started, it
+goes back to the front of the dispatch; if answers crossed the kill, the instances that
+the worker may have begun are recorded INTERRUPTED rather than risk running them twice.
 """
 
 from __future__ import annotations
@@ -26,11 +40,13 @@ import os
 import select
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from norc.abc import Task
 from norc.executor.work import Runner, SlotState, Work, cannot_load, note, outcome, stamp
 from norc.executor.worker import WorkerDied, WorkerProcess
 from norc.status import InstanceStatus
@@ -39,6 +55,13 @@ log = structlog.get_logger("norc.executor")
 
 #: How often interrupts (kill requests, instances ended from outside) are looked at.
 INTERRUPT_CHECK = 0.1
+#: Send a lane its next instances behind the current one only if the current task's runs
+#: take less than this (seconds, moving average)...
+SEND_AHEAD_BELOW = 0.005
+#: ...and at most this many: an instance sent ahead waits about DEPTH x BELOW at most.
+SEND_AHEAD_DEPTH = 2
+#: Weight of the newest run in a task's moving average of run times.
+_LEARN = 0.2
 
 _IDLE, _RUN, _FINALLY, _FRESH = "idle", "run", "finally", "fresh"
 
@@ -50,9 +73,11 @@ class _Lane(SlotState):
         super().__init__()
         self.worker = WorkerProcess(python)
         self.work: Work | None = None
+        self.ahead: deque[Work] = deque()  # sent behind ``work``, in order; not started
         self.phase = _IDLE
         self.deadline: float | None = None  # time.monotonic() by which the phase must end
-        self.started = datetime.now(UTC)
+        self.t0 = time.time()  # the current run's start
+        self.started = datetime.now(UTC)  # the same, as stored
         self.pid: int | None = None
         #: The outcome reported by ``run`` (or decided by Norc) while ``finally_`` runs.
         self.outcome: dict[str, Any] = {}
@@ -67,6 +92,7 @@ class WorkerLoop:
         self.lanes = [_Lane(executor.python) for _ in range(size)]
         self._poll = select.poll()
         self._lanes_by_fd: dict[int, _Lane] = {}
+        self._typical: dict[int, float] = {}  # task id -> moving average of run seconds
         # A byte on this pipe wakes the poll: new work, or the dispatch closing.
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)  # a full pipe: a wake-up is pending anyway
@@ -93,6 +119,8 @@ class WorkerLoop:
                             if work is None:
                                 break
                             self._guard(lane, self._start, lane, work)
+                    else:  # every lane has work: maybe more is waiting
+                        self._send_ahead()
                     busy = [lane for lane in self.lanes if lane.work is not None]
                     if not busy and dispatch.closed:
                         return
@@ -136,7 +164,7 @@ class WorkerLoop:
         now = time.monotonic()
         for lane in busy:
             overdue = lane.deadline is not None and now >= lane.deadline
-            if lane.phase == _RUN and (overdue or lane.interrupted()):
+            if lane.phase == _RUN and (overdue or lane.interrupted() is not None):
                 self._guard(lane, self._stop_run, lane)
             elif lane.phase in (_FINALLY, _FRESH) and overdue:
                 # finally_ is not interrupted, only bounded by its own timeout.
@@ -149,8 +177,9 @@ class WorkerLoop:
         except Exception as exc:
             log.exception("worker loop failed", instance=lane.busy_with)
             with contextlib.suppress(Exception):
-                lane.worker.kill()
+                self._kill_worker(lane)
             self._retire(lane)
+            self._put_back_ahead(lane)
             if lane.work is not None:
                 self._complete(lane, outcome(InstanceStatus.ERROR, f"executor failure: {exc!r}"))
 
@@ -159,10 +188,9 @@ class WorkerLoop:
     def _start(self, lane: _Lane, work: Work) -> None:
         lane.work = work
         lane.busy_with = work.instance.id
-        lane.started = datetime.now(UTC)
+        lane.t0 = time.time()
+        lane.started = datetime.fromtimestamp(lane.t0, UTC)
         timeout = work.task.timeout
-        # The deadline counts from the real start, not the claim (it may be ahead).
-        work.job["deadline"] = time.time() + timeout if timeout else None
         if self.executor._kill:  # claimed ahead, and the executor was killed meanwhile
             reason = "the executor was killed before it started"
             self._complete(lane, outcome(InstanceStatus.INTERRUPTED, reason))
@@ -196,22 +224,111 @@ class WorkerLoop:
             if lane.work is None:
                 break
             message.pop("event", None)
+            ended: float = message.pop("t")
             if lane.phase == _RUN:
                 result = {**message, "pid": lane.pid}
                 if result.pop("done", False):  # finally_ is not overridden: one answer
-                    self._complete(lane, result)
+                    self._complete(lane, result, ended)
                 else:
                     assert lane.work is not None
                     lane.outcome = result
                     lane.phase = _FINALLY
                     lane.deadline = time.monotonic() + lane.work.task.finally_timeout
             else:  # finally_ has returned
-                self._complete(lane, lane.outcome)
+                self._complete(lane, lane.outcome, ended)
+            if lane.work is None and lane.ahead:
+                self._promote(lane, ended)  # the worker went straight on to it
+
+    def _send_ahead(self) -> None:
+        """Send waiting work to lanes whose current run is short (see the module doc):
+        one more to each such lane in turn, up to the depth."""
+        executor = self.executor
+        if executor._kill or not executor._taking.is_set():
+            return
+        now = time.time()
+        short = [lane for lane in self.lanes if self._short(lane, now)]
+        for depth in range(1, SEND_AHEAD_DEPTH + 1):
+            for lane in short:
+                if len(lane.ahead) >= depth or lane.work is None:
+                    continue
+                work = executor._dispatch.take_nowait()
+                if work is None:
+                    return
+                if work.load_error is not None:  # nothing to send: an idle lane records it
+                    executor._dispatch.put_back(work)
+                    return
+                self._guard(lane, self._send, lane, work)
+
+    def _short(self, lane: _Lane, now: float) -> bool:
+        work = lane.work
+        if lane.phase != _RUN or work is None or work.cls is None:
+            return False
+        if work.cls.finally_ is not Task.finally_:  # two answers: not worth the care
+            return False
+        typical = self._typical.get(work.task.id)
+        # Nor behind a run that already takes longer than that.
+        return (
+            typical is not None and typical < SEND_AHEAD_BELOW and now - lane.t0 < SEND_AHEAD_BELOW
+        )
+
+    @staticmethod
+    def _answered(lane: _Lane) -> bool:
+        """Whether the lane's worker has written something not yet read."""
+        return lane.fd is not None and bool(select.select([lane.fd], [], [], 0)[0])
+
+    def _send(self, lane: _Lane, work: Work) -> None:
+        lane.ahead.append(work)
+        lane.ahead_ids = (*lane.ahead_ids, work.instance.id)
+        try:
+            lane.worker.send(work.job, work.template_key, work.template)
+        except WorkerDied:  # not delivered; the poll reports the worker's end
+            lane.ahead.pop()
+            lane.ahead_ids = lane.ahead_ids[:-1]
+            self.executor._dispatch.put_back(work)
+        else:
+            self.executor.stats["sent_ahead"] += 1
+
+    def _promote(self, lane: _Lane, began: float) -> None:
+        """The first instance sent ahead is the lane's current one, since ``began``."""
+        work = lane.ahead.popleft()
+        lane.ahead_ids = lane.ahead_ids[1:]
+        lane.work = work
+        lane.busy_with = work.instance.id
+        lane.t0 = began
+        lane.started = datetime.fromtimestamp(began, UTC)
+        lane.phase = _RUN
+        timeout = work.task.timeout
+        lane.deadline = time.monotonic() + (began - time.time()) + timeout if timeout else None
+
+    def _put_back_ahead(self, lane: _Lane) -> None:
+        """The instances sent ahead never started: the next free lanes take them, first."""
+        while lane.ahead:
+            work = lane.ahead.pop()  # the last first, so that they keep their order
+            lane.forget(work.instance.id)
+            self.executor._dispatch.put_back(work)
+        lane.ahead_ids = ()
+
+    def _kill_worker(self, lane: _Lane) -> None:
+        """SIGKILL the lane's worker, and settle the instances sent ahead to it, if any."""
+        unread = lane.worker.kill()
+        # Each answer that crossed the kill means the worker went on to the next job: so
+        # many of those sent ahead may have begun (the last one cut short). They are
+        # recorded INTERRUPTED rather than run twice; the others go back.
+        for _ in range(min(unread.count(b"\n"), len(lane.ahead))):
+            work = lane.ahead.popleft()
+            lane.ahead_ids = lane.ahead_ids[1:]
+            lane.forget(work.instance.id)
+            reason = "its worker was killed just as it started (the instance before it was stopped)"
+            note(work, reason)
+            now = datetime.now(UTC)
+            self.executor._record(work, stamp(outcome(InstanceStatus.INTERRUPTED, reason), now))
+        self._put_back_ahead(lane)
 
     def _died(self, lane: _Lane, exc: WorkerDied) -> None:
         work = lane.work
         assert work is not None
         never_started = lane.worker.answered == 0
+        self._put_back_ahead(lane)  # every answer was read before the end of file: none began
         self._retire(lane)
         lane.worker.close()
         if lane.phase in (_FINALLY, _FRESH):
@@ -227,10 +344,14 @@ class WorkerLoop:
         """Timed out or interrupted: the whole process group goes, finally_ runs afresh."""
         work = lane.work
         assert work is not None
-        lane.worker.kill()
+        if lane.ahead and self._answered(lane):
+            self._readable(lane)  # an answer came meanwhile: decide on the lane as it is now
+            return
+        interrupted = lane.interrupted()
+        self._kill_worker(lane)
         self._retire(lane)
-        if lane.interrupted():
-            status, reason = InstanceStatus.INTERRUPTED, lane.interrupt_reason
+        if interrupted is not None:
+            status, reason = InstanceStatus.INTERRUPTED, interrupted
         else:
             status = InstanceStatus.TIMEDOUT
             reason = f"timed out after {work.task.timeout:g} s"
@@ -239,7 +360,10 @@ class WorkerLoop:
         try:
             lane.worker.ensure()
             self._watch(lane)
-            lane.worker.send({**work.job, "op": "finally"}, work.template_key, work.template)
+            timeout = work.task.timeout
+            deadline = lane.t0 + timeout if timeout else None  # the run's, for finally_'s ctx
+            job = {**work.job, "op": "finally", "deadline": deadline}
+            lane.worker.send(job, work.template_key, work.template)
         except (OSError, WorkerDied) as exc:
             note(work, f"worker died in finally_: {exc}")
             self._complete(lane, lane.outcome)
@@ -250,21 +374,29 @@ class WorkerLoop:
     def _finally_overdue(self, lane: _Lane) -> None:
         work = lane.work
         assert work is not None
-        lane.worker.kill()
+        self._kill_worker(lane)
         self._retire(lane)
         killed = "process group killed" if lane.phase == _FINALLY else "killed"
         note(work, f"finally_ exceeded {work.task.finally_timeout:g} s; {killed}")
         self._complete(lane, lane.outcome)
 
-    def _complete(self, lane: _Lane, result: dict[str, Any]) -> None:
+    def _complete(self, lane: _Lane, result: dict[str, Any], ended: float | None = None) -> None:
+        """The lane's instance is over: ``ended`` by the worker's clock if it answered."""
         work = lane.work
         assert work is not None
+        end = time.time() if ended is None else ended
+        if lane.phase != _IDLE:  # it was sent to a worker: learn how long its runs take
+            seconds = end - lane.t0
+            typical = self._typical.get(work.task.id)
+            self._typical[work.task.id] = (
+                seconds if typical is None else typical + _LEARN * (seconds - typical)
+            )
         lane.work = None
         lane.ended()
         lane.phase = _IDLE
         lane.deadline = None
         lane.outcome = {}
-        self.executor._record(work, stamp(result, lane.started))
+        self.executor._record(work, stamp(result, lane.started, datetime.fromtimestamp(end, UTC)))
 
     def _host_broken(self, work: Work, reason: str) -> dict[str, Any]:
         """An instance failed while initialising: a sign the host is broken (seed: SUSPENDED)."""
