@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import norc
 from norc.status import DaemonStatus, InstanceStatus
 from norc.testing import run_started, wait_until
-from tests.tasks import Echo, Hang, Noisy, Outcome, Sleep, SlowFinally
+from tests.tasks import Echo, Hang, Holdable, Noisy, Outcome, Sleep, SlowFinally
 
 
 def _run_all(
@@ -195,6 +196,40 @@ def test_kill_interrupts_running_instances_and_runs_finally(
     assert (tmp_path / f"finally-{instance_id}").exists()
     [row] = app.db.daemons(kind="executor")
     assert row.status == DaemonStatus.KILLED.value
+
+
+def test_a_timeout_counts_from_the_run_not_from_the_worker_start(
+    sqlite_app: norc.Norc, tmp_path: Path
+) -> None:
+    """A worker process slower to start than the task's timeout still lets the task run
+    its time, and the recorded run is the task's, not the start-up's."""
+    app = sqlite_app
+    slow_python = tmp_path / "slow-python"
+    slow_python.write_text(f'#!/bin/sh\nsleep 1\nexec "{sys.executable}" "$@"\n')
+    slow_python.chmod(0o755)
+    app.save_task(Sleep(name="short", seconds=0.2, timeout=0.8))
+    [record] = _run_all(app, [app.enqueue("short")], python=str(slow_python))
+    assert record.status is InstanceStatus.SUCCESS
+    assert record.started_at and record.ended_at
+    assert (record.ended_at - record.started_at).total_seconds() < 0.8
+
+
+def test_a_task_that_ends_a_new_worker_fails_alone(sqlite_app: norc.Norc, tmp_path: Path) -> None:
+    """A task that exits the worker process on its first run is an ERROR of that instance;
+    the executor is not taken for a broken host and runs the next one."""
+    app = sqlite_app
+    hold = tmp_path / "hold"
+    hold.touch()
+    app.save_task(Holdable(name="exits", hold=str(hold), exit_code=3))
+    with app.executor() as executor:
+        first = app.enqueue("exits")
+        wait_until(lambda: app.instance(first).status.is_final)
+        second = app.enqueue("exits")
+        wait_until(lambda: app.instance(second).status.is_final)
+        assert executor.status is DaemonStatus.RUNNING
+    assert app.instance(first).status is InstanceStatus.ERROR
+    assert "exited with code 3" in (app.instance(first).error or "")
+    assert app.instance(second).status is InstanceStatus.SUCCESS
 
 
 def test_thread_isolation_runs_in_process(sqlite_app: norc.Norc) -> None:

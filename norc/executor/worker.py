@@ -7,10 +7,12 @@ SIGKILL (nothing a hung task does can block it) and starts a fresh worker, which
 runs the task's ``finally_``. Between instances the worker is reused, so a no-op costs a
 pipe round trip, not an interpreter start.
 
-Messages are JSON lines: the executor sends a job (``op`` = ``run`` | ``finally``), the
-worker answers ``{"event": "ran", ...outcome}`` after ``run`` and ``{"event": "done"}``
-after ``finally_``; a task that does not override ``finally_`` gets one answer,
-``{"event": "ran", "done": true, ...}``, saving a write and a wake-up per instance.
+Messages are JSON lines. A new worker first says ``{"event": "ready"}`` (a timeout
+counts from then, not from the spawn); the executor sends a job (``op`` = ``run`` |
+``finally``), the worker answers ``{"event": "ran", ...outcome}`` after ``run`` and
+``{"event": "done"}`` after ``finally_``; a task that does not override ``finally_``
+gets one answer, ``{"event": "ran", "done": true, ...}``, saving a write and a wake-up
+per instance. Every message carries ``t``, the worker's clock as it was written.
 
 A job carries only what is particular to its instance (id, attempt, log path, fire time,
 deadline) and a ``template_key``: the part every instance of a task revision shares
@@ -60,7 +62,7 @@ class WorkerProcess:
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable
         self.proc: subprocess.Popen[bytes] | None = None
-        #: How many jobs this process answered; 0 means it never got going.
+        #: How many lines this process wrote ("ready" first); 0: it never got going.
         self.answered = 0
         self._to: int | None = None
         self._from: int | None = None
@@ -135,9 +137,9 @@ class WorkerProcess:
             messages.append(json.loads(line))
         return messages
 
-    def kill(self) -> bytes:
-        """SIGKILL the worker's whole process group and reap the worker; returns what it
-        had written and nobody had read yet (answers that crossed the kill)."""
+    def kill(self) -> int:
+        """SIGKILL the worker's whole process group and reap the worker; returns how many
+        jobs it had finished that nobody had read yet (answers that crossed the kill)."""
         unread = b""
         if self.proc is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -145,7 +147,15 @@ class WorkerProcess:
             self.proc.wait()
             unread = self._buffer + self._drain()
         self.close()
-        return unread
+        finished = 0
+        for line in unread.split(b"\n")[:-1]:  # complete lines only
+            try:
+                message = json.loads(line)
+            except ValueError:  # not ours: assume the worst, that it went on
+                finished += 1
+                continue
+            finished += bool(message.get("done") or message.get("event") == "done")
+        return finished
 
     def _drain(self) -> bytes:
         """Everything in the answer pipe now, without waiting (a task's escaped child
@@ -218,6 +228,9 @@ class _Template:
 
 
 def _serve(job_fd: int, result_fd: int) -> None:
+    # Up: the job waiting in the pipe starts now, and its timeout counts from now, not
+    # from when the executor spawned this interpreter.
+    _reply(result_fd, {"event": "ready"})
     # Between instances fds 1 and 2 go nowhere; during one they go to its log file.
     devnull = os.open(os.devnull, os.O_WRONLY)
     templates: dict[int, _Template] = {}

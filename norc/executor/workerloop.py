@@ -60,6 +60,8 @@ INTERRUPT_CHECK = 0.1
 SEND_AHEAD_BELOW = 0.005
 #: ...and at most this many: an instance sent ahead waits about DEPTH x BELOW at most.
 SEND_AHEAD_DEPTH = 2
+#: Seconds a new worker process may take to start (say "ready") on top of a deadline.
+START_GRACE = 30.0
 #: Weight of the newest run in a task's moving average of run times.
 _LEARN = 0.2
 
@@ -200,7 +202,7 @@ class WorkerLoop:
             return
         worker = lane.worker
         try:
-            worker.ensure()
+            fresh = worker.ensure()
         except OSError as exc:
             self._complete(lane, self._host_broken(work, f"cannot start a worker process: {exc}"))
             return
@@ -212,7 +214,10 @@ class WorkerLoop:
             self._died(lane, exc)
             return
         lane.phase = _RUN
-        lane.deadline = time.monotonic() + timeout if timeout else None
+        # A new worker's "ready" restarts the clock (_rebase); until then, some grace for
+        # an interpreter that is slow to start.
+        grace = START_GRACE if fresh else 0.0
+        lane.deadline = time.monotonic() + grace + timeout if timeout else None
 
     def _readable(self, lane: _Lane) -> None:
         try:
@@ -223,8 +228,11 @@ class WorkerLoop:
         for message in messages:
             if lane.work is None:
                 break
-            message.pop("event", None)
+            event = message.pop("event", None)
             ended: float = message.pop("t")
+            if event == "ready":  # a new worker is up: it starts what it was sent now
+                self._rebase(lane, ended)
+                continue
             if lane.phase == _RUN:
                 result = {**message, "pid": lane.pid}
                 if result.pop("done", False):  # finally_ is not overridden: one answer
@@ -238,6 +246,21 @@ class WorkerLoop:
                 self._complete(lane, lane.outcome, ended)
             if lane.work is None and lane.ahead:
                 self._promote(lane, ended)  # the worker went straight on to it
+
+    def _rebase(self, lane: _Lane, began: float) -> None:
+        """Count the lane's run (or ``finally_`` in a fresh worker) from ``began``: an
+        interpreter that took long to start must not eat into the task's timeout."""
+        work = lane.work
+        assert work is not None
+        if lane.phase == _RUN:
+            lane.t0 = began
+            lane.started = datetime.fromtimestamp(began, UTC)
+            limit = work.task.timeout
+        elif lane.phase == _FRESH:
+            limit = work.task.finally_timeout
+        else:
+            return
+        lane.deadline = time.monotonic() + (began - time.time()) + limit if limit else None
 
     def _send_ahead(self) -> None:
         """Send waiting work to lanes whose current run is short (see the module doc):
@@ -294,11 +317,8 @@ class WorkerLoop:
         lane.ahead_ids = lane.ahead_ids[1:]
         lane.work = work
         lane.busy_with = work.instance.id
-        lane.t0 = began
-        lane.started = datetime.fromtimestamp(began, UTC)
         lane.phase = _RUN
-        timeout = work.task.timeout
-        lane.deadline = time.monotonic() + (began - time.time()) + timeout if timeout else None
+        self._rebase(lane, began)
 
     def _put_back_ahead(self, lane: _Lane) -> None:
         """The instances sent ahead never started: the next free lanes take them, first."""
@@ -310,11 +330,11 @@ class WorkerLoop:
 
     def _kill_worker(self, lane: _Lane) -> None:
         """SIGKILL the lane's worker, and settle the instances sent ahead to it, if any."""
-        unread = lane.worker.kill()
-        # Each answer that crossed the kill means the worker went on to the next job: so
-        # many of those sent ahead may have begun (the last one cut short). They are
-        # recorded INTERRUPTED rather than run twice; the others go back.
-        for _ in range(min(unread.count(b"\n"), len(lane.ahead))):
+        finished = lane.worker.kill()
+        # Each job finished unseen means the worker went on to the next one: so many of
+        # those sent ahead may have begun (the last one cut short). They are recorded
+        # INTERRUPTED rather than run twice; the others go back.
+        for _ in range(min(finished, len(lane.ahead))):
             work = lane.ahead.popleft()
             lane.ahead_ids = lane.ahead_ids[1:]
             lane.forget(work.instance.id)
@@ -369,7 +389,7 @@ class WorkerLoop:
             self._complete(lane, lane.outcome)
             return
         lane.phase = _FRESH
-        lane.deadline = time.monotonic() + work.task.finally_timeout
+        lane.deadline = time.monotonic() + START_GRACE + work.task.finally_timeout  # see _rebase
 
     def _finally_overdue(self, lane: _Lane) -> None:
         work = lane.work
