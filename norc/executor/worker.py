@@ -14,9 +14,10 @@ counts from then, not from the spawn); the executor sends a job (``op`` = ``run`
 gets one answer, ``{"event": "ran", "done": true, ...}``, saving a write and a wake-up
 per instance. Every message carries ``t``, the worker's clock as it was written.
 
-A job carries only what is particular to its instance (id, attempt, log path, fire time,
-deadline) and a ``template_key``: the part every instance of a task revision shares
-(class path, name, params, settings) travels once per worker, as ``template`` in the
+A job carries only what is particular to its instance (id, attempt, log path, fire time;
+for a ``finally`` after a kill, the killed run's deadline) and a ``template_key``: the
+part every instance of a task revision shares (class path, name, params, settings,
+timeout) travels once per worker, as ``template`` in the
 first job that needs it, and the worker keeps it. The per-instance message stays small
 whatever the task's params, and the worker loads and checks the task's class and
 params once per revision instead of once per instance.
