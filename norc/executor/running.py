@@ -7,7 +7,6 @@ log file path and the deadline.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import sys
 import time
@@ -153,6 +152,10 @@ def run_finally(task: Task, ctx: RunContext, *, captured: bool = True) -> None:
 
 def flush_std() -> None:
     """Push Python-level buffered output into the log before Norc writes its own lines."""
+    # try/except, not contextlib.suppress: this runs twice per instance in a worker, and
+    # building the context managers cost more than the flushes of empty buffers.
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
+        try:  # noqa: SIM105 - see above
             stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass  # closed, replaced or gone: nothing to push
