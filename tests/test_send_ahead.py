@@ -43,6 +43,33 @@ def test_short_runs_are_sent_ahead_and_timed_from_their_real_start(
         assert before.ended_at and after.started_at and after.started_at >= before.ended_at
 
 
+def test_a_pause_returns_once_nothing_sent_ahead_is_left(
+    sqlite_app: norc.Norc, tmp_path: Path
+) -> None:
+    """pause() during a long run with instances sent ahead behind it returns once they
+    have started; from then on nothing more starts, and after resume() all run once."""
+    app = sqlite_app
+    hold = tmp_path / "hold"
+    app.save_task(Holdable(name="h", hold=str(hold), seconds=1.5))
+    ids = app.enqueue_many("h", 3000)
+    with app.executor(concurrency=1) as executor:
+        wait_until(lambda: executor.stats["sent_ahead"] > 50, 30)
+        hold.touch()  # the next run sleeps 1.5 s; instances are sent ahead behind it
+        wait_until(lambda: not hold.exists() and any(s.ahead_ids for s in executor._slots))
+        executor.pause(timeout=10)
+        assert all(not slot.ahead_ids for slot in executor._slots)
+        time.sleep(0.3)  # the runs under way end
+        ended = {r.id for r in app.db.instances_by_id(ids) if r.status.is_final}
+        time.sleep(0.5)
+        records = app.db.instances_by_id(ids)
+        assert {r.id for r in records if r.status.is_final} == ended
+        assert {r.status for r in records} == {InstanceStatus.SUCCESS, InstanceStatus.QUEUED}
+        executor.resume()
+        wait_until(lambda: all(r.status.is_final for r in app.db.instances_by_id(ids)), 60)
+    for record in app.db.instances_by_id(ids):
+        assert app.logs(record.id).count('event="instance started"') == 1
+
+
 class _Executor:
     """What the worker loop uses of an executor: a real Dispatch, outcomes kept by id."""
 
