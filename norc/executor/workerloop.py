@@ -78,8 +78,7 @@ class _Lane(SlotState):
         self.ahead: deque[Work] = deque()  # sent behind ``work``, in order; not started
         self.phase = _IDLE
         self.deadline: float | None = None  # time.monotonic() by which the phase must end
-        self.t0 = time.time()  # the current run's start
-        self.started = datetime.now(UTC)  # the same, as stored
+        self.t0 = time.time()  # the current run's start (stored as its started_at)
         self.pid: int | None = None
         #: The outcome reported by ``run`` (or decided by Norc) while ``finally_`` runs.
         self.outcome: dict[str, Any] = {}
@@ -191,7 +190,6 @@ class WorkerLoop:
         lane.work = work
         lane.busy_with = work.instance.id
         lane.t0 = time.time()
-        lane.started = datetime.fromtimestamp(lane.t0, UTC)
         timeout = work.task.timeout
         if self.executor._kill:  # claimed ahead, and the executor was killed meanwhile
             reason = "the executor was killed before it started"
@@ -254,7 +252,6 @@ class WorkerLoop:
         assert work is not None
         if lane.phase == _RUN:
             lane.t0 = began
-            lane.started = datetime.fromtimestamp(began, UTC)
             limit = work.task.timeout
         elif lane.phase == _FRESH:
             limit = work.task.finally_timeout
@@ -416,7 +413,8 @@ class WorkerLoop:
         lane.phase = _IDLE
         lane.deadline = None
         lane.outcome = {}
-        self.executor._record(work, stamp(result, lane.started, datetime.fromtimestamp(end, UTC)))
+        started = datetime.fromtimestamp(lane.t0, UTC)
+        self.executor._record(work, stamp(result, started, datetime.fromtimestamp(end, UTC)))
 
     def _host_broken(self, work: Work, reason: str) -> dict[str, Any]:
         """An instance failed while initialising: a sign the host is broken (seed: SUSPENDED)."""
