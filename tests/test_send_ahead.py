@@ -15,11 +15,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 import norc
 from norc.abc import Task
 from norc.executor.dispatch import Dispatch
 from norc.executor.work import Work
-from norc.executor.workerloop import WorkerLoop
+from norc.executor.workerloop import SEND_AHEAD_DEPTH, SEND_AHEAD_WORK, WorkerLoop
 from norc.status import InstanceStatus
 from norc.testing import NoopTask, wait_until
 from tests.tasks import Holdable
@@ -220,6 +222,53 @@ def test_nothing_is_sent_ahead_behind_a_task_whose_runs_are_long(tmp_path: Path)
         outcomes = executor.run([_work(i, task, tmp_path) for i in range(1, 4)])
         assert executor.stats["sent_ahead"] == 0
     assert {o["status"] for o in outcomes} == {InstanceStatus.SUCCESS.value}
+
+
+@pytest.mark.parametrize(
+    ("typical", "expected"), [(0.0001, SEND_AHEAD_DEPTH), (0.002, 2), (0.006, 0)]
+)
+def test_a_lane_is_sent_what_its_short_runs_get_through_soon(
+    tmp_path: Path, typical: float, expected: int
+) -> None:
+    """A lane is sent instances ahead while the runs in front of the next one add up to
+    less than SEND_AHEAD_WORK by their task's moving average, and never more than the depth."""
+    assert 2 * 0.002 < SEND_AHEAD_WORK < 3 * 0.002
+    task = Holdable(name="h", hold=str(tmp_path / "hold"))
+    executor = _Executor()  # its loop thread is not started: the test takes its steps
+    loop, lane = executor.loop, executor.loop.lanes[0]
+    try:
+        loop._typical[1] = typical
+        executor._dispatch.put([_work(i, task, tmp_path) for i in range(1, SEND_AHEAD_DEPTH + 3)])
+        loop._start(lane, executor._dispatch.take_nowait())  # type: ignore[arg-type]
+        loop._send_ahead()
+        assert len(lane.ahead_ids) == expected
+        assert len(executor._dispatch.waiting()) == SEND_AHEAD_DEPTH + 1 - expected
+    finally:
+        loop._put_back_ahead(lane)
+        lane.worker.close()
+
+
+def test_nothing_is_sent_ahead_behind_an_instance_sent_ahead_whose_task_is_long(
+    tmp_path: Path,
+) -> None:
+    """A long task's instance may be sent behind a short run, but what follows it stays
+    in the dispatch (where another lane or executor can take it) instead of its pipe."""
+    quick, slow = NoopTask(name="quick"), Holdable(name="h", hold=str(tmp_path / "hold"))
+    executor = _Executor()  # its loop thread is not started: the test takes its steps
+    loop, lane = executor.loop, executor.loop.lanes[0]
+    try:
+        loop._typical.update({1: 0.0001, 2: 1.0})
+        behind = _work(3, quick, tmp_path, task_id=1)
+        executor._dispatch.put(
+            [_work(1, quick, tmp_path, task_id=1), _work(2, slow, tmp_path, task_id=2), behind]
+        )
+        loop._start(lane, executor._dispatch.take_nowait())  # type: ignore[arg-type]
+        loop._send_ahead()
+        assert lane.ahead_ids == (2,)
+        assert executor._dispatch.waiting() == [behind]
+    finally:
+        loop._put_back_ahead(lane)
+        lane.worker.close()
 
 
 def test_a_paused_executor_sends_nothing_ahead(tmp_path: Path) -> None:

@@ -159,6 +159,11 @@ class Dispatch(Generic[W]):
                     return work
             return None
 
+    def any_ready(self) -> bool:
+        """Whether anything waits to be taken: a hint, read without the lock, for a taker
+        that has a price to pay before taking (the worker loop sizing up its lanes)."""
+        return bool(self._ready)
+
     def put_back(self, work: W) -> None:
         """Work a slot took but could not start (its worker was killed first): it goes
         first, for the next free slot."""

@@ -19,18 +19,22 @@ A lane moves through these phases::
 recorded for each path is the same as with slot threads (thread isolation).
 
 **Sending ahead.** When every lane is busy and claimed work is waiting, a lane whose
-current run is short is sent its next instances too (up to :data:`SEND_AHEAD_DEPTH`):
-the worker starts each the moment it answers for the one before, instead of sleeping
-until this thread reads the answer and replies (which, sharing the GIL with the claim
-and recorder threads, can take a millisecond; and a process that sleeps and is woken
-per instance costs CPU in the kernel). A job in a pipe cannot be taken back, so it is
-only sent behind a task whose runs have recently taken less than
-:data:`SEND_AHEAD_BELOW` on average, that has no ``finally_`` (one answer per run), and
-only while the executor takes new work. An instance sent ahead is timed from its real
-start (the worker's clock, reported with each answer), and so is its deadline. If the
-lane's worker is killed (a timeout, an interrupt, a KILL) or dies before it started, it
-goes back to the front of the dispatch; if answers crossed the kill, the instances that
-the worker may have begun are recorded INTERRUPTED rather than risk running them twice.
+current run is short is sent its next instances too: the worker starts each the moment
+it answers for the one before, instead of sleeping until this thread reads the answer
+and replies (which, sharing the GIL with the claim and recorder threads, can take a
+millisecond; and a process that sleeps and is woken per instance costs CPU in the
+kernel). A job in a pipe cannot be taken back, so a lane is only sent one while the
+work in front of it is *known to be short*: every run in the lane (the current one and
+those already sent ahead) belongs to a task whose recent runs average a known time, has
+no ``finally_`` (one answer per run), and together they are expected to take less than
+:data:`SEND_AHEAD_WORK`; at most :data:`SEND_AHEAD_DEPTH` jobs wait in a pipe, and only
+while the executor takes new work. A long task may be sent ahead behind a short one (it
+starts as soon as that ends), but nothing is sent behind it. An instance sent ahead is
+timed from its real start (the worker's clock, reported with each answer), and so is its
+deadline. If the lane's worker is killed (a timeout, an interrupt, a KILL) or dies
+before it started, it goes back to the front of the dispatch; if answers crossed the
+kill, the instances that the worker may have begun are recorded INTERRUPTED rather than
+risk running them twice.
 """
 
 from __future__ import annotations
@@ -55,11 +59,14 @@ log = structlog.get_logger("norc.executor")
 
 #: How often interrupts (kill requests, instances ended from outside) are looked at.
 INTERRUPT_CHECK = 0.1
-#: Send a lane its next instances behind the current one only if the current task's runs
-#: take less than this (seconds, moving average)...
-SEND_AHEAD_BELOW = 0.005
-#: ...and at most this many: an instance sent ahead waits about DEPTH x BELOW at most.
-SEND_AHEAD_DEPTH = 2
+#: Send a lane its next instance only while the runs in front of it (the current one and
+#: those sent ahead, by their tasks' moving averages) are expected to take less than this
+#: (seconds): no instance waits in a pipe longer than about this, nor does a pause.
+SEND_AHEAD_WORK = 0.005
+#: At most this many instances wait in one worker's pipe. A worker that finds its next
+#: jobs there runs them without sleeping: 2 ahead cost ~200 µs of CPU per no-op
+#: (executor and worker together, 2 cores), 6 ahead ~175 (docs/performance.md).
+SEND_AHEAD_DEPTH = 8
 #: Seconds a new worker process may take to start (say "ready") on top of a deadline.
 START_GRACE = 30.0
 #: Weight of the newest run in a task's moving average of run times.
@@ -260,16 +267,21 @@ class WorkerLoop:
         lane.deadline = time.monotonic() + (began - time.time()) + limit if limit else None
 
     def _send_ahead(self) -> None:
-        """Send waiting work to lanes whose current run is short (see the module doc):
-        one more to each such lane in turn, up to the depth."""
+        """Send waiting work to lanes whose runs in front are known to be short (see the
+        module doc): one more to each such lane in turn, while it stays short."""
         executor = self.executor
-        if executor._kill or not executor._taking.is_set():
+        if executor._kill or not executor._taking.is_set() or not executor._dispatch.any_ready():
             return
         now = time.time()
-        short = [lane for lane in self.lanes if self._short(lane, now)]
-        for depth in range(1, SEND_AHEAD_DEPTH + 1):
-            for lane in short:
-                if len(lane.ahead) >= depth or lane.work is None:
+        # Each lane with the seconds its next job would wait behind the runs in front.
+        open_lanes = []
+        for lane in self.lanes:
+            if len(lane.ahead) < SEND_AHEAD_DEPTH and (wait := self._front(lane, now)) is not None:
+                open_lanes.append((lane, wait))
+        while open_lanes:
+            still_open = []
+            for lane, wait in open_lanes:
+                if lane.work is None or len(lane.ahead) >= SEND_AHEAD_DEPTH:
                     continue
                 work = executor._dispatch.take_nowait()
                 if work is None:
@@ -278,18 +290,32 @@ class WorkerLoop:
                     executor._dispatch.put_back(work)
                     return
                 self._guard(lane, self._send, lane, work)
+                if not lane.ahead or lane.ahead[-1] is not work:
+                    continue  # not delivered (the worker is gone): it went back
+                typical = self._typical_run(work)
+                if typical is not None and wait + typical < SEND_AHEAD_WORK:
+                    still_open.append((lane, wait + typical))
+            open_lanes = still_open
 
-    def _short(self, lane: _Lane, now: float) -> bool:
-        work = lane.work
-        if lane.phase != _RUN or work is None or work.cls is None:
-            return False
-        if work.cls.finally_ is not Task.finally_:  # two answers: not worth the care
-            return False
-        typical = self._typical.get(work.task.id)
-        # Nor behind a run that already takes longer than that.
-        return (
-            typical is not None and typical < SEND_AHEAD_BELOW and now - lane.t0 < SEND_AHEAD_BELOW
-        )
+    def _front(self, lane: _Lane, now: float) -> float | None:
+        """The seconds a job sent to ``lane`` now is expected to wait before it starts,
+        if that is known and under :data:`SEND_AHEAD_WORK`; else None."""
+        if lane.phase != _RUN or lane.work is None or now - lane.t0 >= SEND_AHEAD_WORK:
+            return None  # idle, in finally_, or the current run is already not short
+        wait = 0.0
+        for work in (lane.work, *lane.ahead):
+            typical = self._typical_run(work)
+            if typical is None:
+                return None
+            wait += typical
+        return wait if wait < SEND_AHEAD_WORK else None
+
+    def _typical_run(self, work: Work) -> float | None:
+        """How long runs of the work's task recently took (moving average), or None when
+        unknown or when it has a ``finally_`` (two answers: not worth the care)."""
+        if work.cls is None or work.cls.finally_ is not Task.finally_:
+            return None
+        return self._typical.get(work.task.id)
 
     @staticmethod
     def _answered(lane: _Lane) -> bool:
