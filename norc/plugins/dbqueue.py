@@ -28,7 +28,7 @@ from norc.abc import Claimant, Queue, QueueItem
 from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
 from norc.status import InstanceStatus
-from norc.store.database import Transaction, raw_columns, unindexed_status_is
+from norc.store.database import Transaction, ids_in, raw_columns, unindexed_status_is
 from norc.store.schema import instances, naive_utc, queue_items, tasks, utcnow
 
 CHANNEL = "norc_queue"
@@ -55,18 +55,20 @@ _PUSH_PG = sa.text(
     SELECT pg_notify(:channel, :queue)
     """
 )
-_MARK_CLAIMED = (
+_MARK_CLAIMED, _MARK_CLAIMED_JSON = (
     sa.update(queue_items)
-    .where(queue_items.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .where(ids_in(queue_items.c.id, json_text=json_text))
     .values(claimed_by=sa.bindparam("by"), claimed_at=sa.bindparam("at"))
+    for json_text in (False, True)
 )
 _UNCLAIM = (
     sa.update(queue_items)
     .where(queue_items.c.instance_id.in_(sa.bindparam("ids", expanding=True)))
     .values(claimed_by=None, claimed_at=None)
 )
-_RELEASE = sa.delete(queue_items).where(
-    queue_items.c.instance_id.in_(sa.bindparam("ids", expanding=True))
+_RELEASE, _RELEASE_JSON = (
+    sa.delete(queue_items).where(ids_in(queue_items.c.instance_id, json_text=json_text))
+    for json_text in (False, True)
 )
 # PostgreSQL: one statement text whatever the batch size (an IN list's text changes
 # with its length, so psycopg would never prepare it), the ids bound as one array.
@@ -211,8 +213,8 @@ class DBQueue(Queue):
         if not rows:
             return []
         tx.conn.execute(
-            _MARK_CLAIMED,
-            {"ids": [r.id for r in rows], "by": claimant.executor_id, "at": now},
+            _MARK_CLAIMED_JSON if self.db.sqlite_json else _MARK_CLAIMED,
+            {"ids": self.db.id_list([r.id for r in rows]), "by": claimant.executor_id, "at": now},
         )
         wanted = [int(r.instance_id) for r in rows]
         limits = (
@@ -302,9 +304,14 @@ class DBQueue(Queue):
 
     def release(self, instance_ids: Sequence[int], tx: Transaction) -> None:
         """Delete the items of finished instances."""
-        if instance_ids:
-            release = _RELEASE_PG if self.db.dialect == "postgresql" else _RELEASE
-            tx.conn.execute(release, {"ids": list(instance_ids)})
+        if not instance_ids:
+            return
+        if self.db.dialect == "postgresql":
+            tx.conn.execute(_RELEASE_PG, {"ids": list(instance_ids)})
+        elif self.db.sqlite_json:
+            tx.conn.execute(_RELEASE_JSON, {"ids": self.db.id_list(instance_ids)})
+        else:
+            tx.conn.execute(_RELEASE, {"ids": list(instance_ids)})
 
     can_give_back = True
 

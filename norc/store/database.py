@@ -95,8 +95,10 @@ class Database:
         self._schema_lock = threading.Lock()
         #: task id -> (its raw updated_at, its record), for :meth:`claimed_work`.
         self._claimed_tasks: dict[int, tuple[Any, TaskRecord]] = {}
-        #: SQLite with JSON built in (3.38+) writes a batch of outcomes in one statement.
-        self._sqlite_json = self.dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 38)
+        #: SQLite with JSON built in (3.38+): a batch of outcomes is written in one
+        #: statement, and statements built with :func:`ids_in` take their ids as one
+        #: JSON text.
+        self.sqlite_json = self.dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 38)
         #: Per thread: what a claim transaction read for the next claimed_work.
         self._prefetched = threading.local()
         # SQLite has one writer at a time; a writer that finds the lock taken sleeps in
@@ -434,9 +436,9 @@ class Database:
                 return []
         now = utcnow()
         result = tx.conn.execute(
-            _MARK_RUNNING,
+            _MARK_RUNNING_JSON if self.sqlite_json else _MARK_RUNNING,
             {
-                "ids": list(ids),
+                "ids": self.id_list(ids),
                 "now": now,
                 "executor": claimant.executor_id,
                 "host": claimant.host,
@@ -593,6 +595,11 @@ class Database:
             )
         return sorted(back)
 
+    def id_list(self, ids: Collection[int]) -> Any:
+        """How to bind the ids of a statement built with :func:`ids_in` here (its
+        ``json_text`` is this database's :attr:`sqlite_json`)."""
+        return json.dumps(list(ids)) if self.sqlite_json else list(ids)
+
     def claimed_work(self, ids: Collection[int]) -> list[tuple[InstanceRecord, TaskRecord]]:
         """The instances an executor just claimed, each with its task, in id order.
 
@@ -631,7 +638,8 @@ class Database:
     def _claimed_work(
         self, conn: Connection, ids: Collection[int]
     ) -> dict[int, tuple[InstanceRecord, TaskRecord]]:
-        return self._work_from_rows(conn, conn.execute(_CLAIMED_WORK, {"ids": list(ids)}).all())
+        read = _CLAIMED_WORK_JSON if self.sqlite_json else _CLAIMED_WORK
+        return self._work_from_rows(conn, conn.execute(read, {"ids": self.id_list(ids)}).all())
 
     def _work_from_rows(
         self, conn: Connection, rows: Sequence[Sequence[Any]]
@@ -668,7 +676,7 @@ class Database:
         if len(results) > 1 and self.dialect == "postgresql":
             tx.conn.execute(_FINISH_PG, _finish_arrays(results))
             return
-        if len(results) > 1 and self._sqlite_json:
+        if len(results) > 1 and self.sqlite_json:
             tx.conn.execute(_FINISH_SQLITE, {"batch": _finish_json(results)})
             return
         tx.conn.execute(
@@ -979,7 +987,9 @@ def _aware(value: Any) -> datetime | None:
     if value is None:
         return None
     if value.__class__ is str:
-        value = datetime.fromisoformat(value)
+        # Stored naive in UTC; parsed with its offset spelled out: 0.14 µs against 0.87
+        # for parse-then-replace, three times per claimed instance.
+        return datetime.fromisoformat(value + "+00:00")
     return cast(datetime, value).replace(tzinfo=UTC)
 
 
@@ -1049,15 +1059,26 @@ def unindexed_status_is(status: InstanceStatus) -> sa.ColumnElement[bool]:
     return (instances.c.status == status.value).is_(sa.true())
 
 
+def ids_in(column: sa.ColumnElement[Any], *, json_text: bool) -> sa.ColumnElement[bool]:
+    """``column IN (:ids)``, bound with :meth:`Database.id_list`.
+
+    With ``json_text`` (SQLite with JSON built in) the ids are one JSON array read by
+    ``json_each``: one statement text whatever their number, so SQLite prepares it once
+    and SQLAlchemy does not render a parameter per id (2 µs an id in a profile of the
+    claim, which names its instances three times). Elsewhere, an expanding IN list.
+    """
+    if json_text:
+        each = sa.func.json_each(sa.bindparam("ids", type_=sa.String)).table_valued("value")
+        return column.in_(sa.select(each.c.value))
+    return column.in_(sa.bindparam("ids", expanding=True))
+
+
 # The hot path's statements, built once: constructing SQLAlchemy statements per call
 # cost more than executing them for small claims (expanding IN lists bind any length).
 _INSERT_INSTANCE = sa.insert(instances)
-_MARK_RUNNING = (
+_MARK_RUNNING, _MARK_RUNNING_JSON = (
     sa.update(instances)
-    .where(
-        instances.c.id.in_(sa.bindparam("ids", expanding=True)),
-        unindexed_status_is(InstanceStatus.QUEUED),
-    )
+    .where(ids_in(instances.c.id, json_text=json_text), unindexed_status_is(InstanceStatus.QUEUED))
     .values(
         status=InstanceStatus.RUNNING.value,
         started_at=sa.bindparam("now"),
@@ -1065,12 +1086,14 @@ _MARK_RUNNING = (
         host=sa.bindparam("host"),
         pid=sa.bindparam("pid"),
     )
+    for json_text in (False, True)
 )
-_CLAIMED_WORK = (
+_CLAIMED_WORK, _CLAIMED_WORK_JSON = (
     sa.select(*raw_columns([*instances.c, tasks.c.updated_at.label("t_updated_at")]))
     .join(tasks, tasks.c.id == instances.c.task_id)
-    .where(instances.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .where(ids_in(instances.c.id, json_text=json_text))
     .order_by(instances.c.id)
+    for json_text in (False, True)
 )
 _FINISH = (
     sa.update(instances)
@@ -1133,6 +1156,8 @@ _FINISH_SQLITE = sa.text(
 
 def _sqlite_time(value: datetime | None) -> str | None:
     """A time as SQLAlchemy stores it on SQLite (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC)."""
+    if value is not None and value.tzinfo is UTC:  # the executor's times: cut "+00:00"
+        return value.isoformat(" ", "microseconds")[:-6]  # (replace() costs 1 µs a call)
     naive = naive_utc(value)
     return None if naive is None else naive.isoformat(" ", "microseconds")
 
