@@ -243,6 +243,7 @@ def machine_info(backends: Sequence[str]) -> dict[str, str]:
         pass
     info["kernel"] = platform.release()
     info["calibration"] = f"{calibrate() * 1000:.0f} ms for 2M Python additions (best of 3)"
+    info["pipe round trip"] = f"{pipe_round_trip() * 1e6:.1f} µs between two processes (best of 3)"
     import norc
 
     info["norc code"] = str(Path(norc.__file__).resolve().parent)
@@ -362,6 +363,39 @@ def calibrate() -> float:
         for i in range(2_000_000):
             total += i
         best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def pipe_round_trip(count: int = 2000) -> float:
+    """Seconds per one-byte round trip between two processes over pipes (best of 3 runs
+    of ``count``). It follows the cost of waking a process, which a pure-Python loop
+    (:func:`calibrate`) does not see: on this project's VMs the two drift apart when
+    a neighbour loads the host."""
+    from_parent, to_child = os.pipe()
+    from_child, to_parent = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the echo: it keeps only its own ends, so it sees the end of file
+        try:
+            os.close(to_child)
+            os.close(from_child)
+            while os.read(from_parent, 1):
+                os.write(to_parent, b"x")
+        finally:
+            os._exit(0)
+    os.close(from_parent)
+    os.close(to_parent)
+    best = float("inf")
+    try:
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(count):
+                os.write(to_child, b"x")
+                os.read(from_child, 1)
+            best = min(best, (time.perf_counter() - t0) / count)
+    finally:
+        os.close(to_child)
+        os.waitpid(pid, 0)
+        os.close(from_child)
     return best
 
 

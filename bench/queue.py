@@ -281,6 +281,8 @@ def run_throughput(
     """Drain ``n`` instances with the given executors; figures from the database rows."""
     tag = f"tp-{backend}"
     bl.wait_for_quiet(QUIET_WAIT)
+    # This VM's speed changes from one minute to the next: each run says how fast it was.
+    calibration_ms, pipe_us = 1000 * bl.calibrate(), 1e6 * bl.pipe_round_trip()
     url = bl.fresh_database(backend, workdir, tag)
     log_dir = bl.fresh_dir(workdir / f"logs-{tag}")
     app = make_app(url, log_dir)
@@ -292,6 +294,8 @@ def run_throughput(
         "task": task,
         "n": n,
         "concurrency": concurrency,
+        "calibration_ms": calibration_ms,
+        "pipe_us": pipe_us,
     }
     try:
         with Executors(
@@ -393,6 +397,8 @@ def throughput_section(
             "db µs/inst",
             "ctx sw/inst",
             "others",
+            "cal ms",
+            "pipe µs",
         ],
         [
             [
@@ -414,6 +420,8 @@ def throughput_section(
                 r["db_cpu_us"],
                 r["switches"],
                 f"{100 * r['other_util']:.0f}%",
+                r["calibration_ms"],
+                r["pipe_us"],
             ]
             for r in results
         ],
@@ -425,7 +433,9 @@ def throughput_section(
             "CPU busy: share of all cores busy during the drain; norc/db µs/inst: CPU time of"
             " Norc's processes (incl. workers) / the database server, per instance; ctx sw: context"
             " switches of Norc's threads per instance;",
-            "others: the machine share used by unrelated processes meanwhile (noise).",
+            "others: the machine share used by unrelated processes meanwhile (noise). cal ms /"
+            " pipe µs: the Python loop and the pipe round trip of the header, measured just"
+            " before the run (lower is a faster machine).",
         ],
     )
     return results
