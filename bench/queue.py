@@ -868,7 +868,7 @@ def isolation_micro(workdir: Path, count: int) -> list[dict[str, Any]]:
         for isolation in ("thread", "process"):
             log_dir = bl.fresh_dir(workdir / "logs-iso")
             stand_in = _StandIn(process=isolation == "process")
-            task = SimpleNamespace(timeout=None, finally_timeout=10.0)
+            task = SimpleNamespace(id=1, timeout=None, finally_timeout=10.0)
             template = {
                 "task_id": 1,
                 "task_name": "iso",
