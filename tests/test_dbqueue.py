@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,33 @@ class TestDBQueue(QueueContract):
             return app.queue(name)
 
         return make
+
+
+def test_claims_after_one_that_emptied_the_queue_take_new_instances_at_once(
+    app: norc.Norc,
+) -> None:
+    """After a claim that found fewer instances than it asked for, the next claims take
+    what is pushed before or while they wait within milliseconds, not a polling slice."""
+    from norc.abc import Claimant
+
+    app.save_task(NoopTask(name="n"))
+    queue, who = app.queue("default"), Claimant(executor_id=7, host="h", pid=1)
+    assert queue.claim(who, 5, 0.05) == []  # on PostgreSQL, this opens the LISTEN connection
+    first = app.enqueue("n")
+    assert queue.claim(who, 5, 1.0) == [first]  # fewer than asked: the queue is empty now
+    pushed_between = app.enqueue_many("n", 2)
+    started = time.monotonic()
+    assert sorted(queue.claim(who, 5, 1.0)) == pushed_between
+    assert time.monotonic() - started < 0.2
+    pushed_during: list[int] = []
+    timer = threading.Timer(0.05, lambda: pushed_during.append(app.enqueue("n")))
+    timer.start()
+    started = time.monotonic()
+    claimed = queue.claim(who, 5, 2.0)
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert claimed == pushed_during
+    assert elapsed < 0.2
 
 
 def test_claimed_unfinished_instance_stays_visible(app: norc.Norc) -> None:
