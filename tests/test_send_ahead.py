@@ -237,6 +237,7 @@ def test_a_lane_is_sent_what_its_short_runs_get_through_soon(
     executor = _Executor()  # its loop thread is not started: the test takes its steps
     loop, lane = executor.loop, executor.loop.lanes[0]
     try:
+        lane.worker.ensure()  # started beforehand: the run below begins "now", not after a spawn
         loop._typical[1] = typical
         executor._dispatch.put([_work(i, task, tmp_path) for i in range(1, SEND_AHEAD_DEPTH + 3)])
         loop._start(lane, executor._dispatch.take_nowait())  # type: ignore[arg-type]
@@ -257,6 +258,7 @@ def test_nothing_is_sent_ahead_behind_an_instance_sent_ahead_whose_task_is_long(
     executor = _Executor()  # its loop thread is not started: the test takes its steps
     loop, lane = executor.loop, executor.loop.lanes[0]
     try:
+        lane.worker.ensure()  # started beforehand: the run below begins "now", not after a spawn
         loop._typical.update({1: 0.0001, 2: 1.0})
         behind = _work(3, quick, tmp_path, task_id=1)
         executor._dispatch.put(
