@@ -274,14 +274,12 @@ class WorkerLoop:
             return
         now = time.time()
         # Each lane with the seconds its next job would wait behind the runs in front.
-        open_lanes = []
-        for lane in self.lanes:
-            if len(lane.ahead) < SEND_AHEAD_DEPTH and (wait := self._front(lane, now)) is not None:
-                open_lanes.append((lane, wait))
+        fronts = [(lane, self._front(lane, now)) for lane in self.lanes]
+        open_lanes = [(lane, wait) for lane, wait in fronts if wait is not None]
         while open_lanes:
             still_open = []
             for lane, wait in open_lanes:
-                if lane.work is None or len(lane.ahead) >= SEND_AHEAD_DEPTH:
+                if lane.work is None:  # its worker failed just now (see _guard)
                     continue
                 work = executor._dispatch.take_nowait()
                 if work is None:
@@ -293,15 +291,22 @@ class WorkerLoop:
                 if not lane.ahead or lane.ahead[-1] is not work:
                     continue  # not delivered (the worker is gone): it went back
                 typical = self._typical_run(work)
-                if typical is not None and wait + typical < SEND_AHEAD_WORK:
+                if (
+                    typical is not None
+                    and wait + typical < SEND_AHEAD_WORK
+                    and len(lane.ahead) < SEND_AHEAD_DEPTH
+                ):
                     still_open.append((lane, wait + typical))
             open_lanes = still_open
 
     def _front(self, lane: _Lane, now: float) -> float | None:
         """The seconds a job sent to ``lane`` now is expected to wait before it starts,
-        if that is known and under :data:`SEND_AHEAD_WORK`; else None."""
+        if that is known and under :data:`SEND_AHEAD_WORK` and the lane has room; else
+        None."""
         if lane.phase != _RUN or lane.work is None or now - lane.t0 >= SEND_AHEAD_WORK:
             return None  # idle, in finally_, or the current run is already not short
+        if len(lane.ahead) >= SEND_AHEAD_DEPTH:
+            return None
         wait = 0.0
         for work in (lane.work, *lane.ahead):
             typical = self._typical_run(work)

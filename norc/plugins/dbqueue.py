@@ -28,7 +28,7 @@ from norc.abc import Claimant, Queue, QueueItem
 from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
 from norc.status import InstanceStatus
-from norc.store.database import Transaction, ids_in, raw_columns, unindexed_status_is
+from norc.store.database import Transaction, by_ids, ids_in, raw_columns, unindexed_status_is
 from norc.store.schema import instances, naive_utc, queue_items, tasks, utcnow
 
 CHANNEL = "norc_queue"
@@ -55,20 +55,22 @@ _PUSH_PG = sa.text(
     SELECT pg_notify(:channel, :queue)
     """
 )
-_MARK_CLAIMED, _MARK_CLAIMED_JSON = (
-    sa.update(queue_items)
-    .where(ids_in(queue_items.c.id, json_text=json_text))
-    .values(claimed_by=sa.bindparam("by"), claimed_at=sa.bindparam("at"))
-    for json_text in (False, True)
+_MARK_CLAIMED = by_ids(
+    lambda json_text: (
+        sa.update(queue_items)
+        .where(ids_in(queue_items.c.id, json_text=json_text))
+        .values(claimed_by=sa.bindparam("by"), claimed_at=sa.bindparam("at"))
+    )
 )
 _UNCLAIM = (
     sa.update(queue_items)
     .where(queue_items.c.instance_id.in_(sa.bindparam("ids", expanding=True)))
     .values(claimed_by=None, claimed_at=None)
 )
-_RELEASE, _RELEASE_JSON = (
-    sa.delete(queue_items).where(ids_in(queue_items.c.instance_id, json_text=json_text))
-    for json_text in (False, True)
+_RELEASE = by_ids(
+    lambda json_text: sa.delete(queue_items).where(
+        ids_in(queue_items.c.instance_id, json_text=json_text)
+    )
 )
 # PostgreSQL: one statement text whatever the batch size (an IN list's text changes
 # with its length, so psycopg would never prepare it), the ids bound as one array.
@@ -223,10 +225,8 @@ class DBQueue(Queue):
         ).all()
         if not rows:
             return []
-        tx.conn.execute(
-            _MARK_CLAIMED_JSON if self.db.sqlite_json else _MARK_CLAIMED,
-            {"ids": self.db.id_list([r.id for r in rows]), "by": claimant.executor_id, "at": now},
-        )
+        mark, bound = self.db.for_ids(_MARK_CLAIMED, [r.id for r in rows])
+        tx.conn.execute(mark, {"ids": bound, "by": claimant.executor_id, "at": now})
         wanted = [int(r.instance_id) for r in rows]
         limits = (
             rows if self._limits is None else tx.conn.execute(self._limits, {"ids": wanted}).all()
@@ -319,10 +319,9 @@ class DBQueue(Queue):
             return
         if self.db.dialect == "postgresql":
             tx.conn.execute(_RELEASE_PG, {"ids": list(instance_ids)})
-        elif self.db.sqlite_json:
-            tx.conn.execute(_RELEASE_JSON, {"ids": self.db.id_list(instance_ids)})
         else:
-            tx.conn.execute(_RELEASE, {"ids": list(instance_ids)})
+            release, bound = self.db.for_ids(_RELEASE, instance_ids)
+            tx.conn.execute(release, {"ids": bound})
 
     can_give_back = True
 

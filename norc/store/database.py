@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
 import sqlalchemy as sa
@@ -96,7 +96,7 @@ class Database:
         #: task id -> (its raw updated_at, its record), for :meth:`claimed_work`.
         self._claimed_tasks: dict[int, tuple[Any, TaskRecord]] = {}
         #: SQLite with JSON built in (3.38+): a batch of outcomes is written in one
-        #: statement, and statements built with :func:`ids_in` take their ids as one
+        #: statement, and statements built by :func:`by_ids` take their ids as one
         #: JSON text.
         self.sqlite_json = self.dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 38)
         #: Per thread: what a claim transaction read for the next claimed_work.
@@ -435,10 +435,11 @@ class Database:
             if not ids:
                 return []
         now = utcnow()
+        statement, bound = self.for_ids(_MARK_RUNNING, ids)
         result = tx.conn.execute(
-            _MARK_RUNNING_JSON if self.sqlite_json else _MARK_RUNNING,
+            statement,
             {
-                "ids": self.id_list(ids),
+                "ids": bound,
                 "now": now,
                 "executor": claimant.executor_id,
                 "host": claimant.host,
@@ -595,10 +596,12 @@ class Database:
             )
         return sorted(back)
 
-    def id_list(self, ids: Collection[int]) -> Any:
-        """How to bind the ids of a statement built with :func:`ids_in` here (its
-        ``json_text`` is this database's :attr:`sqlite_json`)."""
-        return json.dumps(list(ids)) if self.sqlite_json else list(ids)
+    def for_ids(self, statements: tuple[S, S], ids: Collection[int]) -> tuple[S, Any]:
+        """The statement of a :func:`by_ids` pair for this database, and its ``ids``
+        parameter bound to match (one JSON text where :attr:`sqlite_json`, else a list)."""
+        if self.sqlite_json:
+            return statements[1], json.dumps(list(ids))
+        return statements[0], list(ids)
 
     def claimed_work(self, ids: Collection[int]) -> list[tuple[InstanceRecord, TaskRecord]]:
         """The instances an executor just claimed, each with its task, in id order.
@@ -638,8 +641,8 @@ class Database:
     def _claimed_work(
         self, conn: Connection, ids: Collection[int]
     ) -> dict[int, tuple[InstanceRecord, TaskRecord]]:
-        read = _CLAIMED_WORK_JSON if self.sqlite_json else _CLAIMED_WORK
-        return self._work_from_rows(conn, conn.execute(read, {"ids": self.id_list(ids)}).all())
+        read, bound = self.for_ids(_CLAIMED_WORK, ids)
+        return self._work_from_rows(conn, conn.execute(read, {"ids": bound}).all())
 
     def _work_from_rows(
         self, conn: Connection, rows: Sequence[Sequence[Any]]
@@ -1060,7 +1063,7 @@ def unindexed_status_is(status: InstanceStatus) -> sa.ColumnElement[bool]:
 
 
 def ids_in(column: sa.ColumnElement[Any], *, json_text: bool) -> sa.ColumnElement[bool]:
-    """``column IN (:ids)``, bound with :meth:`Database.id_list`.
+    """``column IN (:ids)``, for a statement built by :func:`by_ids`.
 
     With ``json_text`` (SQLite with JSON built in) the ids are one JSON array read by
     ``json_each``: one statement text whatever their number, so SQLite prepares it once
@@ -1073,27 +1076,40 @@ def ids_in(column: sa.ColumnElement[Any], *, json_text: bool) -> sa.ColumnElemen
     return column.in_(sa.bindparam("ids", expanding=True))
 
 
+S = TypeVar("S")
+
+
+def by_ids(build: Callable[[bool], S]) -> tuple[S, S]:
+    """A statement naming rows by id with :func:`ids_in`, built both ways (``json_text``
+    False, then True); :meth:`Database.for_ids` picks the one for its database."""
+    return build(False), build(True)
+
+
 # The hot path's statements, built once: constructing SQLAlchemy statements per call
 # cost more than executing them for small claims (expanding IN lists bind any length).
 _INSERT_INSTANCE = sa.insert(instances)
-_MARK_RUNNING, _MARK_RUNNING_JSON = (
-    sa.update(instances)
-    .where(ids_in(instances.c.id, json_text=json_text), unindexed_status_is(InstanceStatus.QUEUED))
-    .values(
-        status=InstanceStatus.RUNNING.value,
-        started_at=sa.bindparam("now"),
-        executor_id=sa.bindparam("executor"),
-        host=sa.bindparam("host"),
-        pid=sa.bindparam("pid"),
+_MARK_RUNNING = by_ids(
+    lambda json_text: (
+        sa.update(instances)
+        .where(
+            ids_in(instances.c.id, json_text=json_text), unindexed_status_is(InstanceStatus.QUEUED)
+        )
+        .values(
+            status=InstanceStatus.RUNNING.value,
+            started_at=sa.bindparam("now"),
+            executor_id=sa.bindparam("executor"),
+            host=sa.bindparam("host"),
+            pid=sa.bindparam("pid"),
+        )
     )
-    for json_text in (False, True)
 )
-_CLAIMED_WORK, _CLAIMED_WORK_JSON = (
-    sa.select(*raw_columns([*instances.c, tasks.c.updated_at.label("t_updated_at")]))
-    .join(tasks, tasks.c.id == instances.c.task_id)
-    .where(ids_in(instances.c.id, json_text=json_text))
-    .order_by(instances.c.id)
-    for json_text in (False, True)
+_CLAIMED_WORK = by_ids(
+    lambda json_text: (
+        sa.select(*raw_columns([*instances.c, tasks.c.updated_at.label("t_updated_at")]))
+        .join(tasks, tasks.c.id == instances.c.task_id)
+        .where(ids_in(instances.c.id, json_text=json_text))
+        .order_by(instances.c.id)
+    )
 )
 _FINISH = (
     sa.update(instances)
