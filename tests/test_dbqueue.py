@@ -16,7 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 import norc
-from norc.store.schema import instances, queue_items
+from norc.errors import UnknownTask
+from norc.store.schema import instances, queue_items, utcnow
 from norc.testing import NoopTask, QueueContract, wait_until
 
 
@@ -57,6 +58,60 @@ def test_claims_after_one_that_emptied_the_queue_take_new_instances_at_once(
     timer.join()
     assert claimed == pushed_during
     assert elapsed < 0.2
+
+
+def test_enqueue_creates_queued_first_attempts_with_their_items_in_order(app: norc.Norc) -> None:
+    """enqueue_many returns ascending ids of QUEUED first attempts, stamped and prioritised,
+    each with a queue item of its priority, claimable in that order."""
+    from norc.abc import Claimant
+
+    app.save_task(NoopTask(name="n"))
+    before = utcnow()
+    ids = app.enqueue_many("n", 3, priority=5)
+    by_id = app.enqueue(app.task("n").id)  # a task named by id takes the same path
+    assert ids == sorted(ids) and by_id > ids[-1]
+    for record in app.db.instances_by_id([*ids, by_id]):
+        assert record.status is norc.InstanceStatus.QUEUED and record.attempt == 1
+        assert record.enqueued_at is not None and record.enqueued_at >= before
+        assert record.created_at == record.enqueued_at and record.task_name == "n"
+    with app.db.reading() as conn:
+        items = conn.execute(sa.select(queue_items.c.instance_id, queue_items.c.priority)).all()
+    assert sorted(items) == [(i, 5) for i in ids] + [(by_id, 0)]
+    claimed = app.queue("default").claim(Claimant(executor_id=7, host="h", pid=1), 4, 1.0)
+    assert claimed == [*ids, by_id]
+
+
+def test_an_enqueue_is_one_statement_on_postgresql_and_declined_elsewhere(app: norc.Norc) -> None:
+    """On PostgreSQL dbqueue creates and pushes the instances in one statement (one round
+    trip); on other databases it declines, writing nothing, and the general path runs."""
+    app.save_task(NoopTask(name="n"))
+    queue = app.queue("default")  # the handle reads a queue's row once, on first use
+    statements: list[str] = []
+    sa.event.listen(app.db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    ids = app.enqueue_many("n", 2)
+    if app.db.dialect == "postgresql":
+        assert len(statements) == 1, statements
+    else:
+        assert queue.create_and_push("n", 1, 0) is None
+        assert app.db.count_by_status() == {"QUEUED": 2}
+    assert len(ids) == 2 and queue.count() == 2
+
+
+def test_an_overlap_policy_that_looks_at_other_runs_is_applied_on_every_backend(
+    app: norc.Norc,
+) -> None:
+    """overlap='skip' records a second run SKIPPED with no queue item, and an unknown task
+    raises UnknownTask writing nothing, whichever way the queue enqueues."""
+    app.save_task(NoopTask(name="single", overlap="skip"))
+    first = app.enqueue("single")
+    second = app.enqueue("single")
+    assert app.instance(first).status is norc.InstanceStatus.QUEUED
+    assert app.instance(second).status is norc.InstanceStatus.SKIPPED
+    assert f"instance {first} is still active" in (app.instance(second).error or "")
+    assert app.queue("default").peek() == [first]
+    with pytest.raises(UnknownTask):
+        app.enqueue("ghost")
+    assert app.db.count_by_status() == {"QUEUED": 1, "SKIPPED": 1}
 
 
 def test_claimed_unfinished_instance_stays_visible(app: norc.Norc) -> None:
