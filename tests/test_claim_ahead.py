@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import norc
-from norc.executor.dispatch import MAX_CLAIM, Dispatch
+from norc.executor.dispatch import MAX_CLAIM, RATE_WINDOW, Dispatch
 from norc.status import InstanceStatus
 from norc.testing import NoopTask, wait_until
 from tests.tasks import Echo, Sleep
@@ -52,6 +52,34 @@ def test_claim_ahead_follows_the_recent_rate() -> None:
         time.sleep(0.3)
         want = dispatch.wanted()
     assert 2 < want <= MAX_CLAIM
+
+
+def _complete(dispatch: Dispatch[_Item], count: int) -> None:
+    for _ in range(count):
+        dispatch.put([_Item(time.monotonic())])
+        dispatch.take()
+        dispatch.finished()
+
+
+def test_a_burst_of_short_instances_gets_a_claim_ahead_before_a_rate_window_ends() -> None:
+    """Enough quick completions (four per slot) size the claims within tens of
+    milliseconds of a burst's start, not after the quarter-second rate window."""
+    dispatch: Dispatch[_Item] = Dispatch(8, ahead_seconds=0.1, max_wait=1.0)
+    started = time.monotonic()
+    _complete(dispatch, 4 * 8)
+    time.sleep(RATE_WINDOW / 10)
+    want = dispatch.wanted()
+    assert time.monotonic() - started < RATE_WINDOW
+    assert want > 8
+
+
+def test_a_few_completions_do_not_size_the_claims_early() -> None:
+    """Fewer completions than four per slot leave the claims at one per idle slot until
+    the rate window ends: slow tasks are never claimed ahead on a small sample."""
+    dispatch: Dispatch[_Item] = Dispatch(8, ahead_seconds=0.1, max_wait=1.0)
+    _complete(dispatch, 4 * 8 - 1)
+    time.sleep(RATE_WINDOW / 10 + 0.005)  # past the early sample's time gate, not the window
+    assert dispatch.wanted() == 8
 
 
 def test_work_waiting_too_long_is_taken_out_to_give_back() -> None:
