@@ -39,8 +39,6 @@ from norc.store.database import Database
 from norc.store.schema import utcnow
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-
     from norc.executor.executor import Executor, Isolation
     from norc.scheduler.scheduler import Scheduler
 
@@ -207,15 +205,12 @@ class Norc:
         is recorded SKIPPED instead; with ``replace`` the active ones are stopped first.
         """
         q = self.queue(queue)
-        if isinstance(task, Task):
-            if task.id is None:
-                raise UnknownTask(f"{task.name} (not saved: call save_task first)")
-            task = task.id
+        ref = _task_ref(task)
         # The queue may do it all in one statement (dbqueue on PostgreSQL): the
         # enqueue's part of the enqueue→start latency is then one round trip.
-        ids = q.create_and_push(task, count, priority)
+        ids = q.create_and_push(ref, count, priority)
         if ids is None:
-            ids = self._enqueue_in_transaction(q, task, count, priority)
+            ids = self._enqueue_in_transaction(q, ref, count, priority)
         if self.plugins.has_hook_impls("norc_instance_queued"):
             for instance in self.db.instances_by_id(ids):
                 self.plugins.notify("norc_instance_queued", instance=instance)
@@ -272,12 +267,8 @@ class Norc:
             self.after_interrupt(ended)
         return bool(ended)
 
-    def _task_for(self, task: Task | str | int, conn: Connection | None = None) -> TaskRecord:
-        if isinstance(task, Task):
-            if task.id is None:
-                raise UnknownTask(f"{task.name} (not saved: call save_task first)")
-            return self.db.task(task.id, conn)
-        return self.db.task(task, conn)
+    def _task_for(self, task: Task | str | int) -> TaskRecord:
+        return self.db.task(_task_ref(task))
 
     def instance(self, instance_id: int) -> InstanceRecord:
         """One instance."""
@@ -632,6 +623,15 @@ class Norc:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _task_ref(task: Task | str | int) -> str | int:
+    """The name or id a task is looked up by; a Task object must have been saved."""
+    if isinstance(task, Task):
+        if task.id is None:
+            raise UnknownTask(f"{task.name} (not saved: call save_task first)")
+        return task.id
+    return task
 
 
 def _schedule_timing(

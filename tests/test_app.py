@@ -152,6 +152,17 @@ def test_unknown_task_is_a_lookup_error(app: norc.Norc) -> None:
         app.task("ghost")
 
 
+def test_a_task_object_is_enqueued_once_saved(app: norc.Norc) -> None:
+    """enqueue takes a Task object: one never saved raises UnknownTask naming it, a saved
+    one is enqueued as its task."""
+    unsaved = Echo(name="echo", message="hi")
+    with pytest.raises(UnknownTask, match="echo .not saved"):
+        app.enqueue(unsaved)
+    saved = app.save_task(Echo(name="echo", message="hi"))
+    assert app.instance(app.enqueue(saved)).task_name == "echo"
+    assert app.db.count_by_status() == {"QUEUED": 1}
+
+
 def test_unreachable_database_is_named(tmp_path: Path) -> None:
     """A server that does not answer raises DatabaseUnreachable with the URL, no password."""
     app = norc.Norc("postgresql://user:secret@127.0.0.1:1/db", log_dir=tmp_path)
