@@ -63,6 +63,9 @@ def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: floa
 DEFAULT_RETRY_ON = ("FAILURE", "TIMEDOUT", "INTERRUPTED")
 RETRYABLE = frozenset({"FAILURE", "TIMEDOUT", "INTERRUPTED", "ERROR"})
 OVERLAP_POLICIES = ("allow", "skip", "queue", "replace")
+#: The overlap policies under which a new run is created without looking at the task's
+#: other runs (``queue`` holds it back at claim time instead).
+INDEPENDENT_OVERLAP = ("allow", "queue")
 
 
 def _fraction(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:

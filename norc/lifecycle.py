@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from norc.abc import QueueItem
+from norc.abc import INDEPENDENT_OVERLAP, QueueItem
 from norc.errors import NorcError
 from norc.records import InstanceRecord, TaskRecord
 from norc.status import InstanceStatus
@@ -167,7 +167,7 @@ def overlap_verdict(
     it only once the earlier ones ended (it counts as a concurrency limit of one).
     The task row is locked, so two schedulers creating runs of one task take turns.
     """
-    if policy in ("allow", "queue"):
+    if policy in INDEPENDENT_OVERLAP:
         return None
     lock = sa.select(tasks.c.id).where(tasks.c.id == task_id)
     if app.db.dialect != "sqlite":

@@ -24,11 +24,18 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects import postgresql
 
-from norc.abc import Claimant, Queue, QueueItem
+from norc.abc import INDEPENDENT_OVERLAP, Claimant, Queue, QueueItem
 from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
 from norc.status import InstanceStatus
-from norc.store.database import Transaction, by_ids, ids_in, raw_columns, unindexed_status_is
+from norc.store.database import (
+    Transaction,
+    by_ids,
+    ids_in,
+    raw_columns,
+    running_values,
+    unindexed_status_is,
+)
 from norc.store.schema import instances, naive_utc, queue_items, tasks, utcnow
 
 CHANNEL = "norc_queue"
@@ -62,7 +69,7 @@ def _create_and_push_pg(task_key: str) -> sa.TextClause:
 
     ``t`` reads the task by ``task_key`` (``id`` or ``name``); ``created`` inserts the
     instances, only if its overlap policy lets a run be created without looking at the
-    others (``allow``, ``queue``: what ``lifecycle.overlap_verdict`` passes at once);
+    others (``abc.INDEPENDENT_OVERLAP``, what ``lifecycle.overlap_verdict`` passes at once);
     ``pushed`` inserts their items. The result is one row per task found (none for an
     unknown one): its policy and the ids pushed, in order; the NOTIFY is sent (at
     commit) only if something was pushed. Timestamps are bound as naive UTC.
@@ -77,7 +84,7 @@ def _create_and_push_pg(task_key: str) -> sa.TextClause:
                 (task_id, queue, priority, status, attempt, created_at, enqueued_at)
             SELECT t.id, :queue, :priority, :status, 1, :now, :now
             FROM t CROSS JOIN generate_series(1, CAST(:count AS INTEGER))
-            WHERE t.overlap IN ('allow', 'queue')
+            WHERE t.overlap = ANY(CAST(:independent AS VARCHAR[]))
             RETURNING id
         ),
         pushed AS (
@@ -238,6 +245,7 @@ class DBQueue(Queue):
                     "count": count,
                     "now": now,
                     "channel": CHANNEL,
+                    "independent": list(INDEPENDENT_OVERLAP),
                 },
             ).first()
         if row is None or not row.ids:  # an unknown task, or a policy to apply
@@ -475,13 +483,7 @@ def _claim_statement(with_limits: sa.Select[Any]) -> sa.Select[Any]:
             ),
             unindexed_status_is(InstanceStatus.QUEUED),
         )
-        .values(
-            status=InstanceStatus.RUNNING.value,
-            started_at=sa.bindparam("now"),
-            executor_id=sa.bindparam("by"),
-            host=sa.bindparam("host"),
-            pid=sa.bindparam("pid"),
-        )
+        .values(running_values())
         .returning(*instances.c)
         .cte("started")
     )

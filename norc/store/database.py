@@ -441,7 +441,7 @@ class Database:
             {
                 "ids": bound,
                 "now": now,
-                "executor": claimant.executor_id,
+                "by": claimant.executor_id,
                 "host": claimant.host,
                 "pid": claimant.pid,
             },
@@ -1076,6 +1076,19 @@ def ids_in(column: sa.ColumnElement[Any], *, json_text: bool) -> sa.ColumnElemen
     return column.in_(sa.bindparam("ids", expanding=True))
 
 
+def running_values() -> dict[str, Any]:
+    """What a claim sets on an instance it moves QUEUED → RUNNING (``mark_running`` and
+    PostgreSQL's one-statement claim), bound as ``now``, ``by`` (the executor's id),
+    ``host`` and ``pid``."""
+    return {
+        "status": InstanceStatus.RUNNING.value,
+        "started_at": sa.bindparam("now"),
+        "executor_id": sa.bindparam("by"),
+        "host": sa.bindparam("host"),
+        "pid": sa.bindparam("pid"),
+    }
+
+
 S = TypeVar("S")
 
 
@@ -1094,13 +1107,7 @@ _MARK_RUNNING = by_ids(
         .where(
             ids_in(instances.c.id, json_text=json_text), unindexed_status_is(InstanceStatus.QUEUED)
         )
-        .values(
-            status=InstanceStatus.RUNNING.value,
-            started_at=sa.bindparam("now"),
-            executor_id=sa.bindparam("executor"),
-            host=sa.bindparam("host"),
-            pid=sa.bindparam("pid"),
-        )
+        .values(running_values())
     )
 )
 _CLAIMED_WORK = by_ids(
