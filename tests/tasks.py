@@ -128,3 +128,12 @@ class Holdable(Task):
         if self.exit_code is not None:
             os._exit(self.exit_code)
         time.sleep(self.seconds)
+
+
+@attrs.define(kw_only=True)
+class PolicyProbe(Holdable):
+    """Prints the CPU scheduling policy it runs under (``policy=N``), then as Holdable."""
+
+    def run(self, ctx: RunContext) -> None:
+        print(f"policy={os.sched_getscheduler(0)}")
+        super().run(ctx)

@@ -9,6 +9,7 @@ one goes through a real executor.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from norc.executor.work import Work
 from norc.executor.workerloop import SEND_AHEAD_DEPTH, SEND_AHEAD_WORK, WorkerLoop
 from norc.status import InstanceStatus
 from norc.testing import NoopTask, wait_until
-from tests.tasks import Holdable
+from tests.tasks import Holdable, PolicyProbe
 
 
 def test_short_runs_are_sent_ahead_and_timed_from_their_real_start(
@@ -307,3 +308,58 @@ def test_instances_the_worker_may_have_begun_when_killed_end_interrupted(tmp_pat
     assert "killed just as it started" in executor.outcomes[2]["error"]
     assert 3 not in executor.outcomes and executor._dispatch.waiting() == [behind]
     assert lane.ahead_ids == ()
+
+
+def _policies(log_dir: Path, ids: range) -> list[int]:
+    """The scheduling policy each instance's run printed (PolicyProbe)."""
+    return [int((log_dir / f"{i}.log").read_text().split("policy=")[1].split()[0]) for i in ids]
+
+
+linux_scheduling = pytest.mark.skipif(
+    not hasattr(os, "SCHED_BATCH"), reason="CPU scheduling policies are Linux's"
+)
+
+
+@linux_scheduling
+def test_instances_sent_ahead_run_as_batch_processes_and_the_rest_normally(
+    tmp_path: Path,
+) -> None:
+    """Runs sent ahead behind a run in progress run under SCHED_BATCH; the run sent to
+    the idle worker, and a lone run after them, under the normal policy."""
+    hold = tmp_path / "hold"
+    task = PolicyProbe(name="p", hold=str(hold), seconds=0.3)
+    with _Executor() as executor:
+        executor.warm(task, tmp_path)
+        hold.touch()
+        executor.run([_work(i, task, tmp_path) for i in (1, 2, 3)])
+        assert executor.stats["sent_ahead"] == 2
+        executor.run([_work(4, task, tmp_path)])
+    assert _policies(tmp_path, range(1, 5)) == [
+        os.SCHED_OTHER,
+        os.SCHED_BATCH,
+        os.SCHED_BATCH,
+        os.SCHED_OTHER,
+    ]
+
+
+@linux_scheduling
+def test_a_worker_started_with_another_policy_keeps_it(tmp_path: Path) -> None:
+    """A worker started by a SCHED_IDLE thread (the embedding application's choice) runs
+    everything, sent ahead or not, under SCHED_IDLE."""
+    hold = tmp_path / "hold"
+    task = PolicyProbe(name="p", hold=str(hold), seconds=0.3)
+
+    def start_idle_worker() -> None:  # the policy is per thread, and a child inherits it
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        executor.loop.lanes[0].worker.ensure()
+
+    executor = _Executor()
+    starter = threading.Thread(target=start_idle_worker)
+    starter.start()
+    starter.join()
+    with executor:
+        executor.warm(task, tmp_path)
+        hold.touch()
+        executor.run([_work(i, task, tmp_path) for i in (1, 2, 3)])
+        assert executor.stats["sent_ahead"] == 2
+    assert _policies(tmp_path, range(1, 4)) == [os.SCHED_IDLE] * 3

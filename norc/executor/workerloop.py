@@ -34,7 +34,8 @@ timed from its real start (the worker's clock, reported with each answer), and s
 deadline. If the lane's worker is killed (a timeout, an interrupt, a KILL) or dies
 before it started, it goes back to the front of the dispatch; if answers crossed the
 kill, the instances that the worker may have begun are recorded INTERRUPTED rather than
-risk running them twice.
+risk running them twice. A worker runs what it is sent ahead as a batch process
+(``SCHED_BATCH``, see :class:`norc.executor.worker._Scheduling`).
 """
 
 from __future__ import annotations
@@ -331,7 +332,7 @@ class WorkerLoop:
         lane.ahead.append(work)
         lane.ahead_ids = (*lane.ahead_ids, work.instance.id)
         try:
-            lane.worker.send(work.job, work.template_key, work.template)
+            lane.worker.send(work.job, work.template_key, work.template, ahead=True)
         except WorkerDied:  # not delivered; the poll reports the worker's end
             lane.ahead.pop()
             lane.ahead_ids = lane.ahead_ids[:-1]
