@@ -321,21 +321,20 @@ linux_scheduling = pytest.mark.skipif(
 
 
 @linux_scheduling
-def test_instances_sent_ahead_run_as_batch_processes_and_the_rest_normally(
-    tmp_path: Path,
-) -> None:
-    """Runs sent ahead behind a run in progress run under SCHED_BATCH; the run sent to
-    the idle worker, and a lone run after them, under the normal policy."""
+def test_a_backlog_runs_as_batch_processes_and_lone_runs_normally(tmp_path: Path) -> None:
+    """Runs of a backlog (started while more work waits, or sent ahead) run under
+    SCHED_BATCH; a lone run, before and after them, under the normal policy."""
     hold = tmp_path / "hold"
     task = PolicyProbe(name="p", hold=str(hold), seconds=0.3)
     with _Executor() as executor:
-        executor.warm(task, tmp_path)
+        executor.warm(task, tmp_path)  # instance 0, alone
         hold.touch()
         executor.run([_work(i, task, tmp_path) for i in (1, 2, 3)])
         assert executor.stats["sent_ahead"] == 2
         executor.run([_work(4, task, tmp_path)])
-    assert _policies(tmp_path, range(1, 5)) == [
+    assert _policies(tmp_path, range(5)) == [
         os.SCHED_OTHER,
+        os.SCHED_BATCH,
         os.SCHED_BATCH,
         os.SCHED_BATCH,
         os.SCHED_OTHER,

@@ -15,8 +15,8 @@ gets one answer, ``{"event": "ran", "done": true, ...}``, saving a write and a w
 per instance. Every message carries ``t``, the worker's clock as it was written.
 
 A job carries only what is particular to its instance (id, attempt, log path, fire time;
-for a ``finally`` after a kill, the killed run's deadline; ``ahead`` when it was sent
-behind a run in progress, see :class:`_Scheduling`) and a ``template_key``: the
+for a ``finally`` after a kill, the killed run's deadline; ``batch`` when it is part of
+a backlog, see :class:`_Scheduling`) and a ``template_key``: the
 part every instance of a task revision shares (class path, name, params, settings,
 timeout) travels once per worker, as ``template`` in the
 first job that needs it, and the worker keeps it. The per-instance message stays small
@@ -111,20 +111,20 @@ class WorkerProcess:
         template_key: int,
         template: dict[str, Any],
         *,
-        ahead: bool = False,
+        batch: bool = False,
     ) -> None:
         """Hand the worker a job (its instance's part), with its task's ``template`` if
         this process has not had that key yet; raises :class:`WorkerDied` if it is gone.
 
-        ``ahead``: the job is sent behind a run in progress (a stream of short runs): the
-        worker runs it as a batch process (see :class:`_Scheduling`).
+        ``batch``: the job is part of a backlog (sent behind a run in progress, or more
+        claimed work waits): the worker runs it as a batch process (see :class:`_Scheduling`).
         """
         assert self._to is not None
         message = {**job, "template_key": template_key}
         if template_key not in self._templates:
             message["template"] = template
-        if ahead:
-            message["ahead"] = True
+        if batch:
+            message["batch"] = True
         try:
             os.write(self._to, json.dumps(message).encode() + b"\n")
         except BrokenPipeError:
@@ -243,20 +243,22 @@ class _Template:
 
 
 class _Scheduling:
-    """The worker's CPU scheduling policy: batch while it runs a stream of short jobs.
+    """The worker's CPU scheduling policy: batch while it works through a backlog.
 
-    A job sent *ahead* (behind a run in progress: the executor is draining a backlog of
-    runs known to take under a few milliseconds) is run with Linux's ``SCHED_BATCH``;
-    any other job with the policy the worker started with. A batch process that is woken
-    (by the executor writing its next job, or by its pipe) does not preempt the process
-    running on that core. On two cores that process was often one of the executor's
-    threads holding its GIL, which then stalled the executor's claim and recorder
-    threads too; batch halved the executor's involuntary context switches and drained
-    no-ops 4-10% faster (docs/performance.md). A single job into an idle worker (the
-    latency case) and every task not known to be short keep the normal policy, so that
-    it starts at once; their child processes inherit it. A worker started with any
-    policy but the normal one (``SCHED_IDLE``, real-time: the embedding application's
-    choice) is left alone, as is every platform without ``sched_setscheduler``.
+    A job that is part of a backlog (sent *ahead*, behind a run in progress, or started
+    while more claimed work waits: ``"batch"`` in the job) is run with Linux's
+    ``SCHED_BATCH``; any other job with the policy the worker started with. A batch
+    process that is woken (by the executor writing its next job) does not preempt the
+    process running on that core. On two cores that process was often one of the
+    executor's threads holding its GIL, which then stalled the executor's claim and
+    recorder threads too; batch halved the executor's involuntary context switches and
+    drained no-ops 4-10% faster (docs/performance.md). A lone job into an idle executor
+    (the latency case) keeps the normal policy, so that it starts at once. The policy
+    changes only where the executor passes from one case to the other (each change is
+    a system call that may let another process run). Child processes a task starts
+    inherit it. A worker started with any policy but the normal one (``SCHED_IDLE``,
+    real-time: the embedding application's choice) is left alone, as is every platform
+    without ``sched_setscheduler``.
     """
 
     def __init__(self) -> None:
@@ -287,7 +289,7 @@ def _serve(job_fd: int, result_fd: int) -> None:
     with os.fdopen(job_fd, "rb") as jobs:
         for line in jobs:
             message = json.loads(line)
-            scheduling.set(message.pop("ahead", False))
+            scheduling.set(message.pop("batch", False))
             key = message["template_key"]
             if "template" in message:
                 templates[key] = _Template(message.pop("template"))

@@ -34,8 +34,9 @@ timed from its real start (the worker's clock, reported with each answer), and s
 deadline. If the lane's worker is killed (a timeout, an interrupt, a KILL) or dies
 before it started, it goes back to the front of the dispatch; if answers crossed the
 kill, the instances that the worker may have begun are recorded INTERRUPTED rather than
-risk running them twice. A worker runs what it is sent ahead as a batch process
-(``SCHED_BATCH``, see :class:`norc.executor.worker._Scheduling`).
+risk running them twice. A worker runs what it is sent ahead, and what it is sent
+while more work waits, as a batch process (``SCHED_BATCH``, see
+:class:`norc.executor.worker._Scheduling`).
 """
 
 from __future__ import annotations
@@ -215,7 +216,9 @@ class WorkerLoop:
         self._watch(lane)
         lane.pid = worker.pid
         try:
-            worker.send(work.job, work.template_key, work.template)
+            # More claimed work waiting behind this one: the executor drains a backlog.
+            backlog = self.executor._dispatch.any_ready()
+            worker.send(work.job, work.template_key, work.template, batch=backlog)
         except WorkerDied as exc:
             self._died(lane, exc)
             return
@@ -332,7 +335,7 @@ class WorkerLoop:
         lane.ahead.append(work)
         lane.ahead_ids = (*lane.ahead_ids, work.instance.id)
         try:
-            lane.worker.send(work.job, work.template_key, work.template, ahead=True)
+            lane.worker.send(work.job, work.template_key, work.template, batch=True)
         except WorkerDied:  # not delivered; the poll reports the worker's end
             lane.ahead.pop()
             lane.ahead_ids = lane.ahead_ids[:-1]
