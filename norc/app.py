@@ -167,19 +167,30 @@ class Norc:
         return [name]
 
     def queue(self, name: str) -> Queue:
-        """The queue object for ``name`` (one per handle and name)."""
+        """The queue object for ``name`` (one per handle and name): for pushing, counting,
+        releasing. Executors claim through objects of their own (:meth:`open_queue`)."""
         with self._lock:
             if name not in self._queues:
-                try:
-                    type_name, settings = self.db.queue_row(name)
-                except UnknownQueue:
-                    members = self.db.queue_group(name)
-                    if members is not None:
-                        raise QueueGroupPush(name, members) from None
-                    raise
-                cls = self.registry.queue_type(type_name)
-                self._queues[name] = cls(name=name, settings=settings, db=self.db)
+                self._queues[name] = self.open_queue(name)
             return self._queues[name]
+
+    def open_queue(self, name: str) -> Queue:
+        """A new queue object for ``name``, for one claimant; the caller closes it.
+
+        What a queue keeps for whoever claims through it (the dbqueue's LISTEN
+        connection, and whether its last claim emptied the queue) must not be shared by
+        two executors of one handle: one would wait out the other's wake-up, and the
+        first to stop would close the other's connection.
+        """
+        try:
+            type_name, settings = self.db.queue_row(name)
+        except UnknownQueue:
+            members = self.db.queue_group(name)
+            if members is not None:
+                raise QueueGroupPush(name, members) from None
+            raise
+        cls = self.registry.queue_type(type_name)
+        return cls(name=name, settings=settings, db=self.db)
 
     def queues(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(name, type, settings) of every queue."""

@@ -345,3 +345,19 @@ def test_a_class_workers_cannot_import_is_error_until_it_is_installed(
         wait_until(lambda: app.instance(second).status.is_final, 30)
         assert app.instance(second).status is InstanceStatus.SUCCESS
         assert app.instance(second).pid == record.pid  # the same worker process
+
+
+def test_two_executors_on_one_handle_and_queue_each_start_one_at_once(app: norc.Norc) -> None:
+    """Two idle executors embedded on one handle, on the same queue, start a pair of
+    instances enqueued together at the same time, one each: neither waits for the other's
+    wake-up."""
+    app.save_task(Sleep(name="s", seconds=1.0))
+    options = {"concurrency": 1, "isolation": "thread", "claim_ahead": 0.0}
+    with app.executor(**options) as a, app.executor(**options) as b:  # type: ignore[arg-type]
+        time.sleep(0.6)  # both idle, waiting for work
+        ids = app.enqueue_many("s", 2)
+        wait_until(lambda: all(run_started(app, i) for i in ids), 10)
+        records = app.db.instances_by_id(ids)
+    assert {r.executor_id for r in records} == {a.id, b.id}
+    first, second = sorted(r.started_at for r in records if r.started_at)
+    assert (second - first).total_seconds() < 0.15

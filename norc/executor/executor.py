@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from norc.abc import Claimant, Task
+from norc.abc import Claimant, Queue, Task
 from norc.control import housekeeping
 from norc.daemon import Heartbeat, hostname, run_blocking
 from norc.errors import ConfigurationError, DatabaseError, NorcError
@@ -192,6 +192,7 @@ class Executor:
         self._slot_threads: list[threading.Thread] = []
         self._threads: list[threading.Thread] = []
         self._heartbeat: Heartbeat | None = None
+        self._own_queues: dict[str, Queue] = {}  # by name: what start() opened
         #: task id -> (its record, class, template key, job template): see _task_template.
         self._templates: dict[int, tuple[TaskRecord, type[Task] | None, int, dict[str, Any]]] = {}
         self._template_keys = itertools.count(1)
@@ -201,8 +202,10 @@ class Executor:
     def start(self) -> Executor:
         """Register the executor and start its threads; returns at once."""
         app = self.app
-        # A queue, or a queue group's members in priority order.
-        self.queues = [app.queue(name) for name in app.queue_members(self.queue_name)]
+        # A queue, or a queue group's members in priority order: objects of the
+        # executor's own, so that nothing a queue keeps for its claimant is shared.
+        self.queues = [app.open_queue(name) for name in app.queue_members(self.queue_name)]
+        self._own_queues = {queue.name: queue for queue in self.queues}
         self.id = app.db.insert_daemon(
             kind="executor",
             host=hostname(),
@@ -436,9 +439,9 @@ class Executor:
                 returned = set(self.app.db.give_back(tx, ids, self.claimant.executor_id))
                 for name, group in _by_queue(works).items():
                     back = [i for i in group if i in returned]
-                    self.app.queue(name).give_back(back, tx)
+                    self._queue(name).give_back(back, tx)
                     # Ended meanwhile (stopped from outside): only the item is left.
-                    self.app.queue(name).release([i for i in group if i not in returned], tx)
+                    self._queue(name).release([i for i in group if i not in returned], tx)
         except (SQLAlchemyError, DatabaseError) as exc:
             # Not lost: they stay claimed here and run when a slot frees up.
             self.log.warning("giving back failed; running them here", error=str(exc))
@@ -489,7 +492,11 @@ class Executor:
 
     def _release(self, works: list[Work], tx: Any) -> None:
         for name, ids in _by_queue(works).items():
-            self.app.queue(name).release(ids, tx)
+            self._queue(name).release(ids, tx)
+
+    def _queue(self, name: str) -> Queue:
+        """The executor's own object for a queue it claims from (the handle's otherwise)."""
+        return self._own_queues.get(name) or self.app.queue(name)
 
     def _prepare(self, instance: InstanceRecord, task: TaskRecord) -> Work:
         key = instance_log_key(task.type, task.name, instance.id)
