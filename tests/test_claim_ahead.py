@@ -61,25 +61,36 @@ def _complete(dispatch: Dispatch[_Item], count: int) -> None:
         dispatch.finished()
 
 
+class _Clock:
+    """A clock the test moves by hand, for the dispatch's rate sampling."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_burst_of_short_instances_gets_a_claim_ahead_before_a_rate_window_ends() -> None:
     """Enough quick completions (four per slot) size the claims within tens of
     milliseconds of a burst's start, not after the quarter-second rate window."""
-    dispatch: Dispatch[_Item] = Dispatch(8, ahead_seconds=0.1, max_wait=1.0)
-    started = time.monotonic()
+    clock = _Clock()
+    dispatch: Dispatch[_Item] = Dispatch(8, ahead_seconds=0.1, max_wait=1.0, clock=clock)
     _complete(dispatch, 4 * 8)
-    time.sleep(RATE_WINDOW / 10)
-    want = dispatch.wanted()
-    assert time.monotonic() - started < RATE_WINDOW
-    assert want > 8
+    clock.now = RATE_WINDOW / 10
+    assert dispatch.wanted() > 8
 
 
 def test_a_few_completions_do_not_size_the_claims_early() -> None:
     """Fewer completions than four per slot leave the claims at one per idle slot until
     the rate window ends: slow tasks are never claimed ahead on a small sample."""
-    dispatch: Dispatch[_Item] = Dispatch(8, ahead_seconds=0.1, max_wait=1.0)
+    clock = _Clock()
+    dispatch: Dispatch[_Item] = Dispatch(8, ahead_seconds=0.1, max_wait=1.0, clock=clock)
     _complete(dispatch, 4 * 8 - 1)
-    time.sleep(RATE_WINDOW / 10 + 0.005)  # past the early sample's time gate, not the window
+    clock.now = RATE_WINDOW * 0.9  # past the early sample's time gate, not the window
     assert dispatch.wanted() == 8
+    clock.now = RATE_WINDOW  # the window's own sample
+    assert dispatch.wanted() > 8
 
 
 def test_work_waiting_too_long_is_taken_out_to_give_back() -> None:

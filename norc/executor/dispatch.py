@@ -49,8 +49,11 @@ class Dispatch(Generic[W]):
         ahead_seconds: float,
         max_wait: float,
         on_work: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.slots = slots
+        #: What the completion rate is timed by (a test's own clock: see _sample).
+        self._clock = clock
         #: Called after work is put or the dispatch is closed, for a taker that waits on
         #: something else than this object's condition (the worker loop's poll).
         self._on_work = on_work
@@ -64,7 +67,7 @@ class Dispatch(Generic[W]):
         self._idle = slots
         self._done = 0
         self._rate = 0.0
-        self._sampled_at = time.monotonic()
+        self._sampled_at = clock()
         self._sampled_done = 0
         self._refill_at = 0
 
@@ -188,7 +191,7 @@ class Dispatch(Generic[W]):
     def _sample(self) -> None:
         """Refresh the completion rate (instances/s, smoothed) every RATE_WINDOW, or as
         soon as enough completions make an early sample meaningful."""
-        now = time.monotonic()
+        now = self._clock()
         elapsed = now - self._sampled_at
         if elapsed < RATE_WINDOW and (
             elapsed < RATE_WINDOW / 10
