@@ -252,7 +252,7 @@ class _Scheduling:
     process running on that core. On two cores that process was often one of the
     executor's threads holding its GIL, which then stalled the executor's claim and
     recorder threads too; batch halved the executor's involuntary context switches and
-    drained no-ops 4-10% faster (docs/performance.md). A lone job into an idle executor
+    drained no-ops up to 8% faster (docs/performance.md). A lone job into an idle executor
     (the latency case) keeps the normal policy, so that it starts at once. The policy
     changes only where the executor passes from one case to the other (each change is
     a system call that may let another process run). Child processes a task starts
