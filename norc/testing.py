@@ -123,14 +123,14 @@ class QueueContract:
         results: dict[int, list[int]] = {n: [] for n in range(1, 5)}
 
         def drain(n: int) -> None:
-            q = type(app)(settings=app.settings).queue(queue_name)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                got = q.claim(_claimant(n), 7, timeout=0.5)
-                if not got and sum(len(v) for v in results.values()) >= len(ids):
-                    return
-                results[n] += got
-            q.close()
+            with type(app)(settings=app.settings) as handle:  # closes its connections
+                q = handle.queue(queue_name)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    got = q.claim(_claimant(n), 7, timeout=0.5)
+                    if not got and sum(len(v) for v in results.values()) >= len(ids):
+                        return
+                    results[n] += got
 
         threads = [threading.Thread(target=drain, args=(n,)) for n in results]
         for t in threads:
