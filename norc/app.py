@@ -177,7 +177,7 @@ class Norc:
     def open_queue(self, name: str) -> Queue:
         """A new queue object for ``name``, for one claimant; the caller closes it.
 
-        What a queue keeps for whoever claims through it (the dbqueue's LISTEN
+        What a queue keeps for whoever claims through it (the dbqueue's claim and LISTEN
         connection, and whether its last claim emptied the queue) must not be shared by
         two executors of one handle: one would wait out the other's wake-up, and the
         first to stop would close the other's connection.

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 import norc
 from norc.errors import UnknownTask
+from norc.store.database import normalise_url
 from norc.store.schema import instances, queue_items, utcnow
 from norc.testing import NoopTask, QueueContract, wait_until
 
@@ -60,6 +61,76 @@ def test_claims_after_one_that_emptied_the_queue_take_new_instances_at_once(
     assert elapsed < 0.2
 
 
+def test_notifications_that_came_during_a_claim_wake_one_claim_not_one_each(
+    app: norc.Norc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the claim connection also LISTENs: the NOTIFYs of 50 enqueues that it
+    read while claiming wake the next wait once, and the claim then waits out its
+    timeout instead of claiming again for every one of them."""
+    from norc.abc import Claimant
+
+    if app.db.dialect != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    app.save_task(NoopTask(name="n"))
+    queue, who = app.open_queue("default"), Claimant(executor_id=7, host="h", pid=1)
+    assert queue.claim(who, 100, 0.0) == []  # opens the claim connection, LISTENing
+    ids = [app.enqueue("n") for _ in range(50)]  # 50 NOTIFYs, read by the next claim
+    assert sorted(queue.claim(who, 100, 0.0)) == ids
+    claims: list[int] = []
+    claim_now = queue._claim_now  # type: ignore[attr-defined]
+
+    def counted(*args: Any) -> list[int]:
+        claims.append(1)
+        return list(claim_now(*args))
+
+    monkeypatch.setattr(queue, "_claim_now", counted)
+    started = time.monotonic()
+    assert queue.claim(who, 100, 0.5) == []
+    assert time.monotonic() - started >= 0.5
+    assert len(claims) <= 3  # woken once (all 50 at once), then the wait ran out
+    queue.close()
+
+
+def test_a_claim_connection_the_server_closed_while_idle_is_replaced(
+    app: norc.Norc, db_url: str
+) -> None:
+    """On PostgreSQL a queue object keeps its claim connection open; killed by the server
+    while the claimant waited (a restart, an idle timeout), it is opened again and the
+    next instance is claimed without an error."""
+    from norc.abc import Claimant
+
+    if app.db.dialect != "postgresql":
+        pytest.skip("only PostgreSQL claims on a connection of its own")
+    app.save_task(NoopTask(name="n"))
+    killer = sa.create_engine(normalise_url(db_url))
+
+    def claiming() -> set[int]:
+        """Backends of this database whose last statement was a claim."""
+        with killer.begin() as conn:
+            return set(
+                conn.execute(
+                    sa.text(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND query LIKE 'WITH picked AS%'"
+                    )
+                ).scalars()
+            )
+
+    others = claiming()  # queue objects of earlier tests, perhaps not yet collected
+    queue, who = app.open_queue("default"), Claimant(executor_id=7, host="h", pid=1)
+    assert queue.claim(who, 5, 0.0) == []  # opens it; its last statement is the claim
+    [pid] = claiming() - others
+    with killer.begin() as conn:
+        killed = conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).all()
+    killer.dispose()
+    assert killed == [(True,)]
+    first = app.enqueue("n")
+    assert queue.claim(who, 5, 2.0) == [first]
+    second = app.enqueue("n")
+    assert queue.claim(who, 5, 2.0) == [second]
+    queue.close()
+
+
 def test_enqueue_creates_queued_first_attempts_with_their_items_in_order(app: norc.Norc) -> None:
     """enqueue_many returns ascending ids of QUEUED first attempts, stamped and prioritised,
     each with a queue item of its priority, claimable in that order."""
@@ -81,17 +152,33 @@ def test_enqueue_creates_queued_first_attempts_with_their_items_in_order(app: no
     assert claimed == [*ids, by_id]
 
 
-def test_an_enqueue_is_one_statement_on_postgresql_and_declined_elsewhere(app: norc.Norc) -> None:
+def test_an_enqueue_is_one_statement_on_postgresql_and_declined_elsewhere(
+    app: norc.Norc, tmp_path: Path
+) -> None:
     """On PostgreSQL dbqueue creates and pushes the instances in one statement (one round
     trip); on other databases it declines, writing nothing, and the general path runs."""
     app.save_task(NoopTask(name="n"))
     queue = app.queue("default")  # the handle reads a queue's row once, on first use
     statements: list[str] = []
     sa.event.listen(app.db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
-    ids = app.enqueue_many("n", 2)
     if app.db.dialect == "postgresql":
-        assert len(statements) == 1, statements
+        import psycopg
+
+        # It runs on psycopg's connection, past SQLAlchemy's events: count what the
+        # client sends instead (the autocommit pool's one connection is traced).
+        trace = tmp_path / "trace"
+        with trace.open("w") as out:
+            with app.db.driver_autocommit() as conn:
+                conn.pgconn.trace(out.fileno())
+                conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+            ids = app.enqueue_many("n", 2)
+            with app.db.driver_autocommit() as conn:
+                conn.pgconn.untrace()
+        sent = [line.split("\t") for line in trace.read_text().splitlines()]
+        executed = [m for m in sent if m[0] == "F" and m[2] in ("Execute", "Query")]
+        assert len(executed) == 1 and statements == []
     else:
+        ids = app.enqueue_many("n", 2)
         assert queue.create_and_push("n", 1, 0) is None
         assert app.db.count_by_status() == {"QUEUED": 2}
     assert len(ids) == 2 and queue.count() == 2

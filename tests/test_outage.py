@@ -87,6 +87,30 @@ def private_pg() -> Iterator[PrivatePostgres]:
     server.destroy()
 
 
+def test_an_enqueue_while_the_server_is_away_names_it_and_the_next_one_works(
+    private_pg: PrivatePostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-statement enqueue (run on the driver's own connection) fails with
+    DatabaseUnreachable naming the server while it is stopped, and works once it is back:
+    the pooled connection its statement found dead is not handed out again."""
+    from norc.errors import DatabaseUnreachable
+    from norc.store import database
+
+    monkeypatch.setattr(database, "PING_AFTER_IDLE", 3600.0)  # no ping at checkout
+    app = norc.Norc(private_pg.url, log_dir=tmp_path / "logs")
+    app.save_task(Outcome(name="ok"))
+    first = app.enqueue("ok")
+    private_pg.stop()
+    with pytest.raises(DatabaseUnreachable, match=f"127.0.0.1:{private_pg.port}"):
+        app.enqueue("ok")
+    private_pg.start()
+    second = app.enqueue("ok")
+    app.close()
+    check = norc.Norc(private_pg.url, log_dir=tmp_path / "logs")
+    assert check.db.count_by_status([first, second]) == {"QUEUED": 2}
+    check.close()
+
+
 @pytest.mark.slow
 def test_thirty_second_database_outage_loses_nothing(
     private_pg: PrivatePostgres, tmp_path: Path

@@ -7,7 +7,8 @@ their instances QUEUED → RUNNING, all in one transaction (on PostgreSQL, usual
 autocommitted statement: see ``DBQueue._claim_in_one``). Rows are deleted only in the
 transaction that records the instance's end, so a crashed executor loses nothing.
 
-Idle executors wake promptly: PostgreSQL ``LISTEN``/``NOTIFY`` across processes, an
+Idle executors wake promptly: PostgreSQL ``LISTEN``/``NOTIFY`` across processes (on the
+connection each queue object keeps for its claims, which run on psycopg directly), an
 in-process signal when the enqueuer shares the process, and otherwise (SQLite and
 MariaDB across processes) a poll that backs off from 2 ms to 50 ms while idle.
 """
@@ -15,6 +16,7 @@ MariaDB across processes) a poll that backs off from 2 ms to 50 ms while idle.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -23,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
 
 from norc.abc import INDEPENDENT_OVERLAP, Claimant, Queue, QueueItem
 from norc.pluginmarkers import hookimpl
@@ -31,6 +34,7 @@ from norc.status import InstanceStatus
 from norc.store.database import (
     Transaction,
     by_ids,
+    driver_sql,
     ids_in,
     raw_columns,
     running_values,
@@ -64,8 +68,9 @@ _PUSH_PG = sa.text(
 )
 
 
-def _create_and_push_pg(task_key: str) -> sa.TextClause:
-    """PostgreSQL: the whole enqueue of runs of one task as one statement.
+def _create_and_push_pg(task_key: str) -> str:
+    """PostgreSQL: the whole enqueue of runs of one task as one statement, in psycopg's
+    parameter style (it runs on the driver's connection: ``Database.driver_autocommit``).
 
     ``t`` reads the task by ``task_key`` (``id`` or ``name``); ``created`` inserts the
     instances, only if its overlap policy lets a run be created without looking at the
@@ -74,30 +79,28 @@ def _create_and_push_pg(task_key: str) -> sa.TextClause:
     unknown one): its policy and the ids pushed, in order; the NOTIFY is sent (at
     commit) only if something was pushed. Timestamps are bound as naive UTC.
     """
-    return sa.text(
-        f"""
+    return f"""
         WITH t AS (
-            SELECT id, overlap FROM {tasks.name} WHERE {task_key} = :task
+            SELECT id, overlap FROM {tasks.name} WHERE {task_key} = %(task)s
         ),
         created AS (
             INSERT INTO {instances.name}
                 (task_id, queue, priority, status, attempt, created_at, enqueued_at)
-            SELECT t.id, :queue, :priority, :status, 1, :now, :now
-            FROM t CROSS JOIN generate_series(1, CAST(:count AS INTEGER))
-            WHERE t.overlap = ANY(CAST(:independent AS VARCHAR[]))
+            SELECT t.id, %(queue)s, %(priority)s, %(status)s, 1, %(now)s, %(now)s
+            FROM t CROSS JOIN generate_series(1, CAST(%(count)s AS INTEGER))
+            WHERE t.overlap = ANY(CAST(%(independent)s AS VARCHAR[]))
             RETURNING id
         ),
         pushed AS (
             INSERT INTO {queue_items.name} (queue, priority, instance_id, enqueued_at)
-            SELECT :queue, :priority, created.id, :now FROM created
+            SELECT %(queue)s, %(priority)s, created.id, %(now)s FROM created
             RETURNING instance_id
         )
         SELECT t.overlap,
             ARRAY(SELECT instance_id FROM pushed ORDER BY instance_id) AS ids,
-            (SELECT pg_notify(:channel, :queue) FROM pushed LIMIT 1) AS notified
+            (SELECT pg_notify(%(channel)s, %(queue)s) FROM pushed LIMIT 1) AS notified
         FROM t
         """
-    )
 
 
 _CREATE_AND_PUSH_PG = {key: _create_and_push_pg(key) for key in ("id", "name")}
@@ -132,7 +135,13 @@ class DBQueue(Queue):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._listener: Any = None
+        #: PostgreSQL: the connection this object claims on and LISTENs on, kept open:
+        #: a claim needs no checkout from a pool and no check-in after it (~0.1 ms of
+        #: enqueue->start at 100 enqueues/s), and one connection per claimant, not two.
+        self._claimer: Connection | None = None
+        #: One claim at a time on ``_claimer`` (a queue object serves one claimant; this
+        #: only keeps a second caller, or a close from another thread, from interleaving).
+        self._claim_lock = threading.Lock()
         self._interrupted = False
         #: PostgreSQL: the last claim found fewer items than it asked for.
         self._drained = False
@@ -188,8 +197,14 @@ class DBQueue(Queue):
                 .join(tasks, tasks.c.id == instances.c.task_id)
                 .where(instances.c.id.in_(sa.bindparam("ids", expanding=True)))
             )
-        #: PostgreSQL: the whole claim in one statement (see _claim_in_one).
-        self._claim_pg = _claim_statement(with_limits) if self.db.dialect == "postgresql" else None
+        #: PostgreSQL: the whole claim in one statement (see _claim_in_one), compiled
+        #: once; it runs on psycopg's connection (0.4 ms less of SQLAlchemy per claim,
+        #: measured on the enqueue->start path).
+        self._claim_pg = (
+            driver_sql(_claim_statement(with_limits), self.db.engine)
+            if self.db.dialect == "postgresql"
+            else None
+        )
 
     def push(self, items: Sequence[QueueItem], tx: Transaction) -> None:
         """Insert the items in the enqueuing transaction and announce them on commit."""
@@ -234,7 +249,7 @@ class DBQueue(Queue):
         if self.db.dialect != "postgresql" or count < 1:
             return None
         now = naive_utc(utcnow())
-        with self.db.autocommit() as conn:
+        with self.db.driver_autocommit() as conn:
             row = conn.execute(
                 _CREATE_AND_PUSH_PG["id" if isinstance(task, int) else "name"],
                 {
@@ -247,17 +262,21 @@ class DBQueue(Queue):
                     "channel": CHANNEL,
                     "independent": list(INDEPENDENT_OVERLAP),
                 },
-            ).first()
-        if row is None or not row.ids:  # an unknown task, or a policy to apply
+            ).fetchone()
+        if row is None or not row[1]:  # an unknown task, or a policy to apply
             return None
         self.db.wakeups.notify(self.name)
-        return [int(i) for i in row.ids]
+        return [int(i) for i in row[1]]
 
     def claim(self, claimant: Claimant, limit: int, timeout: float) -> list[int]:
         """Claim up to ``limit`` instances, waiting up to ``timeout`` for some to arrive."""
+        with self._claim_lock:
+            return self._claim(claimant, limit, timeout)
+
+    def _claim(self, claimant: Claimant, limit: int, timeout: float) -> list[int]:
         deadline = time.monotonic() + timeout
         poll = MIN_POLL
-        if self._drained and timeout > 0 and self._listener is not None:
+        if self._drained and timeout > 0 and self._claimer is not None:
             # The last claim emptied the queue: claiming again at once would cost a round
             # trip, and hold the GIL (SQLAlchemy's work before the I/O) just when the
             # worker loop wants it to start what that claim took (0.2 ms of enqueue->start
@@ -271,7 +290,7 @@ class DBQueue(Queue):
                 return []
             generation = self.db.wakeups.generation(self.name)
             ids = self._claim_now(claimant, limit)
-            self._drained = self._listener is not None and len(ids) < limit
+            self._drained = self._claimer is not None and len(ids) < limit
             remaining = deadline - time.monotonic()
             if ids or remaining <= 0:
                 return ids
@@ -319,22 +338,33 @@ class DBQueue(Queue):
         unlocked; if there were any, the general path runs next, in a transaction.
         """
         assert self._claim_pg is not None
-        with self.db.autocommit() as conn:
-            rows = conn.execute(
-                self._claim_pg,
-                {
-                    "claim_queue": self.name,
-                    "now": now,
-                    "limit": limit,
-                    "by": claimant.executor_id,
-                    "host": claimant.host,
-                    "pid": claimant.pid,
-                },
-            ).all()
-            started = [r for r in rows if r.id is not None]
-            self.db.prefetch_started(conn, started)
-        won = [int(r.id) for r in started]
-        picked = int(rows[0].picked_count) if rows else 0
+        sql, fixed = self._claim_pg
+        conn = self._claim_connection()
+        try:
+            with self.db.driver_errors(conn.connection):
+                rows = (
+                    _driver(conn)
+                    .execute(
+                        sql,
+                        {
+                            **fixed,
+                            "claim_queue": self.name,
+                            "now": naive_utc(now),
+                            "limit": limit,
+                            "by": claimant.executor_id,
+                            "host": claimant.host,
+                            "pid": claimant.pid,
+                        },
+                    )
+                    .fetchall()
+                )
+                started = [r for r in rows if r[0] is not None]  # r[0]: the instance id
+                self.db.prefetch_started(conn, started)
+        except Exception:
+            self._close_claimer()  # perhaps lost: the next claim opens a new one
+            raise
+        won = [int(r[0]) for r in started]
+        picked = int(rows[0][-1]) if rows else 0  # the last column: picked_count
         if len(won) < picked:
             with self.db.transaction() as tx:
                 won += self._claim_general(tx, claimant, picked - len(won), now)
@@ -366,24 +396,35 @@ class DBQueue(Queue):
             self.release(sorted(lost - deferred), tx)
         return won
 
-    def _wait_notify(self, timeout: float) -> bool:
-        """Block on LISTEN until a NOTIFY for this queue or the timeout."""
-        try:
-            if self._listener is None or self._listener.closed:
-                import psycopg
+    def _claim_connection(self) -> Connection:
+        """PostgreSQL: the claim connection, opened (and LISTENing) on first use."""
+        if self._claimer is None:
+            conn = self.db.autocommit_connection()
+            try:
+                with self.db.connection_errors():
+                    conn.exec_driver_sql(f"LISTEN {CHANNEL}")
+            except Exception:
+                conn.close()
+                raise
+            self._claimer = conn
+        return self._claimer
 
-                url = self.db.url.set(drivername="postgresql")
-                self._listener = psycopg.connect(
-                    url.render_as_string(hide_password=False), autocommit=True
-                )
-                self._listener.execute(f"LISTEN {CHANNEL}")
-            for note in self._listener.notifies(timeout=timeout, stop_after=1):
-                return bool(note.payload == self.name)
-        except Exception as exc:  # noqa: BLE001 - a broken listener degrades to polling
-            log.warning("LISTEN failed, polling instead", queue=self.name, error=str(exc))
-            self._close_listener()
+    def _wait_notify(self, timeout: float) -> bool:
+        """Block until a NOTIFY (for any queue: a claim that finds nothing is cheap) or
+        the timeout; whether one came."""
+        woke = False
+        try:
+            listener = _driver(self._claim_connection())
+            # To the end, not just the first: notifications that came in during claim
+            # statements wait in the driver's backlog and are all yielded now. One claim
+            # covers them; left there, each would make a claim of its own find nothing.
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                woke = True
+        except Exception as exc:  # noqa: BLE001 - a broken connection degrades to polling
+            log.warning("claim connection failed; opening another", queue=self.name, error=str(exc))
+            self._close_claimer()
             time.sleep(min(timeout, MAX_POLL))
-        return False
+        return woke
 
     def release(self, instance_ids: Sequence[int], tx: Transaction) -> None:
         """Delete the items of finished instances."""
@@ -437,14 +478,22 @@ class DBQueue(Queue):
         self.db.wakeups.notify(self.name)
 
     def close(self) -> None:
-        """Close the LISTEN connection."""
-        self._close_listener()
+        """Close the claim (and LISTEN) connection."""
+        with self._claim_lock:
+            self._close_claimer()
 
-    def _close_listener(self) -> None:
-        if self._listener is not None:
+    def _close_claimer(self) -> None:
+        if self._claimer is not None:
             with contextlib.suppress(Exception):
-                self._listener.close()
-            self._listener = None
+                self._claimer.close()
+            self._claimer = None
+
+
+def _driver(conn: Connection) -> Any:
+    """The driver's own connection under ``conn`` (psycopg's)."""
+    driver = conn.connection.driver_connection
+    assert driver is not None  # None only once invalidated, and then it is closed
+    return driver
 
 
 def _claim_statement(with_limits: sa.Select[Any]) -> sa.Select[Any]:
