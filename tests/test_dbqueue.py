@@ -227,9 +227,9 @@ app.executor(queue="default", concurrency=int(sys.argv[3]), install_signal_handl
 def test_four_executor_processes_run_each_instance_exactly_once(
     app: norc.Norc, db_url: str, tmp_path: Path
 ) -> None:
-    """2,000 queued instances drained by 4 executor processes: every one runs once, none twice."""
+    """2,000 instances enqueued at once into 4 waiting executor processes: every one runs
+    once, none twice, and each executor takes a share."""
     app.save_task(NoopTask(name="noop"))
-    ids = app.enqueue_many("noop", 2000)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     procs = [
         subprocess.Popen(
@@ -239,7 +239,14 @@ def test_four_executor_processes_run_each_instance_exactly_once(
         )
         for _ in range(4)
     ]
+    ids: list[int] = []
     try:
+        # All four up first: they start seconds apart on two cores, and the first two
+        # can drain 2,000 no-ops before the last one's first claim.
+        wait_until(
+            lambda: [d.status for d in app.db.daemons(kind="executor")] == ["RUNNING"] * 4, 120
+        )
+        ids = app.enqueue_many("noop", 2000)
         wait_until(lambda: app.db.count_by_status(ids).get("SUCCESS", 0) == len(ids), 240, 0.2)
     finally:
         for p in procs:
