@@ -16,7 +16,8 @@ Sections:
               embedded; both isolations
   command     the same with CommandTask("true") (N/5 instances)
   latency     enqueue→start latency, one enqueue at a time at a steady rate into idle
-              executors, embedded and cross-process
+              executors, embedded and cross-process; on PostgreSQL also Norc's own two
+              statements run from bare psycopg (the floor under Norc's rows)
   raw         the database's own limit: a bare SKIP LOCKED claim loop, two processes
   isolation   per-instance cost of a reusable worker process vs a thread
   batching    fixed and per-item cost of claim / read / record transactions (batch
@@ -520,6 +521,112 @@ def run_latency(
     }
 
 
+def _floor_params() -> dict[str, Any]:
+    """The parameters of dbqueue's one-statement enqueue for one no-op."""
+    from norc.abc import INDEPENDENT_OVERLAP
+    from norc.plugins.dbqueue import CHANNEL
+    from norc.store.schema import naive_utc
+
+    return {
+        "task": NOOP,
+        "queue": "default",
+        "priority": 0,
+        "status": "QUEUED",
+        "count": 1,
+        "now": naive_utc(utcnow()),
+        "channel": CHANNEL,
+        "independent": list(INDEPENDENT_OVERLAP),
+    }
+
+
+def run_latency_floor(workdir: Path, *, rate: float, seconds: float) -> dict[str, Any]:
+    """PostgreSQL: Norc's own enqueue and claim statements from bare psycopg, in two
+    processes (the claim run on NOTIFY, on the LISTEN connection), timed from before
+    the enqueue to the claim's rows. What the two statements cost on this machine,
+    without Norc's Python around them: the floor under the latency rows of Norc.
+    (It reads dbqueue's compiled statements, which are private: a measurement tool.)"""
+    from norc.plugins.dbqueue import _CREATE_AND_PUSH_PG
+
+    bl.wait_for_quiet(QUIET_WAIT)
+    url = bl.fresh_database("postgresql", workdir, "lat-floor")
+    make_app(url, bl.fresh_dir(workdir / "logs-lat-floor")).close()
+    count = int(rate * seconds)
+    child = subprocess.Popen(
+        [sys.executable, __file__, "floor-claimer", "--url", url, "--count", str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=bl.neutral_cwd(),
+    )
+    assert child.stdout is not None
+    if child.stdout.readline().strip() != "ready":
+        raise RuntimeError("the floor's claimer did not start")
+    conn = _raw_connect("postgresql", url)
+    enqueued: dict[int, float] = {}
+    try:
+        start = time.perf_counter()
+        for i in range(count):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            at = time.time()
+            row = conn.execute(_CREATE_AND_PUSH_PG["name"], _floor_params()).fetchone()
+            enqueued[int(row[1][0])] = at
+    finally:
+        conn.close()
+    claimed = {int(k): v for k, v in json.loads(child.communicate(timeout=180)[0]).items()}
+    lat = [1000 * (claimed[i] - at) for i, at in enqueued.items() if i in claimed]
+    return {
+        "backend": "postgresql",
+        "mode": "bare SQL",
+        "wakeup": "LISTEN/NOTIFY",
+        "count": len(lat),
+        "p50": bl.percentile(lat, 50),
+        "p95": bl.percentile(lat, 95),
+        "p99": bl.percentile(lat, 99),
+        "max": max(lat) if lat else float("nan"),
+        "call_p50": bl.percentile(lat, 50),
+        "success": len(lat),
+    }
+
+
+def floor_claimer(args: argparse.Namespace) -> None:
+    """The floor's claiming process: LISTEN, and on each NOTIFY run dbqueue's claim
+    statement on the same connection; print "ready", then the claim times by id."""
+    from norc.plugins.dbqueue import CHANNEL, DBQueue
+    from norc.store.database import Database
+    from norc.store.schema import naive_utc
+
+    db = Database(args.url)
+    claim = DBQueue(name="default", settings={}, db=db)._claim_pg
+    assert claim is not None
+    sql, fixed = claim
+    conn = _raw_connect("postgresql", args.url)
+    conn.execute(f"LISTEN {CHANNEL}")
+    print("ready", flush=True)
+    claimed: dict[int, float] = {}
+    deadline = time.monotonic() + 120
+    while len(claimed) < args.count and time.monotonic() < deadline:
+        for _ in conn.notifies(timeout=0.25, stop_after=1):
+            pass
+        rows = conn.execute(
+            sql,
+            {
+                **fixed,
+                "claim_queue": "default",
+                "now": naive_utc(utcnow()),
+                "limit": 4,
+                "by": 1,
+                "host": "bench",
+                "pid": os.getpid(),
+            },
+        ).fetchall()
+        at = time.time()
+        claimed.update((int(r[0]), at) for r in rows if r[0] is not None)
+    conn.close()
+    db.dispose()
+    print(json.dumps(claimed), flush=True)
+
+
 def latency_section(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     for backend in args.backends:
@@ -532,6 +639,13 @@ def latency_section(args: argparse.Namespace) -> list[dict[str, Any]]:
                     processes=processes,
                     rate=args.latency_rate,
                     seconds=args.latency_seconds,
+                )
+            )
+        if backend == "postgresql":
+            bl.progress("latency postgresql bare SQL")
+            results.append(
+                run_latency_floor(
+                    args.workdir, rate=args.latency_rate, seconds=args.latency_seconds
                 )
             )
     bl.print_table(
@@ -566,6 +680,9 @@ def latency_section(args: argparse.Namespace) -> list[dict[str, Any]]:
             "started_at - enqueued_at from the rows (enqueued_at is stamped before the"
             " enqueue's instance insert, so its commit is included); call p50: started_at"
             " - the time enqueue() was called (the whole call, the task's read included).",
+            "bare SQL: dbqueue's enqueue and claim statements from bare psycopg in two"
+            " processes, from before the enqueue to the claim's rows: the floor of Norc's"
+            " own SQL here (Norc's rows add the hand-off from the claim to a worker lane).",
         ],
     )
     return results
@@ -1617,6 +1734,12 @@ def main(argv: list[str]) -> None:
             p.add_argument(name, required=True)
         p.add_argument("--concurrency", type=int, required=True)
         executor_child(p.parse_args(argv[1:]))
+        return
+    if argv[:1] == ["floor-claimer"]:
+        p = argparse.ArgumentParser()
+        p.add_argument("--url", required=True)
+        p.add_argument("--count", type=int, required=True)
+        floor_claimer(p.parse_args(argv[1:]))
         return
     if argv[:1] == ["raw-consumer"]:
         p = argparse.ArgumentParser()
