@@ -278,9 +278,9 @@ class DBQueue(Queue):
         poll = MIN_POLL
         if self._drained and timeout > 0 and self._claimer is not None:
             # The last claim emptied the queue: claiming again at once would cost a round
-            # trip, and hold the GIL (SQLAlchemy's work before the I/O) just when the
+            # trip, and hold the GIL (the claim's Python before the I/O) just when the
             # worker loop wants it to start what that claim took (0.2 ms of enqueue->start
-            # in a timeline). Wait for a NOTIFY first: the LISTEN connection was open
+            # in a timeline). Wait for a NOTIFY first: the claim connection was LISTENing
             # before that claim, so whatever was pushed since has notified it.
             self._drained = False
             self._wait_notify(min(timeout, 0.25))
