@@ -521,35 +521,20 @@ def run_latency(
     }
 
 
-def _floor_params() -> dict[str, Any]:
-    """The parameters of dbqueue's one-statement enqueue for one no-op."""
-    from norc.abc import INDEPENDENT_OVERLAP
-    from norc.plugins.dbqueue import CHANNEL
-    from norc.store.schema import naive_utc
-
-    return {
-        "task": NOOP,
-        "queue": "default",
-        "priority": 0,
-        "status": "QUEUED",
-        "count": 1,
-        "now": naive_utc(utcnow()),
-        "channel": CHANNEL,
-        "independent": list(INDEPENDENT_OVERLAP),
-    }
-
-
 def run_latency_floor(workdir: Path, *, rate: float, seconds: float) -> dict[str, Any]:
     """PostgreSQL: Norc's own enqueue and claim statements from bare psycopg, in two
     processes (the claim run on NOTIFY, on the LISTEN connection), timed from before
     the enqueue to the claim's rows. What the two statements cost on this machine,
     without Norc's Python around them: the floor under the latency rows of Norc.
-    (It reads dbqueue's compiled statements, which are private: a measurement tool.)"""
-    from norc.plugins.dbqueue import _CREATE_AND_PUSH_PG
-
+    The statements and their parameters are dbqueue's own (``create_and_push_sql``,
+    ``claim_sql``)."""
     bl.wait_for_quiet(QUIET_WAIT)
     url = bl.fresh_database("postgresql", workdir, "lat-floor")
-    make_app(url, bl.fresh_dir(workdir / "logs-lat-floor")).close()
+    from norc.plugins.dbqueue import DBQueue
+
+    app = make_app(url, bl.fresh_dir(workdir / "logs-lat-floor"))
+    queue = app.queue("default")
+    assert isinstance(queue, DBQueue)
     count = int(rate * seconds)
     child = subprocess.Popen(
         [sys.executable, __file__, "floor-claimer", "--url", url, "--count", str(count)],
@@ -569,10 +554,11 @@ def run_latency_floor(workdir: Path, *, rate: float, seconds: float) -> dict[str
             if delay > 0:
                 time.sleep(delay)
             at = time.time()
-            row = conn.execute(_CREATE_AND_PUSH_PG["name"], _floor_params()).fetchone()
+            row = conn.execute(*queue.create_and_push_sql(NOOP, 1, 0)).fetchone()
             enqueued[int(row[1][0])] = at
     finally:
         conn.close()
+        app.close()
     claimed = {int(k): v for k, v in json.loads(child.communicate(timeout=180)[0]).items()}
     lat = [1000 * (claimed[i] - at) for i, at in enqueued.items() if i in claimed]
     return {
@@ -593,13 +579,11 @@ def floor_claimer(args: argparse.Namespace) -> None:
     """The floor's claiming process: LISTEN, and on each NOTIFY run dbqueue's claim
     statement on the same connection; print "ready", then the claim times by id."""
     from norc.plugins.dbqueue import CHANNEL, DBQueue
-    from norc.store.database import Database
-    from norc.store.schema import naive_utc
 
-    db = Database(args.url)
-    claim = DBQueue(name="default", settings={}, db=db)._claim_pg
-    assert claim is not None
-    sql, fixed = claim
+    app = norc.Norc(args.url)
+    queue = app.queue("default")
+    assert isinstance(queue, DBQueue)
+    claimant = Claimant(executor_id=1, host="bench", pid=os.getpid())
     conn = _raw_connect("postgresql", args.url)
     conn.execute(f"LISTEN {CHANNEL}")
     print("ready", flush=True)
@@ -608,22 +592,11 @@ def floor_claimer(args: argparse.Namespace) -> None:
     while len(claimed) < args.count and time.monotonic() < deadline:
         for _ in conn.notifies(timeout=0.25, stop_after=1):
             pass
-        rows = conn.execute(
-            sql,
-            {
-                **fixed,
-                "claim_queue": "default",
-                "now": naive_utc(utcnow()),
-                "limit": 4,
-                "by": 1,
-                "host": "bench",
-                "pid": os.getpid(),
-            },
-        ).fetchall()
+        rows = conn.execute(*queue.claim_sql(claimant, 4, utcnow())).fetchall()
         at = time.time()
         claimed.update((int(r[0]), at) for r in rows if r[0] is not None)
     conn.close()
-    db.dispose()
+    app.close()
     print(json.dumps(claimed), flush=True)
 
 

@@ -248,25 +248,45 @@ class DBQueue(Queue):
         tasks whose overlap policy must look at other runs, take the general path."""
         if self.db.dialect != "postgresql" or count < 1:
             return None
-        now = naive_utc(utcnow())
         with self.db.driver_autocommit() as conn:
-            row = conn.execute(
-                _CREATE_AND_PUSH_PG["id" if isinstance(task, int) else "name"],
-                {
-                    "task": task,
-                    "queue": self.name,
-                    "priority": priority,
-                    "status": InstanceStatus.QUEUED.value,
-                    "count": count,
-                    "now": now,
-                    "channel": CHANNEL,
-                    "independent": list(INDEPENDENT_OVERLAP),
-                },
-            ).fetchone()
+            row = conn.execute(*self.create_and_push_sql(task, count, priority)).fetchone()
         if row is None or not row[1]:  # an unknown task, or a policy to apply
             return None
         self.db.wakeups.notify(self.name)
         return [int(i) for i in row[1]]
+
+    def create_and_push_sql(
+        self, task: int | str, count: int, priority: int
+    ) -> tuple[str, dict[str, Any]]:
+        """PostgreSQL: the one-statement enqueue's text and parameters, for the driver
+        (also what ``bench/queue.py`` runs from bare psycopg as the latency floor)."""
+        return _CREATE_AND_PUSH_PG["id" if isinstance(task, int) else "name"], {
+            "task": task,
+            "queue": self.name,
+            "priority": priority,
+            "status": InstanceStatus.QUEUED.value,
+            "count": count,
+            "now": naive_utc(utcnow()),
+            "channel": CHANNEL,
+            "independent": list(INDEPENDENT_OVERLAP),
+        }
+
+    def claim_sql(
+        self, claimant: Claimant, limit: int, now: datetime
+    ) -> tuple[str, dict[str, Any]]:
+        """PostgreSQL: the one-statement claim's text and parameters, for the driver
+        (see ``_claim_in_one``; ``bench/queue.py`` runs it from bare psycopg too)."""
+        assert self._claim_pg is not None
+        sql, fixed = self._claim_pg
+        return sql, {
+            **fixed,
+            "claim_queue": self.name,
+            "now": naive_utc(now),
+            "limit": limit,
+            "by": claimant.executor_id,
+            "host": claimant.host,
+            "pid": claimant.pid,
+        }
 
     def claim(self, claimant: Claimant, limit: int, timeout: float) -> list[int]:
         """Claim up to ``limit`` instances, waiting up to ``timeout`` for some to arrive."""
@@ -337,27 +357,10 @@ class DBQueue(Queue):
         concurrency limit, or the instance stopped being QUEUED) are left unclaimed and
         unlocked; if there were any, the general path runs next, in a transaction.
         """
-        assert self._claim_pg is not None
-        sql, fixed = self._claim_pg
         conn = self._claim_connection()
         try:
             with self.db.driver_errors(conn.connection):
-                rows = (
-                    _driver(conn)
-                    .execute(
-                        sql,
-                        {
-                            **fixed,
-                            "claim_queue": self.name,
-                            "now": naive_utc(now),
-                            "limit": limit,
-                            "by": claimant.executor_id,
-                            "host": claimant.host,
-                            "pid": claimant.pid,
-                        },
-                    )
-                    .fetchall()
-                )
+                rows = _driver(conn).execute(*self.claim_sql(claimant, limit, now)).fetchall()
                 started = [r for r in rows if r[0] is not None]  # r[0]: the instance id
                 self.db.prefetch_started(conn, started)
         except Exception:
@@ -409,22 +412,20 @@ class DBQueue(Queue):
             self._claimer = conn
         return self._claimer
 
-    def _wait_notify(self, timeout: float) -> bool:
+    def _wait_notify(self, timeout: float) -> None:
         """Block until a NOTIFY (for any queue: a claim that finds nothing is cheap) or
-        the timeout; whether one came."""
-        woke = False
+        the timeout."""
         try:
             listener = _driver(self._claim_connection())
             # To the end, not just the first: notifications that came in during claim
             # statements wait in the driver's backlog and are all yielded now. One claim
             # covers them; left there, each would make a claim of its own find nothing.
             for _ in listener.notifies(timeout=timeout, stop_after=1):
-                woke = True
+                pass
         except Exception as exc:  # noqa: BLE001 - a broken connection degrades to polling
             log.warning("claim connection failed; opening another", queue=self.name, error=str(exc))
             self._close_claimer()
             time.sleep(min(timeout, MAX_POLL))
-        return woke
 
     def release(self, instance_ids: Sequence[int], tx: Transaction) -> None:
         """Delete the items of finished instances."""

@@ -230,8 +230,8 @@ class Database:
         """An open autocommit connection that the caller keeps and closes (server databases).
 
         For a loop that runs one kind of statement over and over from one thread (the
-        PostgreSQL claim, which also LISTENs on it): no checkout per statement, and a
-        server process that the last statement or notification has just woken.
+        PostgreSQL claim, which also LISTENs on it): no checkout and check-in per
+        statement.
         """
         self.ensure_schema()
         with self.connection_errors():
