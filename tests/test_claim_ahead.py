@@ -102,6 +102,20 @@ def test_work_waiting_too_long_is_taken_out_to_give_back() -> None:
     assert dispatch.take() is new
 
 
+def test_after_giving_back_busy_slots_claim_nothing_ahead() -> None:
+    """Once work waited too long, an executor whose slots are all busy claims nothing
+    more until one finishes, however fast it was before: other executors take it."""
+    clock = _Clock()
+    dispatch: Dispatch[_Item] = Dispatch(1, ahead_seconds=0.1, max_wait=1.0, clock=clock)
+    _complete(dispatch, 400)
+    clock.now = RATE_WINDOW
+    assert dispatch.wanted() > 1  # a fast executor claims ahead
+    dispatch.put([_Item(time.monotonic()), _Item(time.monotonic() - 5)])
+    assert dispatch.take() is not None  # the only slot is busy with a long instance
+    assert len(dispatch.stale()) == 1
+    assert dispatch.wanted() == 0
+
+
 def test_short_instances_are_claimed_in_batches_bigger_than_concurrency(
     app: norc.Norc,
 ) -> None:
@@ -156,6 +170,8 @@ def test_work_claimed_ahead_behind_a_long_instance_goes_to_another_executor(
         with app.executor(concurrency=1, isolation="thread"):
             wait_until(lambda: _finished(app, short), 10)
         assert not app.instance(long_id).status.is_final  # they did not wait for it
+        # Given back once each, never claimed again while the long one runs.
+        assert first.stats["given_back"] <= len(short)
     assert all(r.status is InstanceStatus.SUCCESS for r in app.db.instances_by_id(short))
 
 
