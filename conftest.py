@@ -34,7 +34,7 @@ def _backends() -> list[str]:
 
 def reset_database(url: str) -> None:
     """Drop every Norc table from a server database, so each test starts empty."""
-    from norc.store.database import normalise_url
+    from norc.store.connections import normalise_url
     from norc.store.schema import metadata
 
     engine = sa.create_engine(normalise_url(url))

@@ -80,7 +80,7 @@ def fresh_database(backend: str, workdir: Path, tag: str) -> str:
 
 def drop_norc_tables(url: str) -> None:
     """Drop Norc's tables (and the benchmarks' own) from a server database."""
-    from norc.store.database import normalise_url
+    from norc.store.connections import normalise_url
     from norc.store.schema import metadata
 
     engine = sa.create_engine(normalise_url(url))
@@ -95,7 +95,7 @@ def drop_norc_tables(url: str) -> None:
 
 def sqlalchemy_engine(url: str) -> sa.Engine:
     """A plain engine on ``url`` (Norc's driver choice), for the benchmark's own reads."""
-    from norc.store.database import normalise_url
+    from norc.store.connections import normalise_url
 
     return sa.create_engine(normalise_url(url))
 

@@ -1489,6 +1489,13 @@ def explain_hot_path(app: norc.Norc, backend: str) -> list[tuple[str, str]]:
             queue.release(ids, tx)
     finally:
         event.remove(app.db.engine, "before_cursor_execute", grab)
+    if backend == "postgresql":
+        # The PostgreSQL claim runs on psycopg's own connection, which the event above
+        # does not see: explain the statement it sends, as the queue builds it.
+        from norc.plugins.dbqueue import DBQueue
+
+        assert isinstance(queue, DBQueue)
+        captured.insert(0, queue.claim_sql(claimant, 1, utcnow()))
     out = []
     prefix = "EXPLAIN QUERY PLAN " if backend == "sqlite" else "EXPLAIN "
     for statement, params in captured:

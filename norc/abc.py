@@ -24,10 +24,17 @@ import attrs
 
 from norc.errors import InvalidName, InvalidTaskParams
 
+# Defined with the records (a layer below, which the store uses too); named here as well,
+# since plugins import them from the extension points.
+from norc.records import DEFAULT_RETRY_ON as DEFAULT_RETRY_ON
+from norc.records import TASK_SETTINGS as TASK_SETTINGS
+from norc.records import Claimant as Claimant
+
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-    from norc.store.database import Database, Transaction
+    from norc.store.connections import Transaction
+    from norc.store.database import Database
 
 MAX_NAME_LENGTH = 200
 # Checked on every task construction, i.e. once per instance run: a regex, not a loop.
@@ -59,8 +66,6 @@ def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: floa
         )
 
 
-#: Outcomes retried unless a task says otherwise.
-DEFAULT_RETRY_ON = ("FAILURE", "TIMEDOUT", "INTERRUPTED")
 RETRYABLE = frozenset({"FAILURE", "TIMEDOUT", "INTERRUPTED", "ERROR"})
 OVERLAP_POLICIES = ("allow", "skip", "queue", "replace")
 #: The overlap policies under which a new run is created without looking at the task's
@@ -227,21 +232,6 @@ class Task(abc.ABC):
         return task
 
 
-#: The common settings every task has (its own columns), as opposed to its params.
-TASK_SETTINGS = (
-    "description",
-    "timeout",
-    "finally_timeout",
-    "max_retries",
-    "retry_delay",
-    "retry_backoff",
-    "retry_max_delay",
-    "retry_jitter",
-    "retry_on",
-    "overlap",
-    "concurrency_limit",
-)
-
 _JSON_SCALARS: dict[type, tuple[type, ...]] = {
     str: (str,),
     int: (int,),
@@ -341,15 +331,6 @@ class QueueItem:
     priority: int = 0
     #: Not to be claimed before this time (a retry's backoff); None means at once.
     available_at: datetime | None = None
-
-
-@attrs.frozen(kw_only=True)
-class Claimant:
-    """The executor that claims instances: recorded on each instance it takes."""
-
-    executor_id: int
-    host: str
-    pid: int
 
 
 class Queue(abc.ABC):

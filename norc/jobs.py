@@ -34,7 +34,7 @@ from norc.store.schema import instances, tasks, utcnow
 
 if TYPE_CHECKING:
     from norc.app import Norc
-    from norc.store.database import Transaction
+    from norc.store.connections import Transaction
 
 
 class InvalidJob(NorcError, ValueError):

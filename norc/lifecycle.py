@@ -29,7 +29,7 @@ from norc.store.schema import instances, tasks, utcnow
 
 if TYPE_CHECKING:
     from norc.app import Norc
-    from norc.store.database import Transaction
+    from norc.store.connections import Transaction
 
 ACTIVE = (InstanceStatus.QUEUED.value, InstanceStatus.RUNNING.value, InstanceStatus.CREATED.value)
 

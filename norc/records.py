@@ -1,4 +1,5 @@
-"""Read-only snapshots of rows, as the API, reports and hooks hand them out."""
+"""Read-only snapshots of rows, as the API, reports and hooks hand them out, and the
+vocabulary of their columns that every layer shares (task settings, the claimant)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,33 @@ from typing import Any
 import attrs
 
 from norc.status import InstanceStatus
+
+#: Outcomes retried unless a task says otherwise.
+DEFAULT_RETRY_ON = ("FAILURE", "TIMEDOUT", "INTERRUPTED")
+
+#: The common settings every task has (its own columns), as opposed to its params.
+TASK_SETTINGS = (
+    "description",
+    "timeout",
+    "finally_timeout",
+    "max_retries",
+    "retry_delay",
+    "retry_backoff",
+    "retry_max_delay",
+    "retry_jitter",
+    "retry_on",
+    "overlap",
+    "concurrency_limit",
+)
+
+
+@attrs.frozen(kw_only=True)
+class Claimant:
+    """The executor that claims instances: recorded on each instance it takes."""
+
+    executor_id: int
+    host: str
+    pid: int
 
 
 @attrs.frozen(kw_only=True)
@@ -79,7 +107,7 @@ class TaskRecord:
     retry_backoff: float = 2.0
     retry_max_delay: float = 3600.0
     retry_jitter: float = 0.1
-    retry_on: tuple[str, ...] = ("FAILURE", "TIMEDOUT", "INTERRUPTED")
+    retry_on: tuple[str, ...] = DEFAULT_RETRY_ON
     overlap: str = "allow"
     concurrency_limit: int | None = None
     created_at: datetime | None = None
@@ -87,8 +115,6 @@ class TaskRecord:
     @property
     def settings(self) -> dict[str, Any]:
         """The common settings, as keyword arguments for ``Task.from_params``."""
-        from norc.abc import TASK_SETTINGS
-
         return {name: getattr(self, name) for name in TASK_SETTINGS}
 
     def to_json(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 import norc
 from norc.errors import UnknownTask
-from norc.store.database import normalise_url
+from norc.store.connections import normalise_url
 from norc.store.schema import instances, queue_items, utcnow
 from norc.testing import NoopTask, QueueContract, wait_until
 

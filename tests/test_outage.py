@@ -94,9 +94,9 @@ def test_an_enqueue_while_the_server_is_away_names_it_and_the_next_one_works(
     DatabaseUnreachable naming the server while it is stopped, and works once it is back:
     the pooled connection its statement found dead is not handed out again."""
     from norc.errors import DatabaseUnreachable
-    from norc.store import database
+    from norc.store import connections
 
-    monkeypatch.setattr(database, "PING_AFTER_IDLE", 3600.0)  # no ping at checkout
+    monkeypatch.setattr(connections, "PING_AFTER_IDLE", 3600.0)  # no ping at checkout
     app = norc.Norc(private_pg.url, log_dir=tmp_path / "logs")
     app.save_task(Outcome(name="ok"))
     first = app.enqueue("ok")

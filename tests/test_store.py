@@ -14,7 +14,7 @@ import norc
 from norc.errors import SchemaOutdated
 from norc.status import InstanceStatus
 from norc.store import migrate
-from norc.store.database import normalise_url
+from norc.store.connections import normalise_url
 from norc.store.schema import metadata
 from tests.tasks import Outcome
 
@@ -115,9 +115,9 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(
     """A pooled connection killed by the server (a restart, an idle timeout) costs no error."""
     if backend == "sqlite":
         pytest.skip("SQLite has no server to close a connection")
-    from norc.store import database
+    from norc.store import connections
 
-    monkeypatch.setattr(database, "PING_AFTER_IDLE", 0.2)
+    monkeypatch.setattr(connections, "PING_AFTER_IDLE", 0.2)
     app.save_task(Outcome(name="ok"))  # the pool now holds one connection, in use just now
     who = "SELECT pg_backend_pid()" if backend == "postgresql" else "SELECT CONNECTION_ID()"
     with app.db.reading() as conn:

@@ -31,10 +31,9 @@ from norc.abc import INDEPENDENT_OVERLAP, Claimant, Queue, QueueItem
 from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
 from norc.status import InstanceStatus
+from norc.store.connections import Transaction, driver_sql
 from norc.store.database import (
-    Transaction,
     by_ids,
-    driver_sql,
     ids_in,
     raw_columns,
     running_values,

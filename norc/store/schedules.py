@@ -13,7 +13,7 @@ from norc.records import ScheduleRecord
 from norc.store.schema import daemons, schedules, tasks, utcnow
 
 if TYPE_CHECKING:
-    from norc.store.database import Database, Transaction
+    from norc.store.connections import Connections, Transaction
 
 
 #: Ids per statement when many are named at once (SQLite allows 32,766 parameters).
@@ -71,7 +71,7 @@ def _record(r: Any) -> ScheduleRecord:
 class ScheduleStore:
     """Schedules in one database (``Database.schedules``)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connections) -> None:
         self.db = db
 
     def _query(self) -> sa.Select[Any]:

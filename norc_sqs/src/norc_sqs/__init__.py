@@ -45,7 +45,7 @@ from norc.abc import Claimant, Queue, QueueItem
 from norc.errors import ConfigurationError, NorcError
 from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
-from norc.store.database import Transaction
+from norc.store.connections import Transaction
 
 __all__ = ["BODY_VERSION", "SQSError", "SQSQueue", "norc_register_types"]
 
