@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from norc.testing import free_port
+from tests.servers import PrivatePostgres
 
 BACKENDS = {
     "sqlite": None,
@@ -134,3 +135,13 @@ def moto_endpoint() -> Iterator[str]:
             os.environ[k] = v
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A private PostgreSQL server, started, and removed after the test: one that a test
+    may stop and start again without disturbing the shared servers."""
+    server = PrivatePostgres()
+    server.start()
+    yield server
+    server.destroy()

@@ -8,83 +8,26 @@ binaries fail the test rather than skip it.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import norc
 from norc.status import DaemonStatus, InstanceStatus
-from norc.testing import free_port, wait_until
+from norc.testing import wait_until
+from tests.servers import PrivatePostgres
 from tests.tasks import Outcome, Sleep
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("NORC_TEST_POSTGRES_URL"),
     reason="needs PostgreSQL server binaries: runs where NORC_TEST_POSTGRES_URL is set",
 )
-
-
-class PrivatePostgres:
-    """A throw-away PostgreSQL cluster owned by the postgres user."""
-
-    def __init__(self) -> None:
-        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-        if not bins or not shutil.which("runuser"):
-            pytest.fail("PostgreSQL server binaries (pg_ctl) or runuser are missing")
-        self.bin = Path(bins[-1]).parent
-        self.dir = Path(tempfile.mkdtemp(prefix="norc-pg-"))
-        shutil.chown(self.dir, "postgres", "postgres")
-        self.port = free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self._as_postgres(
-            str(self.bin / "initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres"
-        )
-
-    def _as_postgres(self, *argv: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, timeout=120
-        )
-
-    def start(self) -> None:
-        self._as_postgres(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(self.dir / "data"),
-            "-w",
-            "-l",
-            str(self.dir / "log"),
-            "-o",
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
-            "start",
-        )
-
-    def stop(self) -> None:
-        self._as_postgres(
-            str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-w", "stop", "-m", "fast"
-        )
-
-    def destroy(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    """A private PostgreSQL server, started, and removed after the test."""
-    server = PrivatePostgres()
-    server.start()
-    yield server
-    server.destroy()
 
 
 def test_an_enqueue_while_the_server_is_away_names_it_and_the_next_one_works(

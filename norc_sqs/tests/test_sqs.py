@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from norc.errors import ConfigurationError
 from norc.status import InstanceStatus
 from norc.testing import NoopTask, QueueContract, free_port, wait_until
 from norc_sqs import SQSError, SQSQueue, parse_body
+from tests.servers import PrivatePostgres
 
 MakeQueue = Callable[..., SQSQueue]
 
@@ -502,3 +504,42 @@ def test_queue_group_mixes_sqs_and_dbqueue_in_priority_order(
         records[i].started_at
         for i in later  # type: ignore[type-var]
     )
+
+
+@pytest.mark.skipif(
+    not os.environ.get("NORC_TEST_POSTGRES_URL"),
+    reason="needs PostgreSQL server binaries: runs where NORC_TEST_POSTGRES_URL is set",
+)
+def test_messages_of_a_claim_the_database_refused_come_back_within_seconds(
+    private_pg: PrivatePostgres, moto_endpoint: str, tmp_path: Path
+) -> None:
+    """Messages received while the database is away are offered again within seconds of
+    the failed claim, not after the queue's visibility timeout (two minutes here)."""
+    from norc.errors import DatabaseUnreachable
+
+    app = norc.Norc(private_pg.url, log_dir=tmp_path / "logs")
+    app.create_queue(
+        "outage",
+        type="sqs",
+        endpoint_url=moto_endpoint,
+        region="us-east-1",
+        create=True,
+        queue_name=unique(),
+        visibility_timeout=120,
+        wait_time=0,
+    )
+    ids = enqueue(app, "outage", 3)
+    queue = app.queue("outage")
+    private_pg.stop()
+    with pytest.raises(DatabaseUnreachable):
+        queue.claim(claimant(1), 10, timeout=1)
+    private_pg.start()
+    got: list[int] = []
+
+    def claimed_all() -> bool:
+        got.extend(queue.claim(claimant(1), 10, timeout=0))
+        return len(got) == 3
+
+    wait_until(claimed_all, 15)
+    assert sorted(got) == ids
+    app.close()

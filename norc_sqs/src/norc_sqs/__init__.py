@@ -14,8 +14,9 @@ How the queue keeps Norc's guarantees on a service that delivers *at least once*
   one claimant can win. A message delivered twice, or for an instance that already ran,
   loses that race and is simply deleted: running stays exactly-once.
 - Messages are deleted as soon as the claim is committed, so :meth:`SQSQueue.release`
-  has nothing left to do. A message whose claim transaction failed stays in SQS and
-  comes back after the visibility timeout.
+  has nothing left to do. A message whose claim transaction failed (the database away)
+  stays in SQS and is offered again after :data:`DEFER_SECONDS`, or, if SQS refuses
+  that too, after the visibility timeout.
 - Bodies that are not Norc's (not JSON, another format version, no usable instance id)
   are logged and deleted, never raised: left in the queue they would come back after
   every visibility timeout, forever unless the SQS queue has a redrive policy.
@@ -460,12 +461,18 @@ class SQSQueue(Queue):
         if not handles:
             return []
         ids = sorted(handles)
-        # If this raises (database away), nothing is deleted: the messages come back
-        # after the visibility timeout and are claimed then.
-        with self.db.transaction() as tx:
-            won = self.db.mark_running(tx, ids, claimant)
-            # Still QUEUED but not won: held back by the task's concurrency limit.
-            deferred = self.db.still_queued(tx, set(ids) - set(won))
+        try:
+            with self.db.transaction() as tx:
+                won = self.db.mark_running(tx, ids, claimant)
+                # Still QUEUED but not won: held back by the task's concurrency limit.
+                deferred = self.db.still_queued(tx, set(ids) - set(won))
+        except Exception:
+            # Nothing was claimed (the database is away, say). Offer the messages again
+            # in DEFER_SECONDS rather than after the visibility timeout, which may be
+            # minutes: the claim after the database is back finds them. The executor's
+            # claim loop paces its retries meanwhile.
+            self._defer([h for i in ids for h in handles[i]])
+            raise
         # The won instances are now RUNNING for this claimant: nothing below may raise,
         # or they would be stuck RUNNING with nobody running them.
         lost = sorted(set(ids) - set(won) - deferred)
@@ -476,7 +483,8 @@ class SQSQueue(Queue):
         return won
 
     def _defer(self, receipt_handles: list[str]) -> None:
-        """Offer messages again after :data:`DEFER_SECONDS` (their task is at its limit)."""
+        """Offer messages again after :data:`DEFER_SECONDS` (their task is at its limit, or
+        their claim failed); never raises."""
         if not receipt_handles:
             return
         try:
