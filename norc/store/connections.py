@@ -118,7 +118,20 @@ class Connections:
 
             for attempt in range(3):
                 try:
-                    with self.engine.begin() as conn, self._schema_guard(conn):
+                    # The transaction ends inside the guard: a MariaDB session lock
+                    # released before the commit let the next process see the tables
+                    # without their revision stamp, and refuse the database.
+                    with (
+                        self.engine.connect() as conn,
+                        self._schema_guard(conn),
+                        conn.begin(),
+                    ):
+                        if self.dialect == "postgresql":
+                            # Released by the commit (or rollback) of this transaction.
+                            conn.execute(
+                                sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                                {"key": SCHEMA_LOCK_KEY},
+                            )
                         current = migrate.current_revision(conn)
                         head = migrate.head_revision()
                         if current is None and not sa.inspect(conn).has_table(tasks.name):
@@ -138,24 +151,25 @@ class Connections:
 
     @contextlib.contextmanager
     def _schema_guard(self, conn: Connection) -> Iterator[None]:
-        """One process at a time checks and creates the schema.
+        """One process at a time checks and creates the schema, around the transaction
+        that does it.
 
         Several daemons often start together on a new database; without this their
         CREATE TABLEs race and all but one fail. SQLite's BEGIN IMMEDIATE already
-        serialises; PostgreSQL takes a transaction-scoped advisory lock; MariaDB/MySQL,
-        whose DDL commits on its own, a named session lock.
+        serialises, and PostgreSQL takes a transaction-scoped advisory lock inside that
+        transaction (see :meth:`ensure_schema`); MariaDB/MySQL, whose DDL commits on its
+        own, take a named session lock here, held until the transaction has committed.
         """
-        if self.dialect == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        if self.dialect not in ("mysql", "mariadb"):
             yield
-        elif self.dialect in ("mysql", "mariadb"):
-            conn.execute(sa.text("SELECT GET_LOCK('norc_schema', 120)"))
-            try:
-                yield
-            finally:
-                conn.execute(sa.text("SELECT RELEASE_LOCK('norc_schema')"))
-        else:
+            return
+        conn.execute(sa.text("SELECT GET_LOCK('norc_schema', 120)"))
+        conn.commit()  # end the transaction the statement began: the caller begins its own
+        try:
             yield
+        finally:
+            conn.execute(sa.text("SELECT RELEASE_LOCK('norc_schema')"))
+            conn.commit()
 
     @contextlib.contextmanager
     def connection_errors(self) -> Iterator[None]:
