@@ -78,7 +78,6 @@ class _Slot(SlotState):
     def __init__(self, executor: Executor, index: int) -> None:
         super().__init__()
         self.executor = executor
-        self.worker = None  # the same surface as a worker loop's lane
         self.thread = threading.Thread(target=self._loop, name=f"norc-slot-{index}", daemon=True)
 
     def _loop(self) -> None:
