@@ -504,7 +504,7 @@ def run_latency(
     bl.fresh_dir(log_dir)
     wake = {
         "postgresql": "LISTEN/NOTIFY",
-        "sqlite": "polling",
+        "sqlite": "data_version",
         "mariadb": "polling",
     }[backend]
     return {
@@ -656,6 +656,9 @@ def latency_section(args: argparse.Namespace) -> list[dict[str, Any]]:
             "bare SQL: dbqueue's enqueue and claim statements from bare psycopg in two"
             " processes, from before the enqueue to the claim's rows: the floor of Norc's"
             " own SQL here (Norc's rows add the hand-off from the claim to a worker lane).",
+            "data_version: SQLite across processes, a look at PRAGMA data_version (another"
+            " connection's commit) every millisecond while such commits bring work; polling:"
+            " claims from 2 ms apart, backing off to 50 ms while the queue stays empty.",
         ],
     )
     return results

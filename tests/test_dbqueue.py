@@ -131,6 +131,76 @@ def test_a_claim_connection_the_server_closed_while_idle_is_replaced(
     queue.close()
 
 
+def test_an_idle_sqlite_claim_watches_for_commits_without_taking_the_write_lock(
+    sqlite_app: norc.Norc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that waits on an empty SQLite queue claims (BEGIN IMMEDIATE) when it starts
+    and when its timeout ends, and in between only looks for other connections' commits,
+    which takes no lock."""
+    from norc.abc import Claimant
+
+    queue, who = sqlite_app.open_queue("default"), Claimant(executor_id=7, host="h", pid=1)
+    claims: list[int] = []
+    claim_now = queue._claim_now  # type: ignore[attr-defined]
+
+    def counted(*args: Any) -> list[int]:
+        claims.append(1)
+        return list(claim_now(*args))
+
+    monkeypatch.setattr(queue, "_claim_now", counted)
+    started = time.monotonic()
+    assert queue.claim(who, 5, 0.5) == []
+    assert time.monotonic() - started >= 0.5
+    assert len(claims) <= 2  # polling from 2 ms up to 50 ms made 12 claims here
+    queue.close()
+
+
+def test_a_sqlite_claim_wakes_when_another_handle_enqueues(
+    sqlite_app: norc.Norc, sqlite_url: str, log_dir: Path
+) -> None:
+    """Another handle on the same SQLite file (as another process would be) has no way to
+    signal this one: its commit is seen and the waiting claim takes its instance at once,
+    not when the claim's timeout ends."""
+    from norc.abc import Claimant
+
+    sqlite_app.save_task(NoopTask(name="n"))
+    queue, who = sqlite_app.open_queue("default"), Claimant(executor_id=7, host="h", pid=1)
+    other = norc.Norc(sqlite_url, log_dir=log_dir)
+    pushed: list[int] = []
+    timer = threading.Timer(0.2, lambda: pushed.append(other.enqueue("n")))
+    started = time.monotonic()
+    timer.start()
+    claimed = queue.claim(who, 5, 5.0)
+    returned = time.monotonic()
+    timer.join()
+    assert claimed == pushed
+    assert returned - started < 1.5  # pushed 0.2 s in; the timeout is 5 s
+    other.close()
+    queue.close()
+
+
+def test_a_waiting_claim_takes_an_item_when_its_delay_ends(app: norc.Norc) -> None:
+    """An item that waits for its time (a retry's backoff) is claimed when that time comes,
+    by a claim already waiting, although nothing is committed at that moment."""
+    from datetime import timedelta
+
+    from norc.abc import Claimant
+
+    app.save_task(NoopTask(name="n"))
+    queue, who = app.open_queue("default"), Claimant(executor_id=7, host="h", pid=1)
+    delayed = app.enqueue("n")
+    with app.db.transaction() as tx:
+        tx.conn.execute(
+            sa.update(queue_items)
+            .where(queue_items.c.instance_id == delayed)
+            .values(available_at=utcnow() + timedelta(seconds=0.4))
+        )
+    started = time.monotonic()
+    assert queue.claim(who, 5, 3.0) == [delayed]
+    assert 0.3 <= time.monotonic() - started < 1.5
+    queue.close()
+
+
 def test_enqueue_creates_queued_first_attempts_with_their_items_in_order(app: norc.Norc) -> None:
     """enqueue_many returns ascending ids of QUEUED first attempts, stamped and prioritised,
     each with a queue item of its priority, claimable in that order."""
