@@ -151,11 +151,12 @@ class DBQueue(Queue):
         self._interrupted = False
         #: PostgreSQL: the last claim found fewer items than it asked for.
         self._drained = False
-        #: SQLite (a file): a connection kept to read ``PRAGMA data_version``, whose
-        #: value changes when another connection commits; whether the last wait ended
-        #: on such a change, and when one last brought work (see _wait_for_commit).
+        #: SQLite (a file): waits watch for other connections' commits on a connection
+        #: kept to read ``PRAGMA data_version``; and when such a commit last brought
+        #: work (see _wait_for_commit).
+        database = self.db.url.database
+        self._watchable = self.db.dialect == "sqlite" and database not in (None, "", ":memory:")
         self._watcher: Any = None
-        self._woke_by_commit = False
         self._commit_brought_work_at = 0.0
         # The claim query, built once. It reads each task's limits too, so the claim
         # needs no extra round trip unless one of them has a concurrency limit.
@@ -316,24 +317,26 @@ class DBQueue(Queue):
             # before that claim, so whatever was pushed since has notified it.
             self._drained = False
             self._wait_notify(min(timeout, 0.25))
+        woke_by_commit = False
         while True:
             if self._interrupted:  # wake(): the executor has new flags to look at
                 self._interrupted = False
                 return []
             generation = self.db.wakeups.generation(self.name)
             ids = self._claim_now(claimant, limit)
-            if ids and self._woke_by_commit:
+            if ids and woke_by_commit:
                 self._commit_brought_work_at = time.monotonic()
-            self._woke_by_commit = False
             self._drained = self._claimer is not None and len(ids) < limit
             remaining = deadline - time.monotonic()
             if ids or remaining <= 0:
                 return ids
             if self.db.dialect == "postgresql":
                 self._wait_notify(min(remaining, 0.25))
-            elif self._can_watch():
-                if not self._wait_for_commit(generation, remaining):
+            elif self._watchable:
+                woke = self._wait_for_commit(generation, remaining)
+                if woke is None:
                     return []  # no commit anywhere and nothing due: nothing to claim
+                woke_by_commit = woke == "commit"
             else:
                 self.db.wakeups.wait(self.name, generation, min(remaining, poll))
                 poll = min(poll * 2, MAX_POLL)
@@ -445,15 +448,12 @@ class DBQueue(Queue):
             self._close_claimer()
             time.sleep(min(timeout, MAX_POLL))
 
-    def _can_watch(self) -> bool:
-        database = self.db.url.database
-        return self.db.dialect == "sqlite" and bool(database) and database != ":memory:"
-
-    def _wait_for_commit(self, generation: int, timeout: float) -> bool:
+    def _wait_for_commit(self, generation: int, timeout: float) -> str | None:
         """SQLite: block until this process pushes to the queue (``wakeups``), another
         connection commits to the database (an enqueue from another process, say), one
         of the queue's items becomes due (a retry's backoff, a deferral), or the
-        timeout; False for the timeout alone.
+        timeout. Returns ``"commit"`` for another connection's commit, ``"other"`` for
+        the rest, None for the timeout alone.
 
         Each look reads ``PRAGMA data_version`` on a kept connection: microseconds and no
         lock, where a claim that finds nothing takes the write lock, which enqueuers
@@ -477,23 +477,21 @@ class DBQueue(Queue):
             )
             self._close_watcher()
             self.db.wakeups.wait(self.name, generation, min(timeout, MAX_POLL))
-            return True
+            return "other"
         deadline = start + (timeout if due is None else min(timeout, max(due, MIN_POLL)))
         tick = WATCH_TICK
         while (left := deadline - time.monotonic()) > 0:
             if self.db.wakeups.wait(self.name, generation, min(left, tick)):
-                return True
+                return "other"
             try:
-                changed = self._data_version() != version
+                if self._data_version() != version:
+                    return "commit"
             except Exception:  # noqa: BLE001 - logged on the next call's first read
                 self._close_watcher()
-                return True
-            if changed:
-                self._woke_by_commit = True
-                return True
+                return "other"
             if time.monotonic() - self._commit_brought_work_at > QUIET_AFTER:
                 tick = min(tick * 2, MAX_POLL)
-        return due is not None and due < timeout
+        return "other" if due is not None and due < timeout else None
 
     def _seconds_to_next_due(self) -> float | None:
         """Seconds until the first unclaimed item of this queue that is not due yet is;
