@@ -511,7 +511,7 @@ class Norc:
             values["kind"], values["spec"], zone, values["start_at"], values["period"]
         )
         values["next_fire_at"] = _first_fire(timing)
-        self.db.schedules.update(schedule_id, **values)
+        self.db.schedules.update(schedule_id, error=None, **values)
         return self.db.schedules.get(schedule_id)
 
     def pause_schedule(self, schedule_id: int) -> None:
@@ -522,7 +522,9 @@ class Norc:
         """Fire again from the next fire time after now."""
         s = self.db.schedules.get(schedule_id)
         timing = timing_for(s.kind, s.spec, s.timezone, s.start_at, s.period)
-        self.db.schedules.update(schedule_id, paused=False, next_fire_at=_first_fire(timing))
+        self.db.schedules.update(
+            schedule_id, paused=False, error=None, next_fire_at=_first_fire(timing)
+        )
 
     def delete_schedule(self, schedule_id: int) -> None:
         """Soft-delete a schedule: it never fires again; its history stays."""

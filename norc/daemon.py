@@ -74,6 +74,7 @@ class Heartbeat:
         on_beat: Callable[[bool], object] | None = None,
         judge_after: float = 0.0,
         on_poll: Callable[[], object] | None = None,
+        error: Callable[[], str | None] | None = None,
     ) -> None:
         self.db = db
         self.daemon_id = daemon_id
@@ -83,6 +84,8 @@ class Heartbeat:
         self.on_beat = on_beat
         #: Called at every poll (twice a second), e.g. to notice instances stopped elsewhere.
         self.on_poll = on_poll
+        #: What the daemon row's ``error`` says at each beat (None: no error), if given.
+        self.error = error
         #: Seconds of trouble-free beating before ``on_beat`` is trusted to judge others.
         self.judge_after = judge_after
         self._stop = threading.Event()
@@ -111,7 +114,7 @@ class Heartbeat:
             try:
                 now = time.monotonic()
                 if now - last_beat >= self.interval:
-                    request = self.db.beat(self.daemon_id, self.status())
+                    request = self._beat()
                     last_beat = now
                     self._after_beat(trusted=now - healthy_since >= self.judge_after)
                 else:
@@ -143,7 +146,12 @@ class Heartbeat:
             return
         self.on_request(parsed)
         # Show the new status at once, so `--wait` returns within a second.
-        self.db.beat(self.daemon_id, self.status())
+        self._beat()
+
+    def _beat(self) -> str | None:
+        if self.error is None:
+            return self.db.beat(self.daemon_id, self.status())
+        return self.db.beat(self.daemon_id, self.status(), error=self.error())
 
     def _after_beat(self, *, trusted: bool) -> None:
         if self.on_beat is None:

@@ -178,6 +178,8 @@ class ScheduleRecord:
     deleted: bool
     revision: int
     created_at: datetime | None = None
+    #: Why a scheduler set it aside (firing failed, not for an outage); None while it fires.
+    error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""

@@ -177,6 +177,8 @@ def schedules_(
             if r.deleted
             else "paused"
             if r.paused
+            else "error"
+            if r.error
             else ("finished" if r.next_fire_at is None else "active")
         )
         when = r.label if r.kind == "cron" else (f"every {r.period:g}s" if r.period else "once")
@@ -195,6 +197,7 @@ def schedules_(
                 "make_up": r.make_up,
                 "next_fire": r.next_fire_at,
                 "scheduler": r.claimed_by,
+                "error": r.error,
             }
         )
     return rows

@@ -21,6 +21,16 @@
   (still leased by this scheduler, not paused, next fire unchanged), the instances
   inserted (a unique key on schedule and fire time makes a second insert impossible),
   ``next_fire_at``/``remaining`` advanced, and the instances pushed to their queues.
+- **Faults.** A database outage (a refused or lost connection, a lock wait, a
+  deadlock: :func:`norc.store.connections.is_outage`) is retried with a backoff of at
+  most ``RETRY_CAP`` seconds, so fires resume within moments of the database's return.
+  Anything else that fails a fire (a statement the database refuses, a bad row, a
+  plugin's queue raising, a bug) is not retried as an outage: the fires due together
+  are fired again one schedule per transaction, and a schedule that still fails is set
+  aside (``error`` on its row, shown by ``norc report schedules`` and the web page)
+  while every other schedule keeps firing. Editing or resuming it clears the error.
+  While it holds a schedule set aside, or while its loop fails, the scheduler's status
+  is ERROR and its daemon row's ``error`` says why; it goes back to RUNNING by itself.
 - **Missed fires.** Fires that fell due while no scheduler ran them are handled by the
   schedule's ``make_up``: True enqueues each, in order; False records each as a SKIPPED
   instance with the reason and goes on with the next future fire. A fire counts as
@@ -52,6 +62,7 @@ from norc.lifecycle import overlap_verdict
 from norc.logs import daemon_log_key, event_logger, open_log, resolve_key
 from norc.schedules.timing import Timing, timing_for
 from norc.status import DaemonStatus, InstanceStatus, Request
+from norc.store.connections import is_outage
 from norc.store.schema import utcnow
 
 if TYPE_CHECKING:
@@ -60,6 +71,9 @@ if TYPE_CHECKING:
 MAX_CATCH_UP = 1000
 CHANGE_POLL = 0.5
 ACQUIRE_BATCH = 5000
+#: The longest wait between two tries while the loop fails (also kept under a third of
+#: the heartbeat timeout): after an outage, fires resume well within the misfire grace.
+RETRY_CAP = 2.0
 
 log = structlog.get_logger("norc.scheduler")
 
@@ -88,6 +102,8 @@ class Scheduler:
         self._reload = False
         self._thread: threading.Thread | None = None
         self._heartbeat: Heartbeat | None = None
+        self._faults: dict[int, str] = {}  # schedule id -> why it is set aside (held ones)
+        self._loop_error: str | None = None  # why the last round of the loop failed
         self.fired = 0  # instances enqueued by this scheduler (for benchmarks and tests)
 
     # -- public control --------------------------------------------------------------
@@ -113,9 +129,10 @@ class Scheduler:
             self.id,
             self.app.settings.heartbeat_interval,
             self._on_request,
-            lambda: self.status.value,
+            lambda: self.shown_status.value,
             on_beat=lambda trusted: housekeeping(self.app, trusted=trusted),
             judge_after=self.app.settings.heartbeat_timeout,
+            error=lambda: self.error,
         )
         self._heartbeat.start()
         self._thread = threading.Thread(target=self._loop, name="norc-scheduler", daemon=True)
@@ -181,6 +198,30 @@ class Scheduler:
         """Ids of the schedules this scheduler leases right now."""
         return frozenset(self._held)
 
+    @property
+    def set_aside(self) -> dict[int, str]:
+        """The schedules it holds but does not fire, each with the error that set it aside."""
+        return dict(self._faults)
+
+    @property
+    def shown_status(self) -> DaemonStatus:
+        """The status the daemon row shows: ERROR while the scheduler cannot do all its
+        work (its loop fails, or it holds a schedule set aside), else :attr:`status`."""
+        if self.status is DaemonStatus.RUNNING and (self._loop_error or self._faults):
+            return DaemonStatus.ERROR
+        return self.status
+
+    @property
+    def error(self) -> str | None:
+        """Why :attr:`shown_status` is ERROR (None when it is not)."""
+        if self._loop_error:
+            return self._loop_error
+        if self._faults:
+            first = min(self._faults)
+            more = f" (and {len(self._faults) - 1} more)" if len(self._faults) > 1 else ""
+            return f"schedule {first} set aside: {self._faults[first]}{more}"
+        return None
+
     # -- the loop --------------------------------------------------------------------
 
     def _on_request(self, request: Request) -> None:
@@ -199,6 +240,7 @@ class Scheduler:
         next_poll = time.monotonic() + CHANGE_POLL
         last_poll = utcnow()
         backoff = 0.5
+        cap = max(0.5, min(RETRY_CAP, self.app.settings.heartbeat_timeout / 3))
         try:
             while not self._stopping.is_set():
                 try:
@@ -219,12 +261,21 @@ class Scheduler:
                     if not self._paused:
                         self._fire_due()
                     backoff = 0.5
-                except (SQLAlchemyError, DatabaseError) as exc:
-                    self.log.warning(
-                        "database error; retrying", error=str(exc).splitlines()[0], retry_in=backoff
-                    )
+                    if self._loop_error is not None:
+                        self.log.info("scheduler recovered", after=self._loop_error)
+                        self._loop_error = None
+                except Exception as exc:  # the loop must outlive any fault
+                    reason = _reason(exc)
+                    if is_outage(exc):
+                        self._loop_error = f"database unreachable: {reason}"
+                        self.log.warning("database error; retrying", error=reason, retry_in=backoff)
+                    else:
+                        # Not an outage, so retrying may well fail the same way: say so
+                        # loudly, with the traceback, and show ERROR until it recovers.
+                        self._loop_error = reason
+                        self.log.exception("scheduler loop failed; retrying", retry_in=backoff)
                     self._stopping.wait(backoff)
-                    backoff = min(backoff * 2, 10.0)
+                    backoff = min(backoff * 2, cap)
                     continue
                 self._sleep(next_lease, next_poll)
         finally:
@@ -311,7 +362,17 @@ class Scheduler:
         """A schedule no longer ours (given back or taken over): forget it entirely."""
         self._forget(schedule_id)
         self._seen.pop(schedule_id, None)
+        self._faults.pop(schedule_id, None)
         self._held.discard(schedule_id)
+
+    def _set_aside(self, schedule_id: int, error: str) -> None:
+        """Stop firing one schedule whose fire fails for a reason other than an outage,
+        and record why on its row, so the others keep firing and a person can see it."""
+        assert self.id is not None
+        self.log.error("schedule set aside", schedule=schedule_id, error=error)
+        self.app.db.schedules.set_aside(schedule_id, self.id, error)  # first: it may fail
+        self._forget(schedule_id)
+        self._faults[schedule_id] = error
 
     def _load(self, ids: set[int] | list[int]) -> None:
         if ids:
@@ -323,8 +384,13 @@ class Scheduler:
         schedule_id = int(row["id"])
         revision = int(row["revision"])
         self._seen[schedule_id] = revision
+        self._faults.pop(schedule_id, None)
         if row["deleted"] or row["paused"] or row["next_fire_at"] is None:
             self._forget(schedule_id)
+            return
+        if row["error"]:
+            self._forget(schedule_id)
+            self._faults[schedule_id] = str(row["error"])
             return
         if self._current.get(schedule_id) == revision and schedule_id in self._timings:
             return  # already tracked at this revision
@@ -333,8 +399,7 @@ class Scheduler:
                 row["kind"], row["spec"], row["timezone"], row["start_at"], row["period"]
             )
         except NorcError as exc:
-            self.log.error("schedule cannot be timed", schedule=schedule_id, error=str(exc))
-            self._forget(schedule_id)
+            self._set_aside(schedule_id, f"cannot be timed: {exc}")
             return
         self._timings[schedule_id] = timing
         self._current[schedule_id] = revision
@@ -375,20 +440,53 @@ class Scheduler:
             return
         try:
             self._fire(due, now)
-        except IntegrityError as exc:
-            # Another scheduler fired one of these (its lease and ours overlapped):
-            # the unique key refused the duplicate. Re-read and carry on.
-            self.log.warning(
-                "duplicate fire refused by the database", error=str(exc.orig).splitlines()[0]
-            )
-            for schedule_id in due:
-                self._forget(schedule_id)
-            self._load([i for i in due if i in self._held])  # not those found lost
-        except Exception:
-            # Put them back so a transient failure delays the fires instead of losing them.
-            for schedule_id, (fire_at, revision) in due.items():
-                heapq.heappush(self._heap, (fire_at, schedule_id, revision))
-            raise
+            return
+        except Exception as exc:  # noqa: BLE001 - sorted below: outage, or whose fault
+            if is_outage(exc) or len(due) == 1:
+                self._settle_failed(due, exc)
+                return
+            # One schedule's fault must not stop the others: fire each on its own.
+            self.log.warning("firing together failed; firing one by one", error=_reason(exc))
+        items = list(due.items())
+        for index, (schedule_id, entry) in enumerate(items):
+            try:
+                self._fire({schedule_id: entry}, now)
+            except Exception as exc:  # noqa: BLE001 - as above
+                try:
+                    self._settle_failed({schedule_id: entry}, exc)
+                except Exception:
+                    self._put_back(dict(items[index + 1 :]))  # the rest wait with it
+                    raise
+
+    def _settle_failed(self, due: dict[int, tuple[datetime, int]], exc: Exception) -> None:
+        """After ``due`` failed to fire: for an outage, put it back and raise (the fires
+        are delayed, never lost); else handle the one schedule's fault. Should handling
+        it fail too, the fire is put back and the loop retries it, showing ERROR."""
+        if not is_outage(exc):
+            ((schedule_id, (fire_at, _)),) = due.items()
+            try:
+                self._fire_failed(schedule_id, fire_at, exc)
+                return
+            except Exception as again:  # noqa: BLE001 - re-raised below
+                exc = again
+        self._put_back(due)
+        raise exc
+
+    def _put_back(self, due: dict[int, tuple[datetime, int]]) -> None:
+        for schedule_id, (fire_at, revision) in due.items():
+            heapq.heappush(self._heap, (fire_at, schedule_id, revision))
+
+    def _fire_failed(self, schedule_id: int, fire_at: datetime, exc: Exception) -> None:
+        """One schedule's fire failed for a reason that is not an outage."""
+        if isinstance(exc, IntegrityError) and self.app.db.schedules.fired(schedule_id, fire_at):
+            # Another scheduler fired it (its lease and ours overlapped): the unique key
+            # refused the duplicate. Re-read the schedule and carry on.
+            self.log.warning("duplicate fire refused by the database", schedule=schedule_id)
+            self._forget(schedule_id)
+            if schedule_id in self._held:
+                self._load([schedule_id])
+            return
+        self._set_aside(schedule_id, _reason(exc))
 
     def _fire(self, due: dict[int, tuple[datetime, int]], now: datetime) -> None:
         assert self.id is not None
@@ -411,11 +509,15 @@ class Scheduler:
             instance_rows: list[dict[str, Any]] = []
             task_types: list[str] = []
             changes = []
+            orphans: list[tuple[int, int]] = []
             for row in rows:
                 schedule_id = int(row["id"])
                 fire_at, revision = due[schedule_id]
                 if row["next_fire_at"] != fire_at or int(row["revision"]) != revision:
                     continue  # edited meanwhile: the change poll brings the new state
+                if row["task_type"] is None:
+                    orphans.append((schedule_id, int(row["task_id"])))
+                    continue
                 timing = self._timings[schedule_id]
                 made, next_fire, remaining = self._plan(row, timing, now, next_fires)
                 self._apply_overlap(tx, row, made)
@@ -441,6 +543,8 @@ class Scheduler:
             for queue_name, items in pushes.items():
                 self.app.queue(queue_name).push(items, tx)
             db.schedules.advance(tx, changes)
+        for schedule_id, task_id in orphans:
+            self._set_aside(schedule_id, f"its task (id {task_id}) no longer exists")
         for entry in follow_ups:
             heapq.heappush(self._heap, entry)
         enqueued = sum(len(v) for v in pushes.values())
@@ -569,3 +673,11 @@ class Scheduler:
         self._log_file.close()
         self.app.keep_daemon_log("scheduler", self.id)
         self._finished.set()
+
+
+def _reason(exc: BaseException) -> str:
+    """One line naming what failed: the driver's message for a database error."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

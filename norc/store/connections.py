@@ -345,3 +345,15 @@ def _is_connect_error(exc: SADatabaseError) -> bool:
 
 def _reason(exc: SADatabaseError) -> str:
     return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` says the database is away or busy for now, so the same work may
+    succeed if retried: a refused or lost connection, a lock wait, a deadlock, a server
+    shutting down. Anything else (a refused statement, a constraint, a bug, a plugin
+    raising) is a fault of the work itself: retrying it would fail the same way."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError
+
+    if isinstance(exc, DatabaseUnreachable | OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)

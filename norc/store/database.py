@@ -14,6 +14,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import sqlalchemy as sa
@@ -230,7 +231,18 @@ class Database(Connections):
             result = tx.conn.execute(_INSERT_INSTANCE, rows[0])
             return [int(result.inserted_primary_key[0])]  # type: ignore[index]
         stmt = sa.insert(instances).returning(instances.c.id, sort_by_parameter_order=True)
-        return [int(i) for i in tx.conn.execute(stmt, list(rows)).scalars()]
+        # One executemany needs one set of columns: rows of different shapes (a catch-up
+        # records SKIPPED fires with ``ended_at``/``error`` beside QUEUED ones with
+        # ``enqueued_at``) go in one statement per shape, ids given back in row order.
+        shapes: dict[frozenset[str], list[int]] = {}
+        for index, row in enumerate(rows):
+            shapes.setdefault(frozenset(row), []).append(index)
+        ids = [0] * len(rows)
+        for indexes in shapes.values():
+            got = tx.conn.execute(stmt, [rows[i] for i in indexes]).scalars()
+            for index, instance_id in zip(indexes, got, strict=True):
+                ids[index] = int(instance_id)
+        return ids
 
     def mark_running(
         self,
@@ -646,11 +658,16 @@ class Database(Connections):
             )
             return int(result.inserted_primary_key[0])  # type: ignore[index]
 
-    def beat(self, daemon_id: int, status: str | None = None) -> str | None:
-        """Refresh a daemon's heartbeat (and status); return its pending request, if any."""
+    def beat(
+        self, daemon_id: int, status: str | None = None, *, error: str | EllipsisType | None = ...
+    ) -> str | None:
+        """Refresh a daemon's heartbeat (and status, and the ``error`` saying why it is
+        ERROR: None clears it, left out keeps it); return its pending request, if any."""
         values: dict[str, Any] = {"heartbeat": utcnow()}
         if status is not None:
             values["status"] = status
+        if error is not ...:
+            values["error"] = error
         with self.transaction() as tx:
             tx.conn.execute(sa.update(daemons).where(daemons.c.id == daemon_id).values(**values))
             request = tx.conn.execute(

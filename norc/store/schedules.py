@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from norc.errors import UnknownName
 from norc.records import ScheduleRecord
-from norc.store.schema import daemons, schedules, tasks, utcnow
+from norc.store.schema import daemons, instances, schedules, tasks, utcnow
 
 if TYPE_CHECKING:
     from norc.store.connections import Connections, Transaction
@@ -65,6 +65,7 @@ def _record(r: Any) -> ScheduleRecord:
         deleted=bool(r["deleted"]),
         revision=r["revision"],
         created_at=r["created_at"],
+        error=r["error"],
     )
 
 
@@ -120,6 +121,17 @@ class ScheduleStore:
             )
             if result.rowcount == 0:
                 raise UnknownSchedule(schedule_id)
+
+    def set_aside(self, schedule_id: int, daemon_id: int, error: str) -> None:
+        """Record why a scheduler stopped firing a schedule it holds (a fault that is not
+        an outage). The revision is bumped like an edit's, so every scheduler re-reads
+        it; it fires again once edited or resumed, which clears ``error``."""
+        with self.db.transaction() as tx:
+            tx.conn.execute(
+                sa.update(schedules)
+                .where(schedules.c.id == schedule_id, schedules.c.claimed_by == daemon_id)
+                .values(revision=schedules.c.revision + 1, updated_at=utcnow(), error=error)
+            )
 
     # -- leases ----------------------------------------------------------------------
     #
@@ -315,7 +327,7 @@ class ScheduleStore:
         parameters). Only the columns it needs: loading 100k schedules is mostly this."""
         c = schedules.c
         columns = (
-            *(c.id, c.revision, c.claimed_by, c.deleted, c.paused, c.next_fire_at),
+            *(c.id, c.revision, c.claimed_by, c.deleted, c.paused, c.next_fire_at, c.error),
             *(c.kind, c.spec, c.timezone, c.start_at, c.period),
         )
         out: list[dict[str, Any]] = []
@@ -337,17 +349,29 @@ class ScheduleStore:
                 tasks.c.type.label("task_type"),
                 tasks.c.overlap.label("task_overlap"),
             )
-            .join(tasks, tasks.c.id == schedules.c.task_id)
+            # Outer: a schedule whose task row is gone comes back with no task type,
+            # so the scheduler can set it aside with that reason instead of losing it.
+            .join(tasks, tasks.c.id == schedules.c.task_id, isouter=True)
             .where(
                 schedules.c.id.in_(list(ids)),
                 schedules.c.claimed_by == daemon_id,
                 schedules.c.deleted.is_(False),
                 schedules.c.paused.is_(False),
+                schedules.c.error.is_(None),
             )
         )
         if self.db.dialect != "sqlite":  # SQLite's BEGIN IMMEDIATE already excludes writers
             query = query.with_for_update(of=schedules)
         return [dict(r) for r in tx.conn.execute(query).mappings()]
+
+    def fired(self, schedule_id: int, fire_time: datetime) -> bool:
+        """Whether an instance of this schedule's fire exists already (one scheduler's
+        duplicate insert refused because another fired it)."""
+        query = sa.select(instances.c.id).where(
+            instances.c.schedule_id == schedule_id, instances.c.fire_time == fire_time
+        )
+        with self.db.reading() as conn:
+            return conn.execute(query.limit(1)).first() is not None
 
     def advance(self, tx: Transaction, changes: Sequence[dict[str, Any]]) -> None:
         """Store each fired schedule's next fire time and remaining count (one executemany)."""

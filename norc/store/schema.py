@@ -186,6 +186,9 @@ schedules = sa.Table(
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
     # Bumped by every edit, so schedulers notice a change without comparing fields.
     sa.Column("revision", sa.Integer, nullable=False, default=1),
+    # Why a scheduler set this schedule aside (firing it failed for a reason that is
+    # not a database outage); None while it fires. Editing or resuming it clears this.
+    sa.Column("error", sa.Text, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Index(None, "claimed_by", "updated_at"),

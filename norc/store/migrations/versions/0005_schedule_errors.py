@@ -1,0 +1,26 @@
+"""schedules set aside by a scheduler keep their error
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-04
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0005'
+down_revision = '0004'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('norc_schedules') as batch:
+        batch.add_column(sa.Column('error', sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('norc_schedules') as batch:
+        batch.drop_column('error')
