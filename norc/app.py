@@ -532,13 +532,24 @@ class Norc:
         self.db.schedules.update(schedule_id, deleted=True)
 
     def scheduler(
-        self, *, misfire_grace: float = 5.0, install_signal_handlers: bool = False
+        self,
+        *,
+        misfire_grace: float = 5.0,
+        install_signal_handlers: bool = False,
+        log_to_stderr: bool = False,
     ) -> Scheduler:
-        """A scheduler; use it as a context manager or call ``start()``."""
+        """A scheduler; use it as a context manager or call ``start()``.
+
+        ``log_to_stderr`` also sends its events through structlog (its log in the log
+        store has them always); the ``norc scheduler`` command turns it on.
+        """
         from norc.scheduler.scheduler import Scheduler
 
         return Scheduler(
-            self, misfire_grace=misfire_grace, install_signal_handlers=install_signal_handlers
+            self,
+            misfire_grace=misfire_grace,
+            install_signal_handlers=install_signal_handlers,
+            log_to_stderr=log_to_stderr,
         )
 
     def after_interrupt(self, instance_ids: Sequence[int]) -> None:
@@ -559,6 +570,7 @@ class Norc:
         python: str | None = None,
         claim_ahead: float = 0.1,
         max_claim_wait: float = 1.0,
+        log_to_stderr: bool = False,
     ) -> Executor:
         """An executor for ``queue``; use it as a context manager or call ``start()``.
 
@@ -566,6 +578,8 @@ class Norc:
         ``claim_ahead``: besides one instance per idle slot, claim what the executor
         finished in this many seconds lately (0 turns it off); an instance claimed ahead
         that has not started after ``max_claim_wait`` seconds goes back to its queue.
+        ``log_to_stderr`` also sends its events through structlog (its log in the log
+        store has them always); the ``norc executor`` command turns it on.
         """
         from norc.executor.executor import Executor
 
@@ -578,6 +592,7 @@ class Norc:
             python=python,
             claim_ahead=claim_ahead,
             max_claim_wait=max_claim_wait,
+            log_to_stderr=log_to_stderr,
         )
 
     # -- control ---------------------------------------------------------------------

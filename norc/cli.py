@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,6 +17,7 @@ from norc.errors import NorcError
 from norc.status import statuses_for
 
 if TYPE_CHECKING:
+    from norc.daemon import LogFormat
     from norc.executor.executor import Isolation
 
 EXIT_ERROR = 2
@@ -185,6 +186,21 @@ def demo(c: Ctx) -> None:
 # -- executor --------------------------------------------------------------------------
 
 
+_log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(["auto", "console", "json"]),
+    default="auto",
+    show_default=True,
+    help="How lines look on stderr: console on a terminal and JSON lines otherwise (auto).",
+)
+
+
+def _log_to_stderr(log_format: str) -> None:
+    from norc.daemon import configure_stderr_logging
+
+    configure_stderr_logging(None if log_format == "auto" else cast("LogFormat", log_format))
+
+
 @cli.command()
 @click.option("-q", "--queue", default="default", show_default=True, help="Queue to consume.")
 @click.option(
@@ -216,6 +232,7 @@ def demo(c: Ctx) -> None:
     type=click.FloatRange(0, min_open=True),
     help="Give back instances claimed ahead that have not started after this many seconds.",
 )
+@_log_format_option
 @pass_ctx
 def executor(
     c: Ctx,
@@ -224,8 +241,12 @@ def executor(
     isolation: Isolation,
     claim_ahead: float,
     max_claim_wait: float,
+    log_format: str,
 ) -> None:
-    """Run an executor until stopped (SIGINT: stop after running instances; SIGTERM: kill)."""
+    """Run an executor until stopped (SIGINT: stop after running instances; SIGTERM: kill).
+
+    Its events go to stderr as well as to its log in the log store."""
+    _log_to_stderr(log_format)
     ex = c.app.executor(
         queue=queue,
         concurrency=concurrency,
@@ -233,13 +254,14 @@ def executor(
         install_signal_handlers=True,
         claim_ahead=claim_ahead,
         max_claim_wait=max_claim_wait,
+        log_to_stderr=True,
     )
-    ex.start()
-    click.echo(
-        f"executor {ex.id} on queue {queue!r} (concurrency {concurrency}, pid {os.getpid()})",
-        err=True,
+    ex.run(
+        on_started=lambda: click.echo(
+            f"executor {ex.id} on queue {queue!r} (concurrency {concurrency}, pid {os.getpid()})",
+            err=True,
+        )
     )
-    ex.run()
 
 
 @cli.command()
@@ -250,13 +272,17 @@ def executor(
     type=click.FloatRange(min=0),
     help="Seconds late after which a fire counts as missed (see make_up).",
 )
+@_log_format_option
 @pass_ctx
-def scheduler(c: Ctx, misfire_grace: float) -> None:
-    """Run a scheduler until stopped (SIGINT or SIGTERM); any number may run at once."""
-    sch = c.app.scheduler(misfire_grace=misfire_grace, install_signal_handlers=True)
-    sch.start()
-    click.echo(f"scheduler {sch.id} (pid {os.getpid()})", err=True)
-    sch.run()
+def scheduler(c: Ctx, misfire_grace: float, log_format: str) -> None:
+    """Run a scheduler until stopped (SIGINT or SIGTERM); any number may run at once.
+
+    Its events go to stderr as well as to its log in the log store."""
+    _log_to_stderr(log_format)
+    sch = c.app.scheduler(
+        misfire_grace=misfire_grace, install_signal_handlers=True, log_to_stderr=True
+    )
+    sch.run(on_started=lambda: click.echo(f"scheduler {sch.id} (pid {os.getpid()})", err=True))
 
 
 # -- schedules ---------------------------------------------------------------------------
@@ -377,6 +403,7 @@ def _report_schedules(c: Ctx, task_name: str | None, include_deleted: bool, as_j
             "make_up",
             "next_fire",
             "scheduler",
+            "error",
         ],
         as_json,
     )
@@ -780,6 +807,10 @@ def status(c: Ctx, since: str, as_json: bool) -> None:
     print_table(
         overview["schedulers"], ["id", "host", "pid", "status", "heartbeat_age", "schedules"]
     )
+    for kind in ("executors", "schedulers"):
+        for d in overview[kind]:
+            if d["status"] == "ERROR" and d["error"]:
+                click.echo(f"{kind[:-1]} {d['id']} ERROR: {d['error']}")
     click.echo("\nQueues")
     print_table(overview["queues"], ["name", "type", "depth", "consumers"])
     counts = {k: v for k, v in overview["instances"].items() if v}

@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal, TextIO, cast
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from norc.errors import DatabaseError
+from norc.logs import event_logger
 from norc.status import Request
 
 if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
     from norc.store.database import Database
+
+#: How a daemon's lines look on stderr: for a person at a terminal, or JSON lines.
+LogFormat = Literal["console", "json"]
 
 REQUEST_POLL = 0.5
 
@@ -33,11 +40,14 @@ def run_blocking(
     start: Callable[[], object] | None,
     finished: threading.Event,
     on_signal: Callable[[int], None] | None,
+    on_started: Callable[[], object] | None = None,
 ) -> None:
     """Start a daemon (unless ``start`` is None) and block until ``finished`` is set.
 
     With ``on_signal``, SIGINT and SIGTERM are routed to it while blocking (the
-    command-line daemons ask for that); the previous handlers come back afterwards.
+    command-line daemons ask for that), from before the start, so a signal arriving
+    while it starts still stops it cleanly; the previous handlers come back afterwards.
+    ``on_started`` runs once it has started.
     """
     previous: dict[signal.Signals, Any] = {}
     if on_signal is not None:
@@ -46,11 +56,71 @@ def run_blocking(
     try:
         if start is not None:
             start()
+        if on_started is not None:
+            on_started()
         while not finished.wait(0.2):
             pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def configure_stderr_logging(fmt: LogFormat | None = None, stream: TextIO | None = None) -> None:
+    """Send this process's structlog output to stderr, as journald, container runtimes
+    and supervisors expect: ``console`` lines on a terminal, JSON lines otherwise (or as
+    ``fmt`` says). For the ``norc`` daemons' own processes only: it configures structlog
+    for the whole process, which a library embedded in an application must never do."""
+    out = stream or sys.stderr
+    chosen = fmt or ("console" if out.isatty() else "json")
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        if chosen == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if chosen == "json":
+        processors += [structlog.processors.dict_tracebacks]
+    structlog.configure(
+        processors=[*processors, renderer],
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def daemon_logger(
+    stream: IO[bytes], *, kind: str, echo: bool, **context: Any
+) -> FilteringBoundLogger:
+    """A daemon's own event log: logfmt lines into its log file in the log store and,
+    with ``echo``, the same events through structlog (see
+    :func:`configure_stderr_logging`), so they reach the process's stderr too."""
+    to_file = event_logger(stream, **context)
+    if not echo:
+        return to_file
+    to_stderr = structlog.get_logger(f"norc.{kind}").bind(**context)
+    return cast("FilteringBoundLogger", _Tee(to_file, to_stderr))
+
+
+class _Tee:
+    """Hands every logging call to several structlog loggers."""
+
+    def __init__(self, *loggers: Any) -> None:
+        self._loggers = loggers
+
+    def bind(self, **context: Any) -> _Tee:
+        return _Tee(*(logger.bind(**context) for logger in self._loggers))
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        methods = [getattr(logger, name) for logger in self._loggers]
+
+        def call(*args: Any, **kwargs: Any) -> None:
+            for method in methods:
+                method(*args, **kwargs)
+
+        return call
 
 
 def hostname() -> str:

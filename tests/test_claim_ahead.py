@@ -215,7 +215,7 @@ def test_pausing_gives_back_work_claimed_ahead_and_starts_nothing(app: norc.Norc
         )  # behind the long one, in its buffer
         executor.pause()  # returns once the buffer has gone back
         assert _claimed_ahead(app, short, executor) == []
-        wait_until(lambda: app.instance(long_id).status.is_final, 10)
+        wait_until(lambda: app.instance(long_id).status.is_final, 60)
         time.sleep(0.5)
         # Paused: the long one finished, and none of the short ones started here.
         assert all(r.status is InstanceStatus.QUEUED for r in app.db.instances_by_id(short))

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -44,7 +45,8 @@ class Daemons:
                 *args,
             ],
             env=env,
-            stderr=subprocess.PIPE,
+            # A file, not a pipe: daemons log to stderr, and a pipe nobody reads fills up.
+            stderr=tempfile.TemporaryFile(),  # noqa: SIM115 - lives as long as the process
         )
         self.procs.append(proc)
         return proc

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,10 +73,12 @@ def test_thirty_second_database_outage_loses_nothing(
     }
     norc_bin = str(Path(sys.executable).with_name("norc"))
     common = [norc_bin, "--db", private_pg.url, "--log-dir", str(tmp_path / "logs")]
+    # Files, not pipes: daemons log to stderr, and a pipe nobody reads fills up.
+    outputs = [tempfile.TemporaryFile() for _ in range(3)]  # noqa: SIM115 - read at the end
     procs = [
-        subprocess.Popen([*common, "executor", "-c", "2"], env=env, stderr=subprocess.PIPE),
-        subprocess.Popen([*common, "executor", "-c", "2"], env=env, stderr=subprocess.PIPE),
-        subprocess.Popen([*common, "scheduler"], env=env, stderr=subprocess.PIPE),
+        subprocess.Popen([*common, "executor", "-c", "2"], env=env, stderr=outputs[0]),
+        subprocess.Popen([*common, "executor", "-c", "2"], env=env, stderr=outputs[1]),
+        subprocess.Popen([*common, "scheduler"], env=env, stderr=outputs[2]),
     ]
     try:
         wait_until(lambda: app.db.count_by_status(batch).get("SUCCESS", 0) >= 20, 60)
@@ -91,7 +94,12 @@ def test_thirty_second_database_outage_loses_nothing(
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
-        errors = [p.communicate(timeout=60)[1].decode(errors="replace") for p in procs]
+        for p in procs:
+            p.wait(timeout=60)
+        errors = []
+        for out in outputs:
+            out.seek(0)
+            errors.append(out.read().decode(errors="replace"))
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     records = app.db.instances_by_id(batch)
     assert {r.status for r in records} == {InstanceStatus.SUCCESS}

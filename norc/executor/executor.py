@@ -27,6 +27,7 @@ import queue as queuelib
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from norc.abc import Claimant, Queue, Task
 from norc.control import housekeeping
-from norc.daemon import Heartbeat, hostname, run_blocking
+from norc.daemon import Heartbeat, daemon_logger, hostname, run_blocking
 from norc.errors import ConfigurationError, DatabaseError, NorcError
 from norc.executor.dispatch import Dispatch
 from norc.executor.running import (
@@ -51,7 +52,6 @@ from norc.executor.workerloop import WorkerLoop
 from norc.lifecycle import after_end, wants_retry
 from norc.logs import (
     daemon_log_key,
-    event_logger,
     instance_log_key,
     open_log,
     resolve_key,
@@ -144,6 +144,7 @@ class Executor:
         python: str | None = None,
         claim_ahead: float = 0.1,
         max_claim_wait: float = 1.0,
+        log_to_stderr: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
@@ -159,6 +160,9 @@ class Executor:
         self.concurrency = concurrency
         self.isolation: Isolation = isolation
         self.install_signal_handlers = install_signal_handlers
+        #: Also send its events through structlog (the ``norc executor`` command routes
+        #: that to stderr); they always go to its log in the log store.
+        self.log_to_stderr = log_to_stderr
         #: The interpreter worker processes run (default: this one).
         self.python = python
         #: Seconds of recent throughput claimed beyond the idle slots (0: claim for idle
@@ -228,7 +232,9 @@ class Executor:
         )
         log_path = resolve_key(app.settings.log_dir, daemon_log_key("executor", self.id))
         self._log_file = open_log(str(log_path))
-        self.log = event_logger(self._log_file, executor=self.id)
+        self.log = daemon_logger(
+            self._log_file, kind="executor", echo=self.log_to_stderr, executor=self.id
+        )
         self.log.info(
             "executor started",
             queue=self.queue_name,
@@ -308,14 +314,16 @@ class Executor:
         """Block until the executor has ended (by a request, :meth:`stop` or :meth:`kill`)."""
         return self._finished.wait(timeout)
 
-    def run(self) -> None:
-        """Start, block until ended; ``install_signal_handlers``: SIGINT stops, SIGTERM kills."""
+    def run(self, *, on_started: Callable[[], object] | None = None) -> None:
+        """Start, block until ended; ``install_signal_handlers``: SIGINT stops, SIGTERM kills.
+        ``on_started`` runs once it has started (its :attr:`id` is known then)."""
         run_blocking(
             self.start if self.id is None else None,
             self._finished,
             (lambda signum: self._begin_stop(kill=signum == signal.SIGTERM))
             if self.install_signal_handlers
             else None,
+            on_started,
         )
 
     def __enter__(self) -> Executor:

@@ -47,6 +47,7 @@ import os
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -56,10 +57,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from norc.abc import QueueItem
 from norc.control import housekeeping
-from norc.daemon import Heartbeat, hostname, run_blocking
+from norc.daemon import Heartbeat, daemon_logger, hostname, run_blocking
 from norc.errors import DatabaseError, NorcError
 from norc.lifecycle import overlap_verdict
-from norc.logs import daemon_log_key, event_logger, open_log, resolve_key
+from norc.logs import daemon_log_key, open_log, resolve_key
 from norc.schedules.timing import Timing, timing_for
 from norc.status import DaemonStatus, InstanceStatus, Request
 from norc.store.connections import is_outage
@@ -82,9 +83,17 @@ class Scheduler:
     """Fires the schedules it leases; embeddable (``with``, ``start``/``stop``) or blocking."""
 
     def __init__(
-        self, app: Norc, *, misfire_grace: float = 5.0, install_signal_handlers: bool = False
+        self,
+        app: Norc,
+        *,
+        misfire_grace: float = 5.0,
+        install_signal_handlers: bool = False,
+        log_to_stderr: bool = False,
     ) -> None:
         self.app = app
+        #: Also send its events through structlog (the ``norc scheduler`` command routes
+        #: that to stderr); they always go to its log in the log store.
+        self.log_to_stderr = log_to_stderr
         self.misfire_grace = timedelta(seconds=misfire_grace)
         self.install_signal_handlers = install_signal_handlers
         self.id: int | None = None
@@ -122,7 +131,9 @@ class Scheduler:
         self.status = DaemonStatus.RUNNING
         path = resolve_key(self.app.settings.log_dir, daemon_log_key("scheduler", self.id))
         self._log_file = open_log(str(path))
-        self.log = event_logger(self._log_file, scheduler=self.id)
+        self.log = daemon_logger(
+            self._log_file, kind="scheduler", echo=self.log_to_stderr, scheduler=self.id
+        )
         self.log.info("scheduler started", host=hostname(), pid=os.getpid())
         self._heartbeat = Heartbeat(
             db,
@@ -169,8 +180,9 @@ class Scheduler:
         """Block until the scheduler has ended."""
         return self._finished.wait(timeout)
 
-    def run(self) -> None:
-        """Start and block until ended; with ``install_signal_handlers`` SIGINT/SIGTERM stop."""
+    def run(self, *, on_started: Callable[[], object] | None = None) -> None:
+        """Start and block until ended; with ``install_signal_handlers`` SIGINT/SIGTERM stop.
+        ``on_started`` runs once it has started (its :attr:`id` is known then)."""
 
         def _on_signal(_signum: int) -> None:
             self._stopping.set()
@@ -180,6 +192,7 @@ class Scheduler:
             self.start if self.id is None else None,
             self._finished,
             _on_signal if self.install_signal_handlers else None,
+            on_started,
         )
 
     def __enter__(self) -> Scheduler:

@@ -219,7 +219,8 @@ function runTaskButton(task) {
 
 function scheduleActions(sch) {
   if (!canChange() || sch.state === "deleted") return null;
-  const paused = sch.state === "paused";
+  // A schedule set aside by its scheduler (state "error") fires again once resumed.
+  const paused = sch.state === "paused" || sch.state === "error";
   const verb = paused ? "resume" : "pause";
   return h("button", {
     "data-action": `${verb}-schedule-${sch.id}`,
@@ -246,7 +247,10 @@ function daemonTable(rows, kind) {
   ];
   if (kind === "executor") cols.push({ label: "queue", cell: (d) => dash(d.queue) });
   cols.push(
-    { label: "status", cell: (d) => [statusChip(d.status), d.request ? h("span", { class: "muted" }, ` → ${d.request}`) : null] },
+    {
+      label: "status", cell: (d) => [statusChip(d.status), d.request ? h("span", { class: "muted" }, ` → ${d.request}`) : null,
+        d.status === "ERROR" && d.error ? h("div", { class: "muted" }, d.error) : null],
+    },
     {
       label: "heartbeat", cell: (d) => h("span", {},
         h("span", { class: `dot ${d.alive ? "alive" : "dead"}`, title: d.alive ? "alive" : "not alive" }), " ",
@@ -579,7 +583,10 @@ function scheduleTable(rows, withTask) {
     { label: "when", cell: (r) => h("code", {}, r.when) },
     { label: "tz", cell: (r) => r.timezone },
     { label: "queue", cell: (r) => r.queue },
-    { label: "state", cell: (r) => h("span", { class: `status s-${r.state}` }, r.state) },
+    {
+      label: "state", wrap: true, cell: (r) => [h("span", { class: `status s-${r.state}`, title: r.error || "" }, r.state),
+        r.error ? h("div", { class: "muted" }, r.error) : null],
+    },
     { label: "next fire", cell: (r) => timeCell(r.next_fire) },
   );
   if (rows.length && rows[0].next_fires) {
