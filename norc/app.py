@@ -17,8 +17,9 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from norc.abc import LogStore, Queue, QueueItem, Task, check_name
+from norc.abc import LogStore, Queue, Task, check_name
 from norc.config import Settings
+from norc.enqueue import announce, enqueue_rows
 from norc.errors import (
     ConfigurationError,
     DuplicateRegistration,
@@ -221,10 +222,8 @@ class Norc:
         # enqueue's part of the enqueue→start latency is then one round trip.
         ids = q.create_and_push(ref, count, priority)
         if ids is None:
-            ids = self._enqueue_in_transaction(q, ref, count, priority)
-        if self.plugins.has_hook_impls("norc_instance_queued"):
-            for instance in self.db.instances_by_id(ids):
-                self.plugins.notify("norc_instance_queued", instance=instance)
+            return self._enqueue_in_transaction(q, ref, count, priority)
+        announce(self, ids)  # the queue's own statement bypassed enqueue_rows
         return ids
 
     def _enqueue_in_transaction(
@@ -233,37 +232,23 @@ class Norc:
         """The general enqueue: read the task, apply its overlap policy, insert, push."""
         from norc.lifecycle import overlap_verdict
 
-        queue = q.name
         with self.db.transaction() as tx:
             # Read in the enqueuing transaction: one checkout and round trip fewer.
             record = self.db.task(task, tx.conn)
             verdict = overlap_verdict(self, tx, record.id, record.overlap, new_label="enqueue")
-            if verdict is not None:
-                now = utcnow()
-                return self.db.insert_instance_rows(
-                    tx,
-                    [
-                        {
-                            "task_id": record.id,
-                            "queue": queue,
-                            "priority": priority,
-                            "status": InstanceStatus.SKIPPED.value,
-                            "attempt": 1,
-                            "created_at": now,
-                            "ended_at": now,
-                            "error": verdict,
-                        }
-                        for _ in range(count)
-                    ],
-                )
-            ids = self.db.insert_instances(
-                tx, task_id=record.id, queue=queue, count=count, priority=priority
-            )
-            q.push(
-                [QueueItem(instance_id=i, task_type=record.type, priority=priority) for i in ids],
-                tx,
-            )
-        return ids
+            now = utcnow()
+            row: dict[str, Any] = {
+                "task_id": record.id,
+                "queue": q.name,
+                "priority": priority,
+                "attempt": 1,
+                "created_at": now,
+            }
+            if verdict is None:
+                row.update(status=InstanceStatus.QUEUED.value, enqueued_at=now)
+            else:
+                row.update(status=InstanceStatus.SKIPPED.value, ended_at=now, error=verdict)
+            return enqueue_rows(self, tx, [row] * count, [record.type] * count)
 
     def stop_instance(self, instance_id: int, *, reason: str = "stopped by request") -> bool:
         """Stop one instance wherever it is: QUEUED becomes SKIPPED, RUNNING INTERRUPTED

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import sqlalchemy as sa
 
-from norc.abc import QueueItem, RunContext, Task
+from norc.abc import RunContext, Task
+from norc.enqueue import enqueue_rows
 from norc.errors import NorcError
 from norc.status import FINAL_INSTANCE_STATUSES, InstanceStatus
 from norc.store.schema import instances, tasks, utcnow
@@ -267,20 +268,8 @@ def _advance_one(app: Norc, tx: Transaction, job_id: int) -> None:
         )
         return
     queued = [r for r in new_rows if r["status"] == InstanceStatus.QUEUED.value]
-    ids = app.db.insert_instance_rows(tx, new_rows)
-    pushes: dict[str, list[QueueItem]] = {}
     types = _task_types(tx, [r["task_id"] for r in queued])
-    for instance_id, row in zip(ids, new_rows, strict=True):
-        if row["status"] == InstanceStatus.QUEUED.value:
-            pushes.setdefault(row["queue"], []).append(
-                QueueItem(
-                    instance_id=instance_id,
-                    task_type=types.get(row["task_id"], ""),
-                    priority=row["priority"],
-                )
-            )
-    for queue, items in pushes.items():
-        app.queue(queue).push(items, tx)
+    enqueue_rows(app, tx, new_rows, [types.get(r["task_id"], "") for r in new_rows])
     if len(latest) == len(graph.nodes) and all(
         s in FINAL_INSTANCE_STATUSES for s in latest.values()
     ):
@@ -402,5 +391,5 @@ def cancel(app: Norc, tx: Transaction, job_id: int, status: InstanceStatus, reas
     task_ids = _task_ids(tx, {r["_task"] for r in rows})
     for row in rows:
         row["task_id"] = task_ids.get(row.pop("_task"), job.task_id)
-    app.db.insert_instance_rows(tx, rows)
+    enqueue_rows(app, tx, rows, [""] * len(rows))  # all SKIPPED: nothing to push
     tx.after_commit(lambda: app.after_interrupt([job.id]))

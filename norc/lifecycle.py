@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from norc.abc import INDEPENDENT_OVERLAP, QueueItem
+from norc.abc import INDEPENDENT_OVERLAP
+from norc.enqueue import enqueue_rows
 from norc.errors import NorcError
 from norc.records import InstanceRecord, TaskRecord
 from norc.status import InstanceStatus
@@ -78,21 +79,13 @@ def after_end(
             }
         )
         retry_types.append((task.type, available))
-    retry_ids = app.db.insert_instance_rows(tx, retry_rows)
-    pushes: dict[str, list[QueueItem]] = defaultdict(list)
-    for retry_id, row, (task_type, available) in zip(
-        retry_ids, retry_rows, retry_types, strict=True
-    ):
-        pushes[row["queue"]].append(
-            QueueItem(
-                instance_id=retry_id,
-                task_type=task_type,
-                priority=row["priority"],
-                available_at=available,
-            )
-        )
-    for queue, items in pushes.items():
-        app.queue(queue).push(items, tx)
+    retry_ids = enqueue_rows(
+        app,
+        tx,
+        retry_rows,
+        [task_type for task_type, _ in retry_types],
+        [available for _, available in retry_types],
+    )
     jobs_to_advance = {i.job_instance_id for i, _, _ in ended if i.job_instance_id is not None}
     if jobs_to_advance:
         from norc import jobs

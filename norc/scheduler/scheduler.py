@@ -46,7 +46,6 @@ import math
 import os
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -55,9 +54,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from norc.abc import QueueItem
 from norc.control import housekeeping
 from norc.daemon import Heartbeat, daemon_logger, hostname, run_blocking
+from norc.enqueue import enqueue_rows
 from norc.errors import DatabaseError, NorcError
 from norc.lifecycle import overlap_verdict
 from norc.logs import daemon_log_key, open_log, resolve_key
@@ -505,7 +504,6 @@ class Scheduler:
         assert self.id is not None
         db = self.app.db
         follow_ups: list[tuple[datetime, int, int]] = []
-        pushes: dict[str, list[QueueItem]] = defaultdict(list)
         # Many schedules share a spec and fall due together: each next fire is computed once.
         next_fires: dict[tuple[Any, ...], datetime | None] = {}
         with db.transaction() as tx:
@@ -541,31 +539,13 @@ class Scheduler:
                 )
                 if next_fire is not None:
                     follow_ups.append((next_fire, schedule_id, revision))
-            ids = db.insert_instance_rows(tx, instance_rows)
-            for instance_id, instance, task_type in zip(
-                ids, instance_rows, task_types, strict=True
-            ):
-                if instance["status"] == InstanceStatus.QUEUED.value:
-                    pushes[instance["queue"]].append(
-                        QueueItem(
-                            instance_id=instance_id,
-                            task_type=task_type,
-                            priority=instance["priority"],
-                        )
-                    )
-            for queue_name, items in pushes.items():
-                self.app.queue(queue_name).push(items, tx)
+            enqueue_rows(self.app, tx, instance_rows, task_types)
             db.schedules.advance(tx, changes)
         for schedule_id, task_id in orphans:
             self._set_aside(schedule_id, f"its task (id {task_id}) no longer exists")
         for entry in follow_ups:
             heapq.heappush(self._heap, entry)
-        enqueued = sum(len(v) for v in pushes.values())
-        self.fired += enqueued
-        if self.app.plugins.has_hook_impls("norc_instance_queued"):
-            queued = [item.instance_id for items in pushes.values() for item in items]
-            for record in db.instances_by_id(queued):
-                self.app.plugins.notify("norc_instance_queued", instance=record)
+        self.fired += sum(r["status"] == InstanceStatus.QUEUED.value for r in instance_rows)
 
     def _apply_overlap(self, tx: Any, row: dict[str, Any], made: list[dict[str, Any]]) -> None:
         """A run falling due while an earlier one is active: the overlap policy decides."""

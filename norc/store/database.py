@@ -193,34 +193,6 @@ class Database(Connections):
 
     # -- instances -------------------------------------------------------------------
 
-    def insert_instances(
-        self,
-        tx: Transaction,
-        *,
-        task_id: int,
-        queue: str,
-        count: int = 1,
-        priority: int = 0,
-        status: InstanceStatus = InstanceStatus.QUEUED,
-        schedule_id: int | None = None,
-        fire_time: datetime | None = None,
-        attempt: int = 1,
-    ) -> list[int]:
-        """Insert ``count`` instances of one task; returns their ids in order."""
-        now = utcnow()
-        row = dict(
-            task_id=task_id,
-            queue=queue,
-            priority=priority,
-            status=status.value,
-            attempt=attempt,
-            schedule_id=schedule_id,
-            fire_time=fire_time,
-            created_at=now,
-            enqueued_at=now if status is InstanceStatus.QUEUED else None,
-        )
-        return self.insert_instance_rows(tx, [row] * count)
-
     def insert_instance_rows(self, tx: Transaction, rows: Sequence[dict[str, Any]]) -> list[int]:
         """Insert instance rows (full column dicts) in one statement; returns ids in order."""
         if not rows:
