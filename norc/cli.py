@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -29,8 +30,20 @@ def fail(message: str) -> NoReturn:
     sys.exit(EXIT_ERROR)
 
 
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    click.echo(f"norc: warning: {message}", err=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``norc`` script."""
+    warnings.showwarning = _one_line_warning  # the program's own choice: one line each
     try:
         cli.main(args=argv, prog_name="norc", standalone_mode=False)
     except click.exceptions.Abort:
@@ -984,32 +997,73 @@ def _follow(path: Any, finished: Callable[[], bool], poll: float = 0.25) -> None
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def plugins(c: Ctx, as_json: bool) -> None:
-    """Every loaded plugin, with its distribution and version, and what it registered."""
-    app = c.app
+    """Every plugin: what loaded (distribution, version, what it registered), what failed
+    and why, what is blocked. Needs no database, and lists a broken plugin instead of
+    failing on it, so it works when every other command cannot."""
+    from norc.config import Settings
+    from norc.pluginmanager import build_plugin_manager
+    from norc.registry import Registry
+
+    settings = Settings.load(database_url=c.database_url, log_dir=c.log_dir)
+    manager = build_plugin_manager(disabled=settings.disable_plugins, strict=False)
+    registry = Registry()
+    manager.fill_registry(registry)
     provided: dict[str, list[str]] = {}
-    for kind, registry in (
-        ("task", app.registry.task_types),
-        ("queue", app.registry.queue_types),
-        ("log store", app.registry.log_stores),
+    for kind, kinds in (
+        ("task", registry.task_types),
+        ("queue", registry.queue_types),
+        ("log store", registry.log_stores),
     ):
-        for name, owner in registry.owners.items():
+        for name, owner in kinds.owners.items():
             provided.setdefault(owner, []).append(f"{kind} {name}")
+    failed = {f.name: f for f in manager.failures}
     rows = [
         {
             "name": p.name,
             "distribution": p.distribution,
             "version": p.version,
             "module": p.module,
+            "status": "failed" if p.name in failed else "loaded",
             "provides": ", ".join(provided.get(p.name, [])),
+            "error": failed[p.name].reason if p.name in failed else None,
         }
-        for p in app.plugins.infos
+        for p in manager.infos
+    ]
+    listed = {p.name for p in manager.infos}
+    rows += [
+        {
+            "name": f.name,
+            "distribution": f.distribution,
+            "version": None,
+            "module": None,
+            "status": "failed",
+            "provides": "",
+            "error": f.reason,
+        }
+        for f in manager.failures
+        if f.name not in listed
+    ]
+    rows += [
+        {
+            "name": name,
+            "distribution": None,
+            "version": None,
+            "module": None,
+            "status": "blocked" if name not in manager.unknown_disabled else "unknown",
+            "provides": "",
+            "error": None
+            if name not in manager.unknown_disabled
+            else "named in NORC_DISABLE_PLUGINS, but no such plugin is installed",
+        }
+        for name in manager.blocked
     ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-    else:
-        print_table(rows, ["name", "distribution", "version", "module", "provides"])
-        if app.plugins.blocked:
-            click.echo(f"blocked: {', '.join(app.plugins.blocked)}")
+        return
+    print_table(rows, ["name", "status", "distribution", "version", "module", "provides"])
+    for row in rows:
+        if row["error"]:
+            click.echo(f"{row['name']}: {row['error']}", err=True)
 
 
 @cli.group()

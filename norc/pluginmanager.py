@@ -6,8 +6,10 @@ as in pytest's ``default_plugins``) and from objects the application passes in.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -19,6 +21,10 @@ from norc.errors import PluginError, PluginLoadError
 from norc.registry import Registry
 
 ENTRY_POINT_GROUP = "norc"
+
+#: Hooks that tell plugins what happened: an implementation that raises is logged with
+#: its plugin's name and never changes the outcome, nor keeps the others from running.
+NOTIFICATION_HOOKS = ("norc_instance_queued", "norc_instance_started", "norc_instance_finished")
 
 log = structlog.get_logger("norc.plugins")
 
@@ -33,14 +39,32 @@ class PluginInfo:
     module: str
 
 
-class PluginManager:
-    """A typed wrapper around pluggy's manager: loading, blocking, safe hook calls."""
+@attrs.frozen
+class PluginFailure:
+    """A plugin that could not be loaded or registered, and why (``norc plugins``)."""
 
-    def __init__(self) -> None:
+    name: str
+    distribution: str
+    reason: str
+
+
+class PluginManager:
+    """A typed wrapper around pluggy's manager: loading, blocking, safe hook calls.
+
+    With ``strict`` (every handle's default) a plugin that fails to load or register
+    raises, naming it; without (``norc plugins``, the diagnosis tool) it is recorded in
+    :attr:`failures` and the others load.
+    """
+
+    def __init__(self, *, strict: bool = True) -> None:
         self._pm = pluggy.PluginManager("norc")
         self._pm.add_hookspecs(hookspecs)
+        self.strict = strict
         self.infos: list[PluginInfo] = []
         self.blocked: list[str] = []
+        self.failures: list[PluginFailure] = []
+        #: Names in ``disabled`` that matched no plugin (a typo blocks nothing).
+        self.unknown_disabled: list[str] = []
 
     @property
     def hook(self) -> Any:
@@ -53,9 +77,22 @@ class PluginManager:
             return
         try:
             self._pm.register(plugin, name=info.name)
-        except ValueError as exc:
-            raise PluginError(f"plugin {info.name!r} cannot be registered: {exc}") from None
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            error = PluginError(f"plugin {info.name!r} cannot be registered: {exc}")
+            if self.strict:
+                raise error from None
+            self.failures.append(PluginFailure(info.name, info.distribution, str(exc)))
+            return
         self.infos.append(info)
+        self._guard_notifications(info.name)
+
+    def _guard_notifications(self, plugin_name: str) -> None:
+        """Wrap the plugin's notification hooks so that pluggy's own call (wrappers and
+        tracing included) goes on past one that raises: it is logged, by plugin name."""
+        for hook_name in NOTIFICATION_HOOKS:
+            for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name == plugin_name and not (impl.hookwrapper or impl.wrapper):
+                    impl.function = _guarded(impl.function, plugin_name, hook_name)
 
     def load_entry_points(self, disabled: Iterable[str]) -> None:
         """Import and register every ``norc`` entry point not named in ``disabled``."""
@@ -74,7 +111,11 @@ class PluginManager:
             try:
                 plugin = ep.load()
             except Exception as exc:
-                raise PluginLoadError(ep.name, dist_name, f"{type(exc).__name__}: {exc}") from exc
+                reason = f"{type(exc).__name__}: {exc}"
+                if self.strict:
+                    raise PluginLoadError(ep.name, dist_name, reason) from exc
+                self.failures.append(PluginFailure(ep.name, dist_name, reason))
+                continue
             self.register(
                 plugin,
                 PluginInfo(ep.name, dist_name, dist.version if dist else "?", ep.value),
@@ -85,35 +126,77 @@ class PluginManager:
         try:
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {exc.plugin!r}: {exc}") from None
+            if self.strict:
+                raise PluginError(f"plugin {exc.plugin!r}: {exc}") from None
+            name = self._pm.get_name(exc.plugin) or repr(exc.plugin)
+            self.failures.append(PluginFailure(name, self._distribution(name), str(exc)))
+            self._pm.unregister(exc.plugin)
+            self.infos = [i for i in self.infos if i.name != name]
+            self.check_pending()
+
+    def _distribution(self, name: str) -> str:
+        return next((i.distribution for i in self.infos if i.name == name), "unknown distribution")
 
     def fill_registry(self, registry: Registry) -> None:
-        """Let every plugin register its types, each recorded under its own name."""
+        """Let every plugin register its types, each recorded under its own name.
+
+        Called per implementation rather than through the hook relay: each plugin is
+        handed a view of the registry that records it as the owner of what it adds.
+        """
         for impl in self._pm.hook.norc_register_types.get_hookimpls():
-            impl.function(registry.for_plugin(impl.plugin_name))
+            try:
+                impl.function(registry.for_plugin(impl.plugin_name))
+            except PluginError as exc:
+                if self.strict:
+                    raise
+                distribution = self._distribution(impl.plugin_name)
+                self.failures.append(PluginFailure(impl.plugin_name, distribution, str(exc)))
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
-        """Call a lifecycle hook on every plugin; a plugin that raises is logged, by name."""
-        caller = getattr(self._pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
-            try:
-                impl.function(**{k: kwargs[k] for k in impl.argnames})
-            except Exception:
-                log.exception("plugin hook failed", plugin=impl.plugin_name, hook=hook_name)
+        """Call a notification hook through pluggy (so hook wrappers and tracing see it);
+        an implementation that raises is logged with its plugin's name, and the others
+        still run."""
+        getattr(self._pm.hook, hook_name)(**kwargs)
 
     def has_hook_impls(self, hook_name: str) -> bool:
         """Whether any plugin implements ``hook_name`` (lets hot paths skip record building)."""
         return bool(getattr(self._pm.hook, hook_name).get_hookimpls())
 
 
+def _guarded(function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def call(*args: Any) -> Any:  # pluggy passes the hook's arguments by position
+        try:
+            return function(*args)
+        except Exception:
+            log.exception("plugin hook failed", plugin=plugin, hook=hook)
+            return None
+
+    return call
+
+
 def build_plugin_manager(
-    *, disabled: Sequence[str] = (), extra: Sequence[object] = ()
+    *, disabled: Sequence[str] = (), extra: Sequence[object] = (), strict: bool = True
 ) -> PluginManager:
-    """Load the entry-point plugins, then ``extra`` in-process ones, then validate."""
-    pm = PluginManager()
+    """Load the entry-point plugins, then ``extra`` in-process ones, then validate.
+
+    A name in ``disabled`` that matches no plugin is warned about (``UserWarning``,
+    naming it): it blocks nothing, and a typo there should not pass unseen.
+    """
+    pm = PluginManager(strict=strict)
     pm.load_entry_points(disabled)
+    names = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
     for i, plugin in enumerate(extra):
         name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{i}"
+        names.add(name)
         pm.register(plugin, PluginInfo(name, "application", "-", name))
+    pm.unknown_disabled = [name for name in disabled if name not in names]
+    for name in pm.unknown_disabled:
+        warnings.warn(
+            f"NORC_DISABLE_PLUGINS names {name!r}, which is no installed plugin"
+            f" (installed: {', '.join(sorted(names))})",
+            UserWarning,
+            stacklevel=3,
+        )
     pm.check_pending()
     return pm

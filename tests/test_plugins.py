@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -175,3 +180,105 @@ def test_lifecycle_hooks_see_each_instance_and_a_raising_hook_changes_nothing(
     ]
     assert app.instance(instance_id).status is norc.InstanceStatus.SUCCESS
     app.close()
+
+
+def _norc(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    """Run the `norc` command with ``tmp_path`` (fake distributions) on its path."""
+    environ = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]),
+        **(env or {}),
+    }
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("norc")), "--db", f"sqlite:///{tmp_path}/n.db", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_norc_plugins_lists_a_broken_plugin_instead_of_failing(tmp_path: Path) -> None:
+    """`norc plugins` is the tool to diagnose a broken plugin: it lists what loaded and
+    names the one that failed, with why, while other commands refuse to start."""
+    _install_fake_distribution(tmp_path, "norc_broken", "raise RuntimeError('no config')\n")
+    listing = _norc(tmp_path, "plugins", "--json")
+    assert listing.returncode == 0, listing.stderr
+    rows = {row["name"]: row for row in json.loads(listing.stdout)}
+    assert rows["dbqueue"]["status"] == "loaded"
+    assert rows["norc_broken"]["status"] == "failed"
+    assert "RuntimeError: no config" in rows["norc_broken"]["error"]
+    other = _norc(tmp_path, "status")
+    assert other.returncode == 2
+    assert "norc_broken" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+
+
+def test_norc_plugins_lists_a_duplicate_registration_as_failed(tmp_path: Path) -> None:
+    """A plugin registering a type name another already owns is listed as failed."""
+    _install_fake_distribution(
+        tmp_path,
+        "norc_dupe",
+        """
+        import norc
+        from norc.plugins.dbqueue import DBQueue
+
+        class Again(DBQueue):
+            type_name = "dbqueue"
+
+        @norc.hookimpl
+        def norc_register_types(registry):
+            registry.add_queue_type(Again)
+        """,
+    )
+    listing = _norc(tmp_path, "plugins", "--json")
+    assert listing.returncode == 0, listing.stderr
+    rows = {row["name"]: row for row in json.loads(listing.stdout)}
+    # Whichever of the two registers second is the one refused; the error names both.
+    failed = [rows[name] for name in ("dbqueue", "norc_dupe") if rows[name]["status"] == "failed"]
+    assert len(failed) == 1
+    assert "'dbqueue'" in failed[0]["error"] and "norc_dupe" in failed[0]["error"]
+
+
+def test_an_unknown_name_in_norc_disable_plugins_is_a_warning_naming_it(tmp_path: Path) -> None:
+    """A typo in NORC_DISABLE_PLUGINS blocks nothing; it is said, once, on stderr."""
+    result = _norc(tmp_path, "plugins", env={"NORC_DISABLE_PLUGINS": "nosuchplugin,job"})
+    assert result.returncode == 0
+    assert "norc: warning: NORC_DISABLE_PLUGINS names 'nosuchplugin'" in result.stderr
+    assert "'job'" not in result.stderr.split("warning:")[1].split("(installed")[0]
+    with pytest.warns(UserWarning, match="'nosuchplugin'"):
+        norc.Norc(f"sqlite:///{tmp_path}/m.db", disable_plugins=["nosuchplugin"])
+
+
+class Wrapper:
+    """A new-style pluggy hook wrapper around norc_instance_finished."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    @norc.hookimpl(wrapper=True)
+    def norc_instance_finished(self, instance: norc.InstanceRecord) -> Any:
+        self.seen.append(instance.id)
+        return (yield)
+
+
+def test_hooks_are_called_through_pluggy_so_wrappers_and_tracing_see_them(
+    sqlite_url: str, log_dir: Path
+) -> None:
+    """A hook wrapper and pluggy's tracing see lifecycle calls; a raising plugin beside
+    them is still only logged, and the instance's outcome stands."""
+    wrapper, recorder = Wrapper(), Recorder()
+    app = norc.Norc(sqlite_url, log_dir=log_dir, plugins=[recorder, Exploder(), wrapper])
+    traced: list[str] = []
+    app.plugins._pm.trace.root.setwriter(traced.append)
+    undo = app.plugins._pm.enable_tracing()
+    try:
+        app.save_task(Outcome(name="ok"))
+        instance_id = app.enqueue("ok")
+        with app.executor():
+            wait_until(lambda: ("finished", instance_id, "SUCCESS") in recorder.events)
+        assert wrapper.seen == [instance_id]
+        assert any("norc_instance_finished" in line for line in traced)
+        assert app.instance(instance_id).status is norc.InstanceStatus.SUCCESS
+    finally:
+        undo()
+        app.close()
