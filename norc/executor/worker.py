@@ -26,6 +26,16 @@ params once per revision instead of once per instance.
 While running an instance, the worker's fds 1 and 2 point at the
 instance's log file, so output from Python, C extensions and child processes all land
 there.
+
+**A worker does not outlive its executor.** The executor ends a worker by sending
+``{"op": "exit"}`` and closing the job pipe; a worker that finds the pipe closed without
+that message, or whose parent changes, takes its executor for dead (SIGKILL included)
+and SIGKILLs its own process group: itself, the task and what the task started. A
+thread of the worker (:func:`_watch_executor`) watches for that while an instance runs;
+it sleeps in ``poll()`` on the job pipe asking for no event, so only the pipe's hang-up
+wakes it, and every :data:`PARENT_CHECK` seconds for a look at ``getppid()``: nothing
+per instance. ``PR_SET_PDEATHSIG`` is not used: its SIGKILL reaches the worker before
+the thread can kill the group, leaving the task's processes behind.
 """
 
 from __future__ import annotations
@@ -34,9 +44,11 @@ import contextlib
 import importlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -52,6 +64,18 @@ from norc.executor.running import (
 )
 from norc.logs import open_log
 from norc.status import InstanceStatus
+
+#: Seconds between a worker's looks at whether its parent is still the process that
+#: started it, for the case that the executor's end of the job pipe outlives it (a
+#: process forked from the executor without exec holds a copy).
+PARENT_CHECK = 1.0
+#: Seconds a worker whose job pipe was closed under a running instance waits for the
+#: kernel to show its parent gone (it was just ended) before it ends its group anyway
+#: (an executor that closed the pipe while alive abandoned the run; or a wrapper
+#: process, not the executor, is the parent).
+HANGUP_GRACE = 1.0
+#: The job that tells a worker to exit (any other end of the job pipe: the executor died).
+EXIT = {"op": "exit"}
 
 
 class WorkerDied(Exception):
@@ -187,8 +211,14 @@ class WorkerProcess:
     def close(self) -> None:
         """Ask an idle worker to exit and close the pipes."""
         if self._to is not None:
+            # Said before the pipe closes: an end of the pipe without it is an executor
+            # that died, and the worker would end its process group. Never blocks (a
+            # worker that is gone, or a full pipe: an error, and the wait below decides).
             with contextlib.suppress(OSError):
-                os.close(self._to)  # EOF on its job pipe: the worker exits
+                os.set_blocking(self._to, False)
+                os.write(self._to, json.dumps(EXIT).encode() + b"\n")
+            with contextlib.suppress(OSError):
+                os.close(self._to)
         if self._from is not None:
             with contextlib.suppress(OSError):
                 os.close(self._from)
@@ -281,7 +311,8 @@ class _Scheduling:
             self.batch = batch
 
 
-def _serve(job_fd: int, result_fd: int) -> None:
+def _serve(job_fd: int, result_fd: int) -> bool:
+    """Run the jobs read from ``job_fd``; True if told to exit, False at end of file."""
     # Up: the job waiting in the pipe starts now, and its timeout counts from now, not
     # from when the executor spawned this interpreter.
     _reply(result_fd, {"event": "ready"})
@@ -292,6 +323,8 @@ def _serve(job_fd: int, result_fd: int) -> None:
     with os.fdopen(job_fd, "rb") as jobs:
         for line in jobs:
             message = json.loads(line)
+            if message == EXIT:
+                return True
             scheduling.set(message.pop("batch", False))
             key = message["template_key"]
             if "template" in message:
@@ -308,6 +341,7 @@ def _serve(job_fd: int, result_fd: int) -> None:
                 os.dup2(devnull, 1)
                 os.dup2(devnull, 2)
                 log_file.close()
+    return False
 
 
 def _reply(fd: int, message: dict[str, Any]) -> None:
@@ -351,6 +385,43 @@ def _handle(job: dict[str, Any], template: _Template, log_file: Any, fd: int) ->
     _reply(fd, {"event": "done"})
 
 
+def _end_group(why: str) -> None:
+    """The executor is gone: SIGKILL this worker's process group (the worker, the task and
+    every process it started that kept the group), so no run goes on that nobody records
+    and a retry elsewhere does not run beside it."""
+    with contextlib.suppress(OSError):  # fd 2 is the running instance's log, or /dev/null
+        os.write(2, f"[norc] {why}: killing the worker's process group\n".encode())
+    pid = os.getpid()
+    if os.getpgrp() == pid:  # as the executor starts it: in a session of its own
+        os.killpg(pid, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)  # started some other way: this process only
+
+
+def _watch_executor(job_fd: int) -> None:
+    """Start the thread that ends this worker's process group once its executor is gone,
+    whatever the worker is doing (see the module doc)."""
+    parent = os.getppid()
+    hangup = select.poll()
+    # No event asked for: poll() still reports POLLHUP, once every write end of the pipe
+    # is closed (the executor's, when it exits), and not the jobs that arrive. A copy of
+    # the fd, so that the main thread closing its own on the way out changes nothing.
+    hangup.register(os.dup(job_fd), 0)
+
+    def watch() -> None:
+        while not hangup.poll(PARENT_CHECK * 1000):
+            if os.getppid() != parent:
+                _end_group("the executor is gone (this worker has another parent)")
+        # Closed. By an executor that asked this worker to exit: it is idle, and the main
+        # thread is on its way out. By the kernel, as the executor ended: the kernel
+        # reparents this worker a moment later.
+        deadline = time.monotonic() + HANGUP_GRACE
+        while os.getppid() == parent and time.monotonic() < deadline:
+            time.sleep(0.005)
+        _end_group("the executor is gone (the job pipe closed)")
+
+    threading.Thread(target=watch, name="norc-executor-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> None:
     """Entry point of a worker process."""
     # No signal set-up on purpose: the worker runs in its own session, so a terminal's
@@ -358,7 +429,12 @@ def main(argv: list[str]) -> None:
     # Line buffering keeps a task's prints in order with Norc's own log lines.
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True, errors="backslashreplace")  # type: ignore[union-attr]
-    _serve(int(argv[1]), int(argv[2]))
+    job_fd = int(argv[1])
+    _watch_executor(job_fd)
+    if not _serve(job_fd, int(argv[2])):
+        # The job pipe ended without the executor asking: it died while this worker was
+        # idle. What earlier instances left running in the group goes with it.
+        _end_group("the executor is gone (the job pipe closed)")
 
 
 if __name__ == "__main__":
