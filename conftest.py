@@ -55,12 +55,51 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+_WORKER_DATABASES: dict[str, str] = {}
+
+
+def server_url(var: str) -> str:
+    """The database URL named by ``var``; under pytest-xdist, a database of this worker's
+    own on the same server (``test_gw0``, …), created when missing, so that workers never
+    drop each other's tables."""
+    url = os.environ[var]
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    if url not in _WORKER_DATABASES:
+        _WORKER_DATABASES[url] = _worker_database(url, worker)
+    return _WORKER_DATABASES[url]
+
+
+def _worker_database(url: str, worker: str) -> str:
+    from norc.store.connections import normalise_url
+
+    parsed = sa.engine.make_url(normalise_url(url))
+    name = f"{parsed.database}_{worker}"
+    engine = sa.create_engine(parsed, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if parsed.get_backend_name() == "postgresql":
+                exists = conn.execute(
+                    sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+                ).first()
+                if not exists:
+                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            else:
+                conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS `{name}`"))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"test database {url} is set but unreachable: {exc.orig}")
+    finally:
+        engine.dispose()
+    return parsed.set(database=name).render_as_string(hide_password=False)
+
+
 @pytest.fixture
 def db_url(backend: str, tmp_path: Path) -> str:
     """A URL of an empty database on the current backend."""
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'norc.db'}"
-    url = os.environ[BACKENDS[backend] or ""]
+    url = server_url(BACKENDS[backend] or "")
     reset_database(url)
     return url
 
