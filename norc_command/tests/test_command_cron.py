@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,3 +215,59 @@ def test_user_runs_as_that_user_with_its_groups(
         entry.pw_dir,
         entry.pw_dir,
     ]
+
+
+_NOT_ROOT_EXECUTOR = """
+import os, pwd, sys
+import norc
+import norc.executor.executor, norc.executor.running  # noqa: F401 - before losing /root
+import norc.plugins.dbqueue, norc.plugins.local_logs  # noqa: F401
+from norc.testing import wait_until
+from norc_command import CommandTask
+
+folder = sys.argv[1]
+app = norc.Norc(f"sqlite:///{folder}/norc.db", log_dir=f"{folder}/logs")
+app.save_task(CommandTask(name="as-root", command="id -u", user="root"))
+instance_id = app.enqueue("as-root")
+for top, dirs, files in os.walk(folder):
+    for name in dirs + files:
+        os.chmod(os.path.join(top, name), 0o777)
+nobody = pwd.getpwnam("nobody")
+os.setgroups([])
+os.setgid(nobody.pw_gid)
+os.setuid(nobody.pw_uid)
+# Thread isolation: a worker process would need an interpreter nobody may start here.
+with app.executor(isolation="thread"):
+    wait_until(lambda: app.instance(instance_id).status.is_final, 60)
+record = app.instance(instance_id)
+print(record.status.name)
+print(record.error)
+"""
+
+
+def test_an_executor_that_is_not_root_refuses_another_user(sqlite_app: norc.Norc) -> None:
+    """user= on an executor that is neither root nor that user ends FAILURE saying why."""
+    if os.geteuid() != 0:
+        record = _run(sqlite_app, CommandTask(name="as-root", command="id -u", user="root"))
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        assert record.status is norc.InstanceStatus.FAILURE
+        assert record.error == f"cannot run as user 'root': the executor runs as {me!r}, not root"
+        return
+    # As root: an executor process that gives up root for nobody before it runs.
+    folder = tempfile.mkdtemp(prefix="norc-not-root-")
+    try:
+        Path(folder).chmod(0o777)
+        result = subprocess.run(
+            [sys.executable, "-c", _NOT_ROOT_EXECUTOR, folder],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == [
+            "FAILURE",
+            "cannot run as user 'root': the executor runs as 'nobody', not root",
+        ]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
