@@ -447,6 +447,32 @@ def test_cli_system_detection_and_options(sqlite_url: str, tmp_path: Path) -> No
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
+def test_cli_reads_stdin_and_reports_retired_entries(sqlite_url: str, tmp_path: Path) -> None:
+    """FILE '-' is standard input; --replace prints each retired task."""
+    argv = [str(Path(sys.executable).with_name("norc")), "--db", sqlite_url, "crontab", "import"]
+
+    def run(text: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*argv, "-", "--tz", "UTC", *args],
+            input=text,
+            cwd=tmp_path,
+            text=True,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+
+    first = run("0 1 * * * one\n0 2 * * * two\n")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[-1] == "2 created"
+    second = run("0 1 * * * one\n", "--replace")
+    assert second.returncode == 0, second.stderr
+    lines = second.stdout.splitlines()
+    assert lines[0].startswith("line 1: unchanged crontab-one-")
+    assert lines[1].startswith("gone: retired crontab-two-") and lines[1].endswith(" two")
+    assert lines[-1] == "1 unchanged, 1 retired"
+
+
 # ------------------------------------------------------------------ running them
 
 
