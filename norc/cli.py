@@ -1204,7 +1204,7 @@ def crontab_import(
 
 
 @crontab.command("export")
-@click.option("--prefix", help="Only tasks named PREFIX-... (as imported with --prefix).")
+@click.option("--prefix", help="Only the tasks imported with this --prefix (or named PREFIX-...).")
 @pass_ctx
 def crontab_export(c: Ctx, prefix: str | None) -> None:
     """Print the command schedules as a crontab; what cron cannot express is a comment."""

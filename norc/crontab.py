@@ -750,8 +750,17 @@ def _why_not(record: TaskRecord, schedule: ScheduleRecord) -> str | None:
     return None
 
 
+def _of_prefix(record: TaskRecord, prefix: str | None) -> bool:
+    """Whether a task belongs to ``prefix``: imported under it, or named ``prefix-...``
+    and not imported under another prefix (``web`` does not take ``web-db``'s tasks)."""
+    if prefix is None or record.description == marker(prefix):
+        return True
+    imported = record.description.startswith(marker("")[:-1])
+    return not imported and record.name.startswith(f"{prefix}-")
+
+
 def export_crontab(app: Norc, *, prefix: str | None = None) -> str:
-    """The command schedules (of tasks named ``prefix-...``) as crontab text.
+    """The command schedules (of ``prefix``'s tasks, see :func:`_of_prefix`) as crontab text.
 
     Cron-format schedules of cron-like CommandTasks become lines, with the settings
     lines (``SHELL``, ``CRON_TZ``, variables) they need above them. Everything else is a
@@ -759,9 +768,7 @@ def export_crontab(app: Norc, *, prefix: str | None = None) -> str:
     system crontab (a user field on every line).
     """
     records = {r.name: r for r in app.tasks()}
-    schedules = [
-        s for s in app.schedules() if prefix is None or s.task_name.startswith(f"{prefix}-")
-    ]
+    schedules = [s for s in app.schedules() if _of_prefix(records[s.task_name], prefix)]
     writable = []
     comments = []
     for schedule in schedules:

@@ -593,3 +593,19 @@ def test_cli_export(sqlite_url: str, tmp_path: Path) -> None:
     result = norc_cli("--db", sqlite_url, "crontab", "export", "--prefix", "a", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1:] == ["CRON_TZ=UTC", "0 1 * * * one"]
+
+
+def test_export_of_system_entries_has_the_user_field(app: norc.Norc) -> None:
+    """Entries with a user export as a system crontab; one without a user is a comment."""
+    import_crontab(app, SYSTEM_EXAMPLE, system=True, prefix="sys", tz="UTC")
+    import_crontab(app, "0 0 * * * no-user\n", prefix="sys-plain", tz="UTC")
+    exported = export_crontab(app)
+    lines = exported.splitlines()
+    assert "PATH=/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin" in lines
+    assert "17 * * * * root cd / && run-parts --report /etc/cron.hourly" in lines
+    assert any(line.startswith("# not exported:") and "no user" in line for line in lines)
+    again = import_crontab(app, exported, system=True, prefix="sys", tz="UTC")
+    assert [r.status for r in again] == ["unchanged", "unchanged"]
+    only_sys = export_crontab(app, prefix="sys")
+    assert "no-user" not in only_sys and "run-parts" in only_sys
+    assert "no-user" in export_crontab(app, prefix="sys-plain")
