@@ -609,3 +609,15 @@ def test_export_of_system_entries_has_the_user_field(app: norc.Norc) -> None:
     only_sys = export_crontab(app, prefix="sys")
     assert "no-user" not in only_sys and "run-parts" in only_sys
     assert "no-user" in export_crontab(app, prefix="sys-plain")
+
+
+def test_a_paused_schedule_stays_paused_on_reimport(app: norc.Norc) -> None:
+    """Pausing is not in the crontab: a re-import, even with --replace, leaves it paused."""
+    (row,) = import_crontab(app, "0 1 * * * one\n", tz="UTC")
+    (schedule,) = app.schedules()
+    app.pause_schedule(schedule.id)
+    assert [r.status for r in import_crontab(app, "0 1 * * * one\n", tz="UTC")] == ["unchanged"]
+    rows = import_crontab(app, "0 2 * * * one\n", tz="UTC", replace=True)
+    assert [(r.name, r.status) for r in rows] == [(row.name, "updated")]
+    (after,) = app.schedules()
+    assert (after.id, after.spec, after.paused) == (schedule.id, "0 2 * * *", True)
