@@ -1120,3 +1120,94 @@ def web(
     serve(
         c.app, host=host, port=port, read_only=read_only, token=token, user=user, password=password
     )
+
+
+# -- crontab -----------------------------------------------------------------------------
+
+
+@cli.group()
+def crontab() -> None:
+    """Import crontab files as CommandTasks with schedules; export them back."""
+
+
+@crontab.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option(
+    "--system",
+    is_flag=True,
+    help="A system crontab (a user field after the times); automatic for /etc/crontab"
+    " and /etc/cron.d/*.",
+)
+@click.option("--prefix", default="crontab", show_default=True, help="Start of the tasks' names.")
+@click.option("--tz", help="Zone of entries without CRON_TZ (default: this host's, as cron).")
+@click.option("-q", "--queue", default="default", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Show what would happen; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Update entries that changed; retire (delete the schedules of) those gone.",
+)
+@pass_ctx
+def crontab_import(
+    c: Ctx,
+    file: str,
+    system: bool,
+    prefix: str,
+    tz: str | None,
+    queue: str,
+    dry_run: bool,
+    as_json: bool,
+    replace: bool,
+) -> None:
+    """Import FILE ('-': stdin). Exit code 0 if every line was taken, 2 if some were not."""
+    from norc.crontab import import_crontab, summary
+
+    try:
+        from pathlib import Path
+
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        fail(f"{file} is not UTF-8 text: {exc}")
+    rows = import_crontab(
+        c.app,
+        text,
+        path=None if file == "-" else file,
+        system=True if system else None,
+        prefix=prefix,
+        tz=tz,
+        queue=queue,
+        dry_run=dry_run,
+        replace=replace,
+    )
+    if as_json:
+        click.echo(json.dumps([row.to_json() for row in rows], indent=2))
+    else:
+        for row in rows:
+            where = f"line {row.line}" if row.line is not None else "gone"
+            if row.status == "error":
+                click.echo(f"{where}: error: {row.reason}: {(row.text or '').strip()}")
+            else:
+                zone = f" [{row.tz}]" if row.tz else ""
+                user = f" as {row.user}" if row.user else ""
+                what = f"{row.spec}{zone}{user} {row.command}"
+                click.echo(f"{where}: {row.status} {row.name}: {what}")
+                if row.status == "updated" and row.reason:
+                    click.echo(f"  {row.reason}")
+            for note in row.notes:
+                click.echo(f"  note: {note}")
+        counts = summary(rows)
+        done = ", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to import"
+        click.echo(("dry run, nothing written: " if dry_run else "") + done)
+    if any(row.status == "error" for row in rows):
+        sys.exit(EXIT_ERROR)
+
+
+@crontab.command("export")
+@click.option("--prefix", help="Only the tasks imported with this --prefix (or named PREFIX-...).")
+@pass_ctx
+def crontab_export(c: Ctx, prefix: str | None) -> None:
+    """Print the command schedules as a crontab; what cron cannot express is a comment."""
+    from norc.crontab import export_crontab
+
+    click.echo(export_crontab(c.app, prefix=prefix), nl=False)
