@@ -46,10 +46,14 @@ Which format a spec is in is decided by its first non-blank character:
   Fields take ``*``, numbers, ranges ``1-5``, steps ``*/15`` and ``10-50/20``,
   comma lists of those, month names ``JAN``-``DEC`` and day names
   ``SUN``-``SAT`` (case-insensitive, also in ranges like ``MON-FRI``). Standard
-  cron meaning, not apscheduler's: Sunday is 0 or 7, and when day-of-month and
-  day-of-week are both restricted (neither is literally ``*``) a day matches if
-  *either* does (an :class:`~apscheduler.triggers.combining.OrTrigger` over two
-  :class:`~apscheduler.triggers.cron.CronTrigger`). Canonical form: the fields
+  cron meaning, as cronie (Vixie cron, Debian's cron) reads it, not
+  apscheduler's: Sunday is 0 or 7; a day field whose text *starts* with ``*``
+  (``*``, ``*/3``, ``*/1``) sets cronie's ``DOM_STAR``/``DOW_STAR`` (entry.c),
+  and then a day must match both day fields (``0 0 */1 * 1`` is Mondays only);
+  only when neither day field starts with ``*`` does a day match if *either*
+  does (an :class:`~apscheduler.triggers.combining.OrTrigger` over two
+  :class:`~apscheduler.triggers.cron.CronTrigger`). ``0-6`` or ``1-31`` do not
+  start with ``*``, so they count as restricted. Canonical form: the fields
   joined by single spaces, upper-cased (so names read ``MON-FRI``); the numbers
   are kept as written.
 
@@ -58,24 +62,31 @@ Fire times and daylight saving time
 
 The apscheduler triggers run in UTC over *wall-clock* times, so they only say
 which local wall times match; this module then maps each matching wall time to
-real instants in the schedule's timezone. That mapping follows Vixie cron:
+real instants in the schedule's timezone, as cronie's main loop (cron.c) does
+when the zone's clock jumps.
 
+* A job is a *wildcard* job when its minute **or** hour field starts with
+  ``*`` (cronie's ``MIN_STAR | HR_STAR``, set in entry.c from the field's first
+  character): ``*/15 2 * * *``, ``0 */2 * * *``, ``@hourly``; a seed spec with
+  ``h*`` or ``m*`` (or without ``h`` or ``m``), HALFHOURLY and HOURLY. Every
+  other job is a *fixed-time* job (``30 2 * * *``, ``0-59/15 2 * * *``,
+  ``@daily``, DAILY). A 6-field spec is classed by its minute and hour fields
+  too (cronie has no seconds field).
 * A wall time that exists once fires once.
-* A wall time inside a spring-forward gap (Europe/Berlin 2026-03-29 02:00-03:00)
-  does not exist. If the spec's hour field is specific, it fires once at the
-  end of the gap, the transition instant (a daily 02:30 fires at 03:00 local,
-  01:00 UTC); several such wall times collapse into that one fire, which is also
-  the fire of a matching 03:00. If the hour field is a wildcard, the wall time
-  is skipped: the job keeps its rhythm on the real hours around the gap, and
-  catching up would only collide with the 03:xx fires.
-* A wall time inside a fall-back repeat (Europe/Berlin 2026-10-25 02:00-03:00
+* A wall time skipped by a jump forward (Europe/Berlin 2026-03-29 02:00-03:00)
+  fires once, at the jump (the transition instant, 03:00 local), for a
+  fixed-time job, and not at all for a wildcard job (cronie's "medium" case:
+  wildcard jobs run for the new wall time only, then fixed-time jobs for each
+  skipped minute). Several skipped wall times of one job collapse into that one
+  fire, which is also the fire of a matching 03:00. cronie sorts jumps by size:
+  a jump of at most 4 minutes ("small") runs every job for the skipped minutes;
+  one of 3 hours or more ("large", a zone changing its standard offset) runs
+  none of them. DST jumps are 30 or 60 minutes.
+* A wall time repeated by a jump back (Europe/Berlin 2026-10-25 02:00-03:00
   happens twice) fires in both passes, as the distinct real instants they are,
-  if the hour field is a wildcard; with a specific hour it fires only in the
-  first pass (a daily 02:30 fires once, at 02:30+02:00 = 00:30 UTC).
-* The hour field is a *wildcard* when its text starts with ``*`` (``*``,
-  ``*/2``), as in Vixie cron: for crontab lines, for ``@hourly``, for seed specs
-  with ``h*`` or no ``h``, and for HALFHOURLY and HOURLY. ``0-23`` counts as
-  specific.
+  for a wildcard job, and only in the first pass for a fixed-time job (cronie's
+  "negative" case: only wildcard jobs run until the clock catches up). A jump
+  back of more than 181 minutes ("large") fires every job in both passes.
 
 :meth:`CronSpec.next_fire` returns the first fire strictly after the given
 instant, so iterating it is strictly increasing and never repeats an instant.
@@ -113,6 +124,13 @@ PREDEFINED_NAMES: Final = ("HALFHOURLY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY")
 """The predefined schedule names, each with a random offset drawn at parse time."""
 
 _ONE_SECOND: Final = timedelta(seconds=1)
+
+# cronie's timeDiff classes (cron.c, main loop) as jump sizes: a gap of g skipped
+# minutes has timeDiff g + 1 (small: <= 5, large: > 180); a fold of f repeated
+# minutes has timeDiff 1 - f (large: < -180).
+_SMALL_GAP: Final = timedelta(minutes=4)
+_LARGE_GAP: Final = timedelta(minutes=180)
+_LARGE_FOLD: Final = timedelta(minutes=182)
 
 # Feb counts 29 days: a spec for Feb 29 is rare but possible, so only days no
 # month ever has are rejected as impossible.
@@ -159,8 +177,9 @@ class _Rule:
     weekday: _Values
     # True for crontab lines restricting both day fields: either may match.
     day_or: bool
-    # Vixie's "hour field starts with *": decides the DST behaviour.
-    wildcard_hour: bool
+    # cronie's MIN_STAR | HR_STAR: the minute or the hour field starts with '*'.
+    # A wildcard job and a fixed-time one differ around DST (module docstring).
+    wildcard: bool
 
     def trigger(self) -> Any:
         """Build the apscheduler trigger matching these wall-clock times (in UTC)."""
@@ -213,15 +232,40 @@ class _Wall:
     # gap/fold: the transition instant and the wall time where the gap or repeat ends.
     transition: datetime | None
     region_end: datetime | None
+    # gap/fold: how far the wall clock jumps (forward or back); zero otherwise.
+    jump: timedelta = timedelta(0)
 
-    def fires(self, wildcard_hour: bool) -> list[datetime]:
+    def fires(self, wildcard: bool) -> list[datetime]:
         """The real instants this matching wall time fires at (see the module docstring)."""
         if self.kind == "unique":
             return [self.first]
         if self.kind == "gap":
-            return [] if wildcard_hour else [self.first]
+            return [self.first] if self.gap_fires(wildcard) else []
         assert self.second is not None
-        return [self.first, self.second] if wildcard_hour else [self.first]
+        return [self.first, self.second] if self.both_passes(wildcard) else [self.first]
+
+    def gap_fires(self, wildcard: bool) -> bool:
+        """Whether a matching wall time skipped by this gap fires at its end.
+
+        cronie's main loop (cron.c) sorts the jump by its size in minutes,
+        ``timeDiff`` (skipped minutes + 1): up to 5 it runs every job for each
+        skipped minute ("small"); up to 180 only the fixed-time jobs ("medium",
+        the DST case); beyond, none ("large": virtual time jumps ahead).
+        """
+        if self.jump <= _SMALL_GAP:
+            return True
+        if self.jump >= _LARGE_GAP:
+            return False
+        return not wildcard
+
+    def both_passes(self, wildcard: bool) -> bool:
+        """Whether a matching wall time repeated by this fold fires in both passes.
+
+        cronie runs only wildcard jobs while the clock is behind its virtual time
+        ("negative", ``timeDiff`` down to -180); a clock set back further
+        ("large") resets virtual time and runs every job again.
+        """
+        return wildcard or self.jump >= _LARGE_FOLD
 
 
 def _offset(moment: datetime) -> timedelta:
@@ -254,8 +298,9 @@ def _locate(wall: datetime, zone: ZoneInfo) -> _Wall:
             (wall - after).replace(tzinfo=UTC),
             transition,
             region_end,
+            before - after,
         )
-    return _Wall("gap", transition, None, transition, region_end)
+    return _Wall("gap", transition, None, transition, region_end, after - before)
 
 
 def _find_transition(zone: ZoneInfo, low: datetime, high: datetime, before: timedelta) -> datetime:
@@ -337,13 +382,13 @@ class CronSpec:
 
     def _next(self, after: datetime, zone: ZoneInfo) -> datetime | None:
         """First fire strictly after ``after`` (aware UTC) in ``zone``."""
-        wildcard = self._rule.wildcard_hour
+        wildcard = self._rule.wildcard
         local = after.astimezone(zone)
         wall = local.replace(tzinfo=None, fold=0)
         best: datetime | None = None
-        if wildcard and local.fold == 0:
+        if local.fold == 0:
             here = _locate(wall, zone)
-            if here.kind == "fold":
+            if here.kind == "fold" and here.both_passes(wildcard):
                 # `after` is in the first pass of a repeated hour: the second-pass
                 # fires of wall times at or before its own wall time are later
                 # than it in real time, and the scan below starts at its wall time.
@@ -368,7 +413,7 @@ class CronSpec:
                 return later[0] if best is None or later[0] < best else best
             if where.kind == "gap" or (
                 where.kind == "fold"
-                and not wildcard
+                and not where.both_passes(wildcard)
                 and where.transition is not None
                 and after >= where.transition
             ):
@@ -531,8 +576,11 @@ def _crontab_rule(fields: list[str], spec: str) -> _Rule:
     )
     # Crontab's Sunday is 0 (or 7), apscheduler's Monday is 0.
     weekday = {(value + 6) % 7 for value in weekday}
+    # cronie's entry.c sets DOM_STAR/DOW_STAR when a day field's first character
+    # is '*' ('*', '*/3', '*/1'); then both day fields must match. Only when
+    # neither starts with '*' does a day match if either field does.
     day_text, weekday_text = fields[3], fields[5]
-    day_or = day_text != "*" and weekday_text != "*"
+    day_or = not day_text.startswith("*") and not weekday_text.startswith("*")
     rule = _Rule(
         second=_full_to_none(second, 0, 59),
         minute=_full_to_none(minute, 0, 59),
@@ -541,7 +589,7 @@ def _crontab_rule(fields: list[str], spec: str) -> _Rule:
         month=_full_to_none(month, 1, 12),
         weekday=_full_to_none(weekday, 0, 6),
         day_or=day_or,
-        wildcard_hour=fields[2].startswith("*"),
+        wildcard=fields[1].startswith("*") or fields[2].startswith("*"),
     )
     if not day_or:
         _check_days_possible(rule.day, rule.month, spec, "day-of-month")
@@ -695,7 +743,7 @@ def _seed_rule(values: _SeedValues, spec: str) -> _Rule:
         # The seed's weekday 0 is Monday, like apscheduler's.
         weekday=normalised("w", 0, 6),
         day_or=False,
-        wildcard_hour=values["h"] is None,
+        wildcard=values["h"] is None or values["m"] is None,
     )
     _check_days_possible(rule.day, rule.month, spec, "day")
     return rule
