@@ -735,7 +735,12 @@ def test_predefined_with_pinned_offset() -> None:
         ("", "empty schedule spec ''"),
         ("   ", "empty schedule spec"),
         ("!!!", "cannot parse schedule spec '!!!'"),
-        ("-5 * * * *", "cannot parse schedule spec"),
+        ("-5 * * * *", "minute -5 out of range 0-59 in '-5 * * * *'"),
+        ("-1 * * * *", "minute -1 out of range 0-59"),
+        ("* -5 * * *", "hour -5 out of range 0-23 in '* -5 * * *'"),
+        ("* 1--5 * * *", "hour -5 out of range 0-23"),
+        ("* * * * \u017fun", "day-of-week '\u017fun' is not a number or name"),
+        ("0 * * * * 8", "day-of-week 8 out of range 0-7"),
         ("@reboot", "Norc has no @reboot"),
         ("@often", "unknown alias '@often'"),
         ("FORTNIGHTLY", "unknown schedule name 'FORTNIGHTLY'"),
@@ -766,7 +771,10 @@ def test_invalid_specs_name_the_bad_part(spec: str, message: str) -> None:
 
 spec_noise = st.one_of(
     st.text(max_size=30),
-    st.text(alphabet="0123456789*/-, \t@abcdefhjmnoswxyzAJMNOSW\u00b2", max_size=30),
+    st.text(alphabet="0123456789*/-, \t@abcdefhjmnoswxyzAJMNOSW\u00b2\u00a0\u2003", max_size=30),
+    st.lists(st.sampled_from(["*", "-", "/", ",", " ", "0", "9" * 5000, "MON"]), max_size=12).map(
+        "".join
+    ),
 )
 
 
@@ -779,6 +787,79 @@ def test_any_text_parses_or_raises_invalid_spec(spec: str) -> None:
     except InvalidSpec:
         return
     assert parse_cron(parsed.canonical, rng=NoRandom()) == parsed
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("9" * 5000 + " * * * *", "minute 999999999999... (5000 digits) out of range 0-59 in "),
+        ("*/" + "9" * 5000 + " * * * *", "minute step 999999999999... (5000 digits) out of range"),
+        ("* * 1-" + "3" * 4500 + " * *", "day-of-month 333333333333... (4500 digits) out of range"),
+        ("h2 m" + "7" * 5000, "minute 777777777777... (5000 digits) out of range 0-59"),
+    ],
+)
+def test_numbers_with_thousands_of_digits(spec: str, message: str) -> None:
+    """A huge number is out of range, told in one short line (int() would refuse 4300+ digits)."""
+    with pytest.raises(InvalidSpec) as caught:
+        parse_cron(spec)
+    text = str(caught.value)
+    assert message in text
+    assert f"({len(spec)} characters)" in text
+    assert len(text) < 300 and "\n" not in text
+
+
+def test_leading_zeros_are_just_zeros() -> None:
+    """A long run of leading zeros is the number after them, as cron's atoi reads it."""
+    assert fires("0" * 5000 + "5 * * * *", utc(2026, 1, 1), 1) == [utc(2026, 1, 1, 0, 5)]
+
+
+@pytest.mark.parametrize(
+    ("spec", "name", "position"),
+    [
+        ("*\u00a0* * * *", "U+00A0 (NO-BREAK SPACE)", 1),
+        ("0 2 * *\u2003*", "U+2003 (EM SPACE)", 7),
+        ("* * * * *\u2003", "U+2003 (EM SPACE)", 9),
+        ("\u3000@daily", "U+3000 (IDEOGRAPHIC SPACE)", 0),
+        ("h2\u00a0m30", "U+00A0 (NO-BREAK SPACE)", 2),
+        ("DAILY\u2009h2m0s0", "U+2009 (THIN SPACE)", 5),
+    ],
+)
+def test_only_ascii_whitespace_separates_fields(spec: str, name: str, position: int) -> None:
+    """A no-break or em space between fields is an error naming the character and where it is."""
+    with pytest.raises(InvalidSpec) as caught:
+        parse_cron(spec)
+    assert f"has {name} at position {position}: fields are separated by ASCII" in str(caught.value)
+
+
+def test_tabs_and_newlines_are_separators() -> None:
+    """ASCII whitespace (tabs, a trailing newline from a file) separates fields as spaces do."""
+    assert parse_cron("0\t2 *  *\t*\n").canonical == "0 2 * * *"
+
+
+@pytest.mark.parametrize(
+    ("spec", "command"),
+    [
+        ("* * * * * /bin/true", "'/bin/true'"),
+        ("0 2 * * * backup.sh --all", "'backup.sh --all'"),
+        ("0 2 * * * root /usr/bin/backup", "'root /usr/bin/backup'"),
+        ("30 2 * * MON-FRI echo hi", "'echo hi'"),
+        ("@daily /bin/true", "'/bin/true'"),
+    ],
+)
+def test_a_crontab_line_with_a_command_is_refused(spec: str, command: str) -> None:
+    """A pasted crontab line is told that a schedule spec has no command, and where crontabs go."""
+    with pytest.raises(InvalidSpec) as caught:
+        parse_cron(spec)
+    text = str(caught.value)
+    assert text.startswith("a schedule spec has no command: ")
+    assert f"with the command {command}" in text
+    assert "`norc crontab import` is for crontab files" in text
+
+
+def test_six_fields_are_still_seconds_first() -> None:
+    """Six time-like fields are a 6-field spec, not a command: '0 * * * * 5' is Fridays."""
+    assert parse_cron("0 * * * * 5").canonical == "0 * * * * 5"
+    assert parse_cron("0 * * * * FRI,MON").canonical == "0 * * * * FRI,MON"
 
 
 def test_unknown_timezone_is_invalid_spec() -> None:

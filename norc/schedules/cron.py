@@ -97,6 +97,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
@@ -154,7 +155,7 @@ def resolve_timezone(tz: str | ZoneInfo) -> ZoneInfo:
     # ZoneInfo reports a missing zone as a KeyError, a malformed key as a
     # ValueError and a directory name such as "Europe" as an OSError.
     except (KeyError, ValueError, OSError):
-        raise InvalidSpec(f"unknown timezone {tz!r}") from None
+        raise InvalidSpec(f"unknown timezone {_q(tz)}") from None
 
 
 # ------------------------------------------------------------------------- rules
@@ -213,7 +214,7 @@ def _check_days_possible(day: _Values, month: _Values, spec: str, day_name: str)
     months = month if month is not None else tuple(range(1, 13))
     if not any(d <= _MAX_DAYS[m] for d in day for m in months):
         raise InvalidSpec(
-            f"{day_name} {_expr(day)} never occurs in month {_expr(tuple(months))} in {spec!r}"
+            f"{day_name} {_expr(day)} never occurs in month {_expr(tuple(months))} in {_q(spec)}"
         )
 
 
@@ -444,14 +445,15 @@ def parse_cron(spec: str, *, rng: random.Random | None = None) -> CronSpec:
     """
     if not isinstance(spec, str):
         raise InvalidSpec(f"a schedule spec must be a string, got {type(spec).__name__}")
-    text = spec.strip()
+    _check_blanks(spec)
+    text = spec.strip(_BLANKS)
     if not text:
-        raise InvalidSpec(f"empty schedule spec {spec!r}: {_EXPECTED}")
+        raise InvalidSpec(f"empty schedule spec {_q(spec)}: {_EXPECTED}")
     first = text[0]
     if first == "@":
         return _parse_alias(text, spec)
     if _is_ascii_letter(first):
-        named = re.fullmatch(r"([A-Za-z]+)(?:\s+(.*))?", text, re.DOTALL)
+        named = re.fullmatch(r"([A-Za-z]+)(?:\s+(.*))?", text, re.DOTALL | re.ASCII)
         if named is not None:
             word = named.group(1)
             if word.upper() in PREDEFINED_NAMES:
@@ -459,12 +461,13 @@ def parse_cron(spec: str, *, rng: random.Random | None = None) -> CronSpec:
             if named.group(2) is None and word.lower() not in _SEED_KEYS:
                 # A bare word that is not a seed key was meant as a name.
                 raise InvalidSpec(
-                    f"unknown schedule name {word!r} (known: {', '.join(PREDEFINED_NAMES)})"
+                    f"unknown schedule name {_q(word)} (known: {', '.join(PREDEFINED_NAMES)})"
                 )
         return _parse_seed(text, spec, rng)
-    if _is_number(first) or first == "*":
+    if _is_number(first) or first in "*-":
+        # '-' too, so that '-1 * * * *' is told which field and value are wrong.
         return _parse_crontab(text, spec)
-    raise InvalidSpec(f"cannot parse schedule spec {spec!r}: {_EXPECTED}")
+    raise InvalidSpec(f"cannot parse schedule spec {_q(spec)}: {_EXPECTED}")
 
 
 def next_fire_times(
@@ -491,6 +494,50 @@ _EXPECTED: Final = (
 def _is_number(text: str) -> bool:
     # str.isdigit alone also accepts non-ASCII digits such as '²', which int() rejects.
     return text.isascii() and text.isdigit()
+
+
+def _small_int(text: str) -> int | None:
+    """The value of a string of ASCII digits, or None if it has over 9 significant digits.
+
+    No field takes a value that large, and int() refuses strings of more than
+    4300 digits (a ValueError that is not an InvalidSpec).
+    """
+    significant = text.lstrip("0")
+    return int(significant or "0") if len(significant) <= 9 else None
+
+
+_BLANKS: Final = " \t\n\r\f\v"
+"""The characters that separate fields: ASCII whitespace, as cron reads a crontab line."""
+
+_QUOTE_LIMIT: Final = 60
+
+
+def _q(text: str) -> str:
+    """``repr(text)`` for a message, cut short if long so the error stays one readable line."""
+    if len(text) <= _QUOTE_LIMIT:
+        return repr(text)
+    return f"{text[:_QUOTE_LIMIT]!r}... ({len(text)} characters)"
+
+
+def _number_text(text: str) -> str:
+    """A number as written, for a message: cut short if it is long."""
+    if len(text) <= 20:
+        return text
+    return f"{text[:12]}... ({len(text)} digits)"
+
+
+def _char_name(char: str) -> str:
+    return f"U+{ord(char):04X} ({unicodedata.name(char, 'unnamed character')})"
+
+
+def _check_blanks(spec: str) -> None:
+    """Refuse whitespace other than ASCII: a no-break or em space looks like a separator."""
+    for index, char in enumerate(spec):
+        if char.isspace() and char not in _BLANKS:
+            raise InvalidSpec(
+                f"schedule spec {_q(spec)} has {_char_name(char)} at position {index}:"
+                " fields are separated by ASCII spaces or tabs only"
+            )
 
 
 def _is_ascii_letter(char: str) -> bool:
@@ -542,23 +589,53 @@ _ALIAS_SYNONYMS: Final = {"@annually": "@yearly", "@midnight": "@daily"}
 
 
 def _parse_alias(text: str, spec: str) -> CronSpec:
-    alias = text.lower()
+    alias, *rest = _split(text)
+    if rest:
+        raise _command_error(spec, [alias], rest)
+    alias = alias.lower()
     alias = _ALIAS_SYNONYMS.get(alias, alias)
     if alias == "@reboot":
-        raise InvalidSpec(f"{spec!r} is not a time schedule; Norc has no @reboot")
+        raise InvalidSpec(f"{_q(spec)} is not a time schedule; Norc has no @reboot")
     if alias not in _ALIASES:
         known = ", ".join([*_ALIASES, *_ALIAS_SYNONYMS])
-        raise InvalidSpec(f"unknown alias {text!r} in {spec!r} (known: {known})")
+        raise InvalidSpec(f"unknown alias {_q(text)} in {_q(spec)} (known: {known})")
     rule = _crontab_rule(_ALIASES[alias].split(), spec)
     return CronSpec(canonical=alias, label=alias, kind="crontab", rule=rule)
 
 
+def _split(text: str) -> list[str]:
+    return [field for field in re.split(r"[ \t\n\r\f\v]+", text) if field]
+
+
+_TIME_WORD: Final = re.compile(
+    r"(?:[0-9]+|\*|[A-Za-z]{3})(?:[-/,](?:[0-9]+|\*|[A-Za-z]{3}))*", re.ASCII
+)
+
+
+def _looks_like_command(word: str) -> bool:
+    """Whether a word after the fifth field cannot be a time field (``/bin/true``, ``root``)."""
+    if _TIME_WORD.fullmatch(word) is None:
+        return True
+    names = re.findall(r"[A-Za-z]+", word)
+    return any(name.upper() not in {**_MONTH_NAMES, **_DAY_NAMES} for name in names)
+
+
+def _command_error(spec: str, times: list[str], command: list[str]) -> InvalidSpec:
+    return InvalidSpec(
+        f"a schedule spec has no command: {_q(spec)} reads as a crontab line with the"
+        f" command {_q(' '.join(command))}; give only the time fields, like"
+        f" {_q(' '.join(times))} (`norc crontab import` is for crontab files)"
+    )
+
+
 def _parse_crontab(text: str, spec: str) -> CronSpec:
-    fields = text.split()
+    fields = _split(text)
+    if len(fields) > 5 and any(_looks_like_command(field) for field in fields[5:]):
+        raise _command_error(spec, fields[:5], fields[5:])
     if len(fields) not in (5, 6):
         raise InvalidSpec(
             f"expected 5 crontab fields (minute hour day-of-month month day-of-week)"
-            f" or 6 (with a leading second), got {len(fields)} in {spec!r}"
+            f" or 6 (with a leading second), got {len(fields)} in {_q(spec)}"
         )
     canonical = " ".join(field.upper() for field in fields)
     return CronSpec(
@@ -601,30 +678,36 @@ def _parse_crontab_field(text: str, field: _CrontabField, spec: str) -> set[int]
     values: set[int] = set()
     for item in text.split(","):
         if not item:
-            raise InvalidSpec(f"{field.name} {text!r} has an empty list item in {spec!r}")
+            raise InvalidSpec(f"{field.name} {_q(text)} has an empty list item in {_q(spec)}")
         base, slash, step_text = item.partition("/")
         step = 1
         if slash:
             if not _is_number(step_text):
-                raise InvalidSpec(f"{field.name} step {step_text!r} is not a number in {spec!r}")
-            step = int(step_text)
-            if not 1 <= step <= field.high:
                 raise InvalidSpec(
-                    f"{field.name} step {step} out of range 1-{field.high} in {spec!r}"
+                    f"{field.name} step {_q(step_text)} is not a number in {_q(spec)}"
                 )
+            value = _small_int(step_text)
+            if value is None or not 1 <= value <= field.high:
+                raise InvalidSpec(
+                    f"{field.name} step {_number_text(step_text)} out of range"
+                    f" 1-{field.high} in {_q(spec)}"
+                )
+            step = value
         if base == "*":
             low, high = field.low, field.high
+        elif base.startswith("-") and _is_number(base[1:]):
+            raise _out_of_range(base, field, spec)
         elif "-" in base:
             start_text, _, end_text = base.partition("-")
             low = _crontab_value(start_text, field, spec)
             high = _crontab_value(end_text, field, spec)
             if low > high:
                 raise InvalidSpec(
-                    f"{field.name} range {base!r} is inverted ({low} > {high}) in {spec!r}"
+                    f"{field.name} range {_q(base)} is inverted ({low} > {high}) in {_q(spec)}"
                 )
         elif slash:
             raise InvalidSpec(
-                f"{field.name} step {item!r} needs a range or '*' before '/' in {spec!r}"
+                f"{field.name} step {_q(item)} needs a range or '*' before '/' in {_q(spec)}"
             )
         else:
             low = high = _crontab_value(base, field, spec)
@@ -637,15 +720,26 @@ def _parse_crontab_field(text: str, field: _CrontabField, spec: str) -> set[int]
 
 def _crontab_value(text: str, field: _CrontabField, spec: str) -> int:
     if _is_number(text):
-        value = int(text)
-    elif text.upper() in field.names:
+        value = _small_int(text)
+    elif text.isascii() and text.upper() in field.names:
+        # ASCII only: the long s (U+017F) upper-cases to 'S', so 'SUN' has a look-alike.
         return field.names[text.upper()]
+    elif text.startswith("-") and _is_number(text[1:]):
+        # The end of a range such as '1--5'.
+        raise _out_of_range(text, field, spec)
     else:
         what = "a number or name" if field.names else "a number"
-        raise InvalidSpec(f"{field.name} {text!r} is not {what} in {spec!r}")
-    if not field.low <= value <= field.high:
-        raise InvalidSpec(f"{field.name} {value} out of range {field.low}-{field.high} in {spec!r}")
+        raise InvalidSpec(f"{field.name} {_q(text)} is not {what} in {_q(spec)}")
+    if value is None or not field.low <= value <= field.high:
+        raise _out_of_range(text, field, spec)
     return value
+
+
+def _out_of_range(text: str, field: _CrontabField, spec: str) -> InvalidSpec:
+    """``minute 61 out of range 0-59``: the number as written, cut short if long."""
+    return InvalidSpec(
+        f"{field.name} {_number_text(text)} out of range {field.low}-{field.high} in {_q(spec)}"
+    )
 
 
 # -------------------------------------------------------------------------- seed
@@ -681,22 +775,22 @@ _SeedValues = dict[str, tuple[int, ...] | None]
 
 def _parse_seed_values(text: str, spec: str, rng: random.Random | None) -> _SeedValues:
     """Read a seed encoding into values by key; a missing second is drawn from ``rng``."""
-    compact = re.sub(r"\s+", "", text).lower()
+    compact = re.sub(r"[ \t\n\r\f\v]+", "", text).lower()
     values: _SeedValues = {}
     if not _is_ascii_letter(compact[:1]):
-        raise InvalidSpec(f"seed spec {spec!r} must start with a key like 'h' or 'm'")
+        raise InvalidSpec(f"seed spec {_q(spec)} must start with a key like 'h' or 'm'")
     # The text starts with a letter, so these pieces cover all of it.
     for match in re.finditer(r"([a-z]+)([^a-z]*)", compact):
         word, value = match.groups()
         key = _SEED_KEYS.get(word)
         if key is None:
             raise InvalidSpec(
-                f"unknown key {word!r} in seed spec {spec!r}"
+                f"unknown key {_q(word)} in seed spec {_q(spec)}"
                 " (keys: o/months, d/days, w/weekdays, h/hours, m/minutes, s/seconds)"
             )
         field = next(field for field in _SEED_FIELDS if field.key == key)
         if key in values:
-            raise InvalidSpec(f"{field.name} ({word!r}) given twice in seed spec {spec!r}")
+            raise InvalidSpec(f"{field.name} ({_q(word)}) given twice in seed spec {_q(spec)}")
         values[key] = _seed_value(value, field, word, spec)
     if "s" not in values:
         # One fixed second, not every second: "h2m30" means once, at 02:30:xx.
@@ -711,15 +805,18 @@ def _seed_value(text: str, field: _SeedField, word: str, spec: str) -> tuple[int
         return None
     if not re.fullmatch(r"[0-9]+(,[0-9]+)*", text):
         raise InvalidSpec(
-            f"{field.name} ({word!r}) value {text!r} in seed spec {spec!r}"
+            f"{field.name} ({_q(word)}) value {_q(text)} in seed spec {_q(spec)}"
             " must be '*' or comma-separated numbers"
         )
-    numbers = {int(number) for number in text.split(",")}
-    for number in sorted(numbers):
-        if not field.low <= number <= field.high:
+    numbers = set()
+    for number_text in text.split(","):
+        number = _small_int(number_text)
+        if number is None or not field.low <= number <= field.high:
             raise InvalidSpec(
-                f"{field.name} {number} out of range {field.low}-{field.high} in {spec!r}"
+                f"{field.name} {_number_text(number_text) if number is None else number}"
+                f" out of range {field.low}-{field.high} in {_q(spec)}"
             )
+        numbers.add(number)
     return tuple(sorted(numbers))
 
 
@@ -813,7 +910,7 @@ def _parse_predefined(
         fixed, example = _PREDEFINED_FIXED[name]
         if not all(_fits_predefined(name, field.key, values[field.key]) for field in _SEED_FIELDS):
             raise InvalidSpec(
-                f"{name} offset in {spec!r} does not fit {name}: it must fix only"
+                f"{name} offset in {_q(spec)} does not fit {name}: it must fix only"
                 f" {', '.join(fixed)}, like {example!r}"
             )
     return CronSpec(
