@@ -42,7 +42,9 @@ Which format a spec is in is decided by its first non-blank character:
     each list sorted without duplicates, e.g. ``o*d*w*h2m30s17``.
 
 * anything else -- a **crontab** line: 5 fields (minute hour day-of-month month
-  day-of-week) or 6 with a leading seconds field, separated by whitespace.
+  day-of-week) or 6 with a leading seconds field, separated by ASCII whitespace
+  (a no-break or other Unicode space is an error naming it). A crontab line
+  with a command after the time fields is refused: a spec has no command.
   Fields take ``*``, numbers, ranges ``1-5``, steps ``*/15`` and ``10-50/20``,
   comma lists of those, month names ``JAN``-``DEC`` and day names
   ``SUN``-``SAT`` (case-insensitive, also in ranges like ``MON-FRI``). Standard
