@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -860,6 +861,14 @@ def test_six_fields_are_still_seconds_first() -> None:
     """Six time-like fields are a 6-field spec, not a command: '0 * * * * 5' is Fridays."""
     assert parse_cron("0 * * * * 5").canonical == "0 * * * * 5"
     assert parse_cron("0 * * * * FRI,MON").canonical == "0 * * * * FRI,MON"
+    # Other crons' syntax in a sixth field is a field error, not a command.
+    for spec, message in (
+        ("0 0 12 * * ?", "day-of-week '?' is not a number or name"),
+        ("0 0 12 * * 5L", "day-of-week '5L' is not a number or name"),
+        ("0 0 12 * * MON#2", "day-of-week 'MON#2' is not a number or name"),
+    ):
+        with pytest.raises(InvalidSpec, match=re.escape(message)):
+            parse_cron(spec)
 
 
 def test_unknown_timezone_is_invalid_spec() -> None:

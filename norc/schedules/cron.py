@@ -609,17 +609,19 @@ def _split(text: str) -> list[str]:
     return [field for field in re.split(r"[ \t\n\r\f\v]+", text) if field]
 
 
-_TIME_WORD: Final = re.compile(
-    r"(?:[0-9]+|\*|[A-Za-z]{3})(?:[-/,](?:[0-9]+|\*|[A-Za-z]{3}))*", re.ASCII
-)
+_TIME_TOKEN: Final = r"(?:[0-9]+[A-Za-z]*|[*?]|[A-Za-z]+)"
+_TIME_WORD: Final = re.compile(rf"{_TIME_TOKEN}(?:[-/,#]{_TIME_TOKEN})*")
+# Letters a time field may hold: names, and other crons' L and W (Quartz '5L',
+# 'LW'), which get their own "not a number or name" error.
+_TIME_LETTERS: Final = {"L", "W", "LW"}
 
 
 def _looks_like_command(word: str) -> bool:
     """Whether a word after the fifth field cannot be a time field (``/bin/true``, ``root``)."""
-    if _TIME_WORD.fullmatch(word) is None:
+    if not word.isascii() or _TIME_WORD.fullmatch(word) is None:
         return True
-    names = re.findall(r"[A-Za-z]+", word)
-    return any(name.upper() not in {**_MONTH_NAMES, **_DAY_NAMES} for name in names)
+    names = {*_MONTH_NAMES, *_DAY_NAMES, *_TIME_LETTERS}
+    return any(letters.upper() not in names for letters in re.findall(r"[A-Za-z]+", word))
 
 
 def _command_error(spec: str, times: list[str], command: list[str]) -> InvalidSpec:
