@@ -881,6 +881,8 @@ def test_unknown_timezone_is_invalid_spec() -> None:
     ):
         with pytest.raises(InvalidSpec, match="unknown timezone 'Mars/Base'"):
             call()
-    for bad in ("", "Europe", "../etc/passwd"):
+    for bad in ("", "Europe", "../etc/passwd", "\x00", "A" * 5000):
         with pytest.raises(InvalidSpec, match="unknown timezone"):
             daily.next_fire(utc(2026, 1, 1), bad)
+    with pytest.raises(InvalidSpec, match="a timezone must be an IANA name, got int"):
+        daily.next_fire(utc(2026, 1, 1), 5)  # type: ignore[arg-type]

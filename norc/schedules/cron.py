@@ -152,6 +152,8 @@ def resolve_timezone(tz: str | ZoneInfo) -> ZoneInfo:
     """Return the ZoneInfo for an IANA name; raise InvalidSpec for an unknown one."""
     if isinstance(tz, ZoneInfo):
         return tz
+    if not isinstance(tz, str):
+        raise InvalidSpec(f"a timezone must be an IANA name, got {type(tz).__name__}")
     try:
         return ZoneInfo(tz)
     # ZoneInfo reports a missing zone as a KeyError, a malformed key as a
@@ -516,6 +518,8 @@ _QUOTE_LIMIT: Final = 60
 
 def _q(text: str) -> str:
     """``repr(text)`` for a message, cut short if long so the error stays one readable line."""
+    if not isinstance(text, str):
+        return f"a {type(text).__name__}"
     if len(text) <= _QUOTE_LIMIT:
         return repr(text)
     return f"{text[:_QUOTE_LIMIT]!r}... ({len(text)} characters)"
@@ -538,7 +542,7 @@ def _check_blanks(spec: str) -> None:
         if char.isspace() and char not in _BLANKS:
             raise InvalidSpec(
                 f"schedule spec {_q(spec)} has {_char_name(char)} at position {index}:"
-                " fields are separated by ASCII spaces or tabs only"
+                " fields are separated by ASCII whitespace (spaces, tabs) only"
             )
 
 
