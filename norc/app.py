@@ -34,7 +34,7 @@ from norc.logs import daemon_log_key, instance_log_key, resolve_key
 from norc.pluginmanager import PluginManager, build_plugin_manager
 from norc.records import DaemonRecord, InstanceRecord, ScheduleRecord, TaskRecord
 from norc.registry import APPLICATION, Registry
-from norc.schedules.timing import Timing, timing_for
+from norc.schedules.timing import Timing, check_delay, check_period, timing_for
 from norc.status import InstanceStatus, Request
 from norc.store.database import Database
 from norc.store.schema import utcnow
@@ -666,9 +666,7 @@ def _schedule_timing(
             "start_at": None,
             "period": None,
         }
-    period = every.total_seconds() if isinstance(every, timedelta) else every
-    if period is not None and not period > 0:
-        raise InvalidSpec(f"every must be > 0 seconds, got {every!r}")
+    period = None if every is None else check_period(every)
     now = utcnow()
     if start is None:
         assert period is not None
@@ -676,14 +674,12 @@ def _schedule_timing(
     elif isinstance(start, datetime):
         start_at = start if start.tzinfo else start.replace(tzinfo=zone)
     else:
-        delay = start.total_seconds() if isinstance(start, timedelta) else float(start)
-        start_at = now + timedelta(seconds=delay)
-    return {
-        "kind": "simple",
-        "spec": "",
-        "start_at": start_at.astimezone(ZoneInfo("UTC")),
-        "period": period,
-    }
+        start_at = now + timedelta(seconds=check_delay(start))
+    try:
+        start_utc = start_at.astimezone(ZoneInfo("UTC"))
+    except OverflowError:
+        raise InvalidSpec(f"start {start_at.isoformat()} is out of range in UTC") from None
+    return {"kind": "simple", "spec": "", "start_at": start_utc, "period": period}
 
 
 def _first_fire(timing: Timing) -> datetime | None:

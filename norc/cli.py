@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -306,7 +307,8 @@ def schedule() -> None:
     """Check specs and manage schedules."""
 
 
-@schedule.command("next")
+# Unknown options are taken as the SPEC, so that '-1 * * * *' is told what is wrong with it.
+@schedule.command("next", context_settings={"ignore_unknown_options": True})
 @click.argument("spec")
 @click.option("-n", "--count", default=5, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--tz", default="UTC", show_default=True, help="IANA timezone of the spec.")
@@ -327,10 +329,28 @@ def schedule_next(spec: str, count: int, tz: str, after: str | None) -> None:
         click.echo(fire.isoformat())
 
 
+def _check_every(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """``--every``: seconds, checked like the API's ``every=`` (finite, 1 µs to 100 years)."""
+    from norc.schedules.timing import check_period
+
+    if value is None:
+        return None
+    shown = value if len(value) <= 20 else f"{value[:12]}... ({len(value)} characters)"
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{shown!r} is not a number of seconds") from None
+    if seconds in (float("inf"), float("-inf")) and "inf" not in value.lower():
+        # A number too large for a float (thousands of digits) is finite, just too long.
+        seconds = math.copysign(sys.float_info.max, seconds)
+    # An InvalidSpec is a NorcError: main() prints it as one line, exit code 2.
+    return check_period(seconds, "--every", shown=shown)
+
+
 @schedule.command("add")
 @click.argument("task_ref", metavar="TASK")
 @click.option("--cron", "cron_spec", help="A cron spec: crontab, 6-field, @daily, seed, DAILY...")
-@click.option("--every", type=click.FloatRange(min=0, min_open=True), help="Period in seconds.")
+@click.option("--every", metavar="SECONDS", callback=_check_every, help="Period in seconds.")
 @click.option("--start", help="First fire of a --every schedule: ISO time or delay (30s, 2h).")
 @click.option("--tz", default="UTC", show_default=True)
 @click.option("-q", "--queue", default="default", show_default=True)

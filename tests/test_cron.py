@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -150,10 +151,12 @@ def test_crontab_agrees_with_croniter(spec: str, after: datetime, tz: str) -> No
     fields = spec.split()[-5:]
     # croniter's fields: minute hour day month weekday [second].
     expanded = croniter(spec, second_at_beginning=len(spec.split()) == 6).expanded
-    # croniter counts a day-of-week listing every day (like 0-6) as '*'; here
-    # only a literal '*' is unrestricted (tested explicitly below).
-    assume(fields[4] == "*" or expanded[4] != ["*"])
-    assume(fields[2] == "*" or expanded[2] != ["*"])
+    # croniter counts a day field listing every day (like 0-6) as '*', and ORs
+    # the day fields even when one starts with '*' ('*/2'); Norc follows cronie:
+    # a field starting with '*' is unrestricted for the OR rule, anything else is
+    # restricted (tested explicitly below, and against cronsim in test_cron_cronsim).
+    for text, values in ((fields[2], expanded[2]), (fields[4], expanded[4])):
+        assume(text == "*" or (not text.startswith("*") and values != ["*"]))
     zone = ZoneInfo(tz)
     ours = parsed.next_fire(after, tz)
     assert ours is not None
@@ -173,11 +176,14 @@ def oracle_fires(spec: str, zone: ZoneInfo, start: datetime, end: datetime) -> l
 
     Wall times are matched by croniter; the DST rules of the module docstring
     are applied per real instant: a wall time that exists once fires; one that
-    exists twice fires in the first pass, and also in the second when the hour
-    field is a wildcard; the instant ending a gap fires once if a skipped wall
-    time matched and the hour field is specific.
+    exists twice fires in the first pass, and also in the second for a wildcard
+    job (minute or hour field starting with '*'); the instant ending a gap fires
+    once if a skipped wall time matched and the job is a fixed-time one. (The
+    2026 transitions of DST_ZONES are 30 or 60 minutes, cronie's "medium" and
+    "negative" cases.)
     """
-    wildcard = spec.split()[1].startswith("*")
+    minute, hour = spec.split()[:2]
+    wildcard = minute.startswith("*") or hour.startswith("*")
     step = timedelta(minutes=1)
     out = []
     moment = start.replace(second=0, microsecond=0) + step
@@ -203,7 +209,7 @@ def oracle_fires(spec: str, zone: ZoneInfo, start: datetime, end: datetime) -> l
     return out
 
 
-dst_minutes = st.one_of(st.sampled_from(["*/15", "0", "30", "*/7", "5-20/5", "0,30", "59"]))
+dst_minutes = st.sampled_from(["*/15", "0", "30", "*/7", "5-20/5", "0,30", "59", "*", "0-59"])
 dst_hours = st.sampled_from(["*", "*/2", "*/3", "1", "2", "3", "1-3", "2,3", "0-4/2", "*/5"])
 dst_specs = st.tuples(dst_minutes, dst_hours).map(lambda t: f"{t[0]} {t[1]} * * *")
 
@@ -215,7 +221,7 @@ dst_specs = st.tuples(dst_minutes, dst_hours).map(lambda t: f"{t[0]} {t[1]} * * 
     which=st.integers(0, 1),
     shift=st.integers(-6 * 60, 2 * 60),
 )
-def test_dst_transitions_follow_vixie_rules(spec: str, tz: str, which: int, shift: int) -> None:
+def test_dst_transitions_follow_cronie_rules(spec: str, tz: str, which: int, shift: int) -> None:
     """Around 2026's DST transitions, fires equal an independent minute-by-minute oracle."""
     zone = ZoneInfo(tz)
     transition = transitions(zone, 2026)[which]
@@ -313,6 +319,88 @@ def test_spring_forward_collapses_skipped_fires_into_one() -> None:
     assert got == [utc(2026, 3, 29, 1, 0), utc(2026, 3, 29, 1, 30), utc(2026, 3, 30, 0, 0)]
 
 
+def test_wildcard_minute_skips_the_gap_and_repeats_the_fold() -> None:
+    """`*/15 2 * * *` is a wildcard job (its minute starts with '*'), as in cronie.
+
+    On Berlin's spring-forward day it does not fire at all (02:xx never
+    happens); on the fall-back day it fires 8 times, 02:00-02:45 in each pass.
+    """
+    spring = fires("*/15 2 * * *", utc(2026, 3, 28, 12), 1, "Europe/Berlin")
+    assert spring == [local("Europe/Berlin", 2026, 3, 30, 2, 0)]
+    autumn = fires("*/15 2 * * *", utc(2026, 10, 24, 12), 9, "Europe/Berlin")
+    walls = [fire.astimezone(BERLIN).strftime("%d %H:%M%z") for fire in autumn]
+    assert walls == [
+        *(f"25 02:{minute:02}+0200" for minute in (0, 15, 30, 45)),
+        *(f"25 02:{minute:02}+0100" for minute in (0, 15, 30, 45)),
+        "26 02:00+0100",
+    ]
+
+
+@pytest.mark.parametrize("spec", ["0-59/15 2 * * *", "0,15,30,45 2 * * *"])
+def test_minute_list_without_star_is_a_fixed_time_job(spec: str) -> None:
+    """The same minutes written without a leading '*' make a fixed-time job.
+
+    cronie sets MIN_STAR only when the field's first character is '*': this
+    job runs once at the jump on the spring-forward day and only in the first
+    pass on the fall-back day.
+    """
+    spring = fires(spec, utc(2026, 3, 28, 12), 2, "Europe/Berlin")
+    assert spring == [utc(2026, 3, 29, 1, 0), local("Europe/Berlin", 2026, 3, 30, 2, 0)]
+    autumn = fires(spec, utc(2026, 10, 24, 12), 5, "Europe/Berlin")
+    assert autumn == [utc(2026, 10, 25, 0, 15 * i) for i in range(4)] + [
+        local("Europe/Berlin", 2026, 10, 26, 2, 0)
+    ]
+
+
+def test_lord_howe_half_hour_shift() -> None:
+    """Lord Howe moves its clocks by 30 minutes: 02:00-02:30 is skipped, 01:30-02:00 repeated.
+
+    A fixed-time 02:15 runs once at the jump (02:30 local); a wildcard
+    `*/15 2 * * *` skips 02:00 and 02:15 and fires from 02:30; on the fall-back
+    day a fixed 01:45 fires once, the wildcard `*/15 1 * * *` twice at 01:30
+    and 01:45.
+    """
+    zone = "Australia/Lord_Howe"
+    lhi = ZoneInfo(zone)
+    # 2026-10-04 02:00 +10:30 -> 02:30 +11:00; 2026-04-05 02:00 +11:00 -> 01:30 +10:30.
+    assert fires("15 2 * * *", utc(2026, 10, 3), 1, zone) == [local(zone, 2026, 10, 4, 2, 30)]
+    wild = fires("*/15 2 * * *", utc(2026, 10, 3), 3, zone)
+    assert [fire.astimezone(lhi).strftime("%d %H:%M") for fire in wild] == [
+        "04 02:30",
+        "04 02:45",
+        "05 02:00",
+    ]
+    # (An aware datetime inside a repeat never equals one in another zone, PEP 495.)
+    fixed = fires("45 1 * * *", utc(2026, 4, 4), 2, zone)
+    assert [fire.astimezone(lhi).strftime("%d %H:%M%z") for fire in fixed] == [
+        "05 01:45+1100",
+        "06 01:45+1030",
+    ]
+    repeated = fires("*/15 1 * * *", utc(2026, 4, 4), 6, zone)
+    assert [fire.astimezone(lhi).strftime("%d %H:%M%z") for fire in repeated] == [
+        "05 01:00+1100",
+        "05 01:15+1100",
+        "05 01:30+1100",
+        "05 01:45+1100",
+        "05 01:30+1030",
+        "05 01:45+1030",
+    ]
+
+
+def test_large_gap_runs_nothing_skipped() -> None:
+    """A jump of 3 hours or more is cronie's "large" case: skipped wall times never fire.
+
+    Samoa skipped 2011-12-30 (a 24-hour jump): a fixed-time noon job does
+    not run that day at all, unlike a DST gap.
+    """
+    got = fires("0 12 * * *", utc(2011, 12, 29), 2, "Pacific/Apia")
+    apia = ZoneInfo("Pacific/Apia")
+    assert [fire.astimezone(apia).strftime("%Y-%m-%d %H:%M") for fire in got] == [
+        "2011-12-29 12:00",
+        "2011-12-31 12:00",
+    ]
+
+
 def test_seed_and_predefined_follow_the_same_dst_rules() -> None:
     """A seed spec for 02:30 and a pinned DAILY behave like the crontab on both DST days."""
     for spec in ("h2m30s0", "DAILY o*d*w*h2m30s0"):
@@ -339,10 +427,27 @@ def test_day_of_month_or_day_of_week() -> None:
     assert [fire.month for fire in got] == [1, 1, 1, 1, 2, 2]
 
 
-def test_only_a_literal_star_leaves_a_day_field_unrestricted() -> None:
+def test_a_day_field_listing_every_day_without_star_is_restricted() -> None:
     """A day-of-week listing all days (0-6) still restricts it, so the OR makes every day match."""
     got = fires("0 0 13 * 0-6", utc(2026, 1, 1), 3)
     assert got == [utc(2026, 1, 2), utc(2026, 1, 3), utc(2026, 1, 4)]
+
+
+def test_a_day_field_starting_with_star_means_and() -> None:
+    """`*/1` or `*/3` in a day field counts as `*` for the OR rule (cronie's DOM_STAR).
+
+    `0 0 */1 * 1` fires on Mondays only, `0 0 */3 * 1` on Mondays that are
+    days 1, 4, 7, ... of the month, and `0 0 13 * */2` on the 13th when it is
+    a Sunday, Tuesday, Thursday or Saturday.
+    """
+    mondays = fires("0 0 */1 * 1", utc(2026, 1, 1), 4)
+    assert mondays == [utc(2026, 1, 5), utc(2026, 1, 12), utc(2026, 1, 19), utc(2026, 1, 26)]
+    assert fires("0 0 */1 * MON", utc(2026, 1, 1), 4) == mondays
+    every_third = fires("0 0 */3 * 1", utc(2026, 1, 1), 4)
+    assert every_third == [utc(2026, 1, 19), utc(2026, 2, 16), utc(2026, 3, 16), utc(2026, 4, 13)]
+    thirteenths = fires("0 0 13 * */2", utc(2026, 1, 1), 3)
+    assert [fire.month for fire in thirteenths] == [1, 6, 8]  # a Tue, a Sat, a Thu
+    assert {fire.day for fire in thirteenths} == {13}
 
 
 def test_one_day_field_restricted_uses_just_that_field() -> None:
@@ -631,7 +736,12 @@ def test_predefined_with_pinned_offset() -> None:
         ("", "empty schedule spec ''"),
         ("   ", "empty schedule spec"),
         ("!!!", "cannot parse schedule spec '!!!'"),
-        ("-5 * * * *", "cannot parse schedule spec"),
+        ("-5 * * * *", "minute -5 out of range 0-59 in '-5 * * * *'"),
+        ("-1 * * * *", "minute -1 out of range 0-59"),
+        ("* -5 * * *", "hour -5 out of range 0-23 in '* -5 * * *'"),
+        ("* 1--5 * * *", "hour -5 out of range 0-23"),
+        ("* * * * \u017fun", "day-of-week '\u017fun' is not a number or name"),
+        ("0 * * * * 8", "day-of-week 8 out of range 0-7"),
         ("@reboot", "Norc has no @reboot"),
         ("@often", "unknown alias '@often'"),
         ("FORTNIGHTLY", "unknown schedule name 'FORTNIGHTLY'"),
@@ -662,7 +772,10 @@ def test_invalid_specs_name_the_bad_part(spec: str, message: str) -> None:
 
 spec_noise = st.one_of(
     st.text(max_size=30),
-    st.text(alphabet="0123456789*/-, \t@abcdefhjmnoswxyzAJMNOSW\u00b2", max_size=30),
+    st.text(alphabet="0123456789*/-, \t@abcdefhjmnoswxyzAJMNOSW\u00b2\u00a0\u2003", max_size=30),
+    st.lists(st.sampled_from(["*", "-", "/", ",", " ", "0", "9" * 5000, "MON"]), max_size=12).map(
+        "".join
+    ),
 )
 
 
@@ -677,6 +790,87 @@ def test_any_text_parses_or_raises_invalid_spec(spec: str) -> None:
     assert parse_cron(parsed.canonical, rng=NoRandom()) == parsed
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("9" * 5000 + " * * * *", "minute 999999999999... (5000 digits) out of range 0-59 in "),
+        ("*/" + "9" * 5000 + " * * * *", "minute step 999999999999... (5000 digits) out of range"),
+        ("* * 1-" + "3" * 4500 + " * *", "day-of-month 333333333333... (4500 digits) out of range"),
+        ("h2 m" + "7" * 5000, "minute 777777777777... (5000 digits) out of range 0-59"),
+    ],
+)
+def test_numbers_with_thousands_of_digits(spec: str, message: str) -> None:
+    """A huge number is out of range, told in one short line (int() would refuse 4300+ digits)."""
+    with pytest.raises(InvalidSpec) as caught:
+        parse_cron(spec)
+    text = str(caught.value)
+    assert message in text
+    assert f"({len(spec)} characters)" in text
+    assert len(text) < 300 and "\n" not in text
+
+
+def test_leading_zeros_are_just_zeros() -> None:
+    """A long run of leading zeros is the number after them, as cron's atoi reads it."""
+    assert fires("0" * 5000 + "5 * * * *", utc(2026, 1, 1), 1) == [utc(2026, 1, 1, 0, 5)]
+
+
+@pytest.mark.parametrize(
+    ("spec", "name", "position"),
+    [
+        ("*\u00a0* * * *", "U+00A0 (NO-BREAK SPACE)", 1),
+        ("0 2 * *\u2003*", "U+2003 (EM SPACE)", 7),
+        ("* * * * *\u2003", "U+2003 (EM SPACE)", 9),
+        ("\u3000@daily", "U+3000 (IDEOGRAPHIC SPACE)", 0),
+        ("h2\u00a0m30", "U+00A0 (NO-BREAK SPACE)", 2),
+        ("DAILY\u2009h2m0s0", "U+2009 (THIN SPACE)", 5),
+    ],
+)
+def test_only_ascii_whitespace_separates_fields(spec: str, name: str, position: int) -> None:
+    """A no-break or em space between fields is an error naming the character and where it is."""
+    with pytest.raises(InvalidSpec) as caught:
+        parse_cron(spec)
+    assert f"has {name} at position {position}: fields are separated by ASCII" in str(caught.value)
+
+
+def test_tabs_and_newlines_are_separators() -> None:
+    """ASCII whitespace (tabs, a trailing newline from a file) separates fields as spaces do."""
+    assert parse_cron("0\t2 *  *\t*\n").canonical == "0 2 * * *"
+
+
+@pytest.mark.parametrize(
+    ("spec", "command"),
+    [
+        ("* * * * * /bin/true", "'/bin/true'"),
+        ("0 2 * * * backup.sh --all", "'backup.sh --all'"),
+        ("0 2 * * * root /usr/bin/backup", "'root /usr/bin/backup'"),
+        ("30 2 * * MON-FRI echo hi", "'echo hi'"),
+        ("@daily /bin/true", "'/bin/true'"),
+    ],
+)
+def test_a_crontab_line_with_a_command_is_refused(spec: str, command: str) -> None:
+    """A pasted crontab line is told that a schedule spec has no command, and where crontabs go."""
+    with pytest.raises(InvalidSpec) as caught:
+        parse_cron(spec)
+    text = str(caught.value)
+    assert text.startswith("a schedule spec has no command: ")
+    assert f"with the command {command}" in text
+    assert "`norc crontab import` is for crontab files" in text
+
+
+def test_six_fields_are_still_seconds_first() -> None:
+    """Six time-like fields are a 6-field spec, not a command: '0 * * * * 5' is Fridays."""
+    assert parse_cron("0 * * * * 5").canonical == "0 * * * * 5"
+    assert parse_cron("0 * * * * FRI,MON").canonical == "0 * * * * FRI,MON"
+    # Other crons' syntax in a sixth field is a field error, not a command.
+    for spec, message in (
+        ("0 0 12 * * ?", "day-of-week '?' is not a number or name"),
+        ("0 0 12 * * 5L", "day-of-week '5L' is not a number or name"),
+        ("0 0 12 * * MON#2", "day-of-week 'MON#2' is not a number or name"),
+    ):
+        with pytest.raises(InvalidSpec, match=re.escape(message)):
+            parse_cron(spec)
+
+
 def test_unknown_timezone_is_invalid_spec() -> None:
     """An unknown IANA name raises InvalidSpec naming it, wherever a zone is taken."""
     daily = parse_cron("@daily")
@@ -687,6 +881,8 @@ def test_unknown_timezone_is_invalid_spec() -> None:
     ):
         with pytest.raises(InvalidSpec, match="unknown timezone 'Mars/Base'"):
             call()
-    for bad in ("", "Europe", "../etc/passwd"):
+    for bad in ("", "Europe", "../etc/passwd", "\x00", "A" * 5000):
         with pytest.raises(InvalidSpec, match="unknown timezone"):
             daily.next_fire(utc(2026, 1, 1), bad)
+    with pytest.raises(InvalidSpec, match="a timezone must be an IANA name, got int"):
+        daily.next_fire(utc(2026, 1, 1), 5)  # type: ignore[arg-type]

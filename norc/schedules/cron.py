@@ -42,14 +42,20 @@ Which format a spec is in is decided by its first non-blank character:
     each list sorted without duplicates, e.g. ``o*d*w*h2m30s17``.
 
 * anything else -- a **crontab** line: 5 fields (minute hour day-of-month month
-  day-of-week) or 6 with a leading seconds field, separated by whitespace.
+  day-of-week) or 6 with a leading seconds field, separated by ASCII whitespace
+  (a no-break or other Unicode space is an error naming it). A crontab line
+  with a command after the time fields is refused: a spec has no command.
   Fields take ``*``, numbers, ranges ``1-5``, steps ``*/15`` and ``10-50/20``,
   comma lists of those, month names ``JAN``-``DEC`` and day names
   ``SUN``-``SAT`` (case-insensitive, also in ranges like ``MON-FRI``). Standard
-  cron meaning, not apscheduler's: Sunday is 0 or 7, and when day-of-month and
-  day-of-week are both restricted (neither is literally ``*``) a day matches if
-  *either* does (an :class:`~apscheduler.triggers.combining.OrTrigger` over two
-  :class:`~apscheduler.triggers.cron.CronTrigger`). Canonical form: the fields
+  cron meaning, as cronie (Vixie cron, Debian's cron) reads it, not
+  apscheduler's: Sunday is 0 or 7; a day field whose text *starts* with ``*``
+  (``*``, ``*/3``, ``*/1``) sets cronie's ``DOM_STAR``/``DOW_STAR`` (entry.c),
+  and then a day must match both day fields (``0 0 */1 * 1`` is Mondays only);
+  only when neither day field starts with ``*`` does a day match if *either*
+  does (an :class:`~apscheduler.triggers.combining.OrTrigger` over two
+  :class:`~apscheduler.triggers.cron.CronTrigger`). ``0-6`` or ``1-31`` do not
+  start with ``*``, so they count as restricted. Canonical form: the fields
   joined by single spaces, upper-cased (so names read ``MON-FRI``); the numbers
   are kept as written.
 
@@ -58,24 +64,31 @@ Fire times and daylight saving time
 
 The apscheduler triggers run in UTC over *wall-clock* times, so they only say
 which local wall times match; this module then maps each matching wall time to
-real instants in the schedule's timezone. That mapping follows Vixie cron:
+real instants in the schedule's timezone, as cronie's main loop (cron.c) does
+when the zone's clock jumps.
 
+* A job is a *wildcard* job when its minute **or** hour field starts with
+  ``*`` (cronie's ``MIN_STAR | HR_STAR``, set in entry.c from the field's first
+  character): ``*/15 2 * * *``, ``0 */2 * * *``, ``@hourly``; a seed spec with
+  ``h*`` or ``m*`` (or without ``h`` or ``m``), HALFHOURLY and HOURLY. Every
+  other job is a *fixed-time* job (``30 2 * * *``, ``0-59/15 2 * * *``,
+  ``@daily``, DAILY). A 6-field spec is classed by its minute and hour fields
+  too (cronie has no seconds field).
 * A wall time that exists once fires once.
-* A wall time inside a spring-forward gap (Europe/Berlin 2026-03-29 02:00-03:00)
-  does not exist. If the spec's hour field is specific, it fires once at the
-  end of the gap, the transition instant (a daily 02:30 fires at 03:00 local,
-  01:00 UTC); several such wall times collapse into that one fire, which is also
-  the fire of a matching 03:00. If the hour field is a wildcard, the wall time
-  is skipped: the job keeps its rhythm on the real hours around the gap, and
-  catching up would only collide with the 03:xx fires.
-* A wall time inside a fall-back repeat (Europe/Berlin 2026-10-25 02:00-03:00
+* A wall time skipped by a jump forward (Europe/Berlin 2026-03-29 02:00-03:00)
+  fires once, at the jump (the transition instant, 03:00 local), for a
+  fixed-time job, and not at all for a wildcard job (cronie's "medium" case:
+  wildcard jobs run for the new wall time only, then fixed-time jobs for each
+  skipped minute). Several skipped wall times of one job collapse into that one
+  fire, which is also the fire of a matching 03:00. cronie sorts jumps by size:
+  a jump of at most 4 minutes ("small") runs every job for the skipped minutes;
+  one of 3 hours or more ("large", a zone changing its standard offset) runs
+  none of them. DST jumps are 30 or 60 minutes.
+* A wall time repeated by a jump back (Europe/Berlin 2026-10-25 02:00-03:00
   happens twice) fires in both passes, as the distinct real instants they are,
-  if the hour field is a wildcard; with a specific hour it fires only in the
-  first pass (a daily 02:30 fires once, at 02:30+02:00 = 00:30 UTC).
-* The hour field is a *wildcard* when its text starts with ``*`` (``*``,
-  ``*/2``), as in Vixie cron: for crontab lines, for ``@hourly``, for seed specs
-  with ``h*`` or no ``h``, and for HALFHOURLY and HOURLY. ``0-23`` counts as
-  specific.
+  for a wildcard job, and only in the first pass for a fixed-time job (cronie's
+  "negative" case: only wildcard jobs run until the clock catches up). A jump
+  back of more than 181 minutes ("large") fires every job in both passes.
 
 :meth:`CronSpec.next_fire` returns the first fire strictly after the given
 instant, so iterating it is strictly increasing and never repeats an instant.
@@ -86,6 +99,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
@@ -114,6 +128,13 @@ PREDEFINED_NAMES: Final = ("HALFHOURLY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY")
 
 _ONE_SECOND: Final = timedelta(seconds=1)
 
+# cronie's timeDiff classes (cron.c, main loop) as jump sizes: a gap of g skipped
+# minutes has timeDiff g + 1 (small: <= 5, large: > 180); a fold of f repeated
+# minutes has timeDiff 1 - f (large: < -180).
+_SMALL_GAP: Final = timedelta(minutes=4)
+_LARGE_GAP: Final = timedelta(minutes=180)
+_LARGE_FOLD: Final = timedelta(minutes=182)
+
 # Feb counts 29 days: a spec for Feb 29 is rare but possible, so only days no
 # month ever has are rejected as impossible.
 _MAX_DAYS: Final = dict(
@@ -131,12 +152,14 @@ def resolve_timezone(tz: str | ZoneInfo) -> ZoneInfo:
     """Return the ZoneInfo for an IANA name; raise InvalidSpec for an unknown one."""
     if isinstance(tz, ZoneInfo):
         return tz
+    if not isinstance(tz, str):
+        raise InvalidSpec(f"a timezone must be an IANA name, got {type(tz).__name__}")
     try:
         return ZoneInfo(tz)
     # ZoneInfo reports a missing zone as a KeyError, a malformed key as a
     # ValueError and a directory name such as "Europe" as an OSError.
     except (KeyError, ValueError, OSError):
-        raise InvalidSpec(f"unknown timezone {tz!r}") from None
+        raise InvalidSpec(f"unknown timezone {_q(tz)}") from None
 
 
 # ------------------------------------------------------------------------- rules
@@ -159,8 +182,9 @@ class _Rule:
     weekday: _Values
     # True for crontab lines restricting both day fields: either may match.
     day_or: bool
-    # Vixie's "hour field starts with *": decides the DST behaviour.
-    wildcard_hour: bool
+    # cronie's MIN_STAR | HR_STAR: the minute or the hour field starts with '*'.
+    # A wildcard job and a fixed-time one differ around DST (module docstring).
+    wildcard: bool
 
     def trigger(self) -> Any:
         """Build the apscheduler trigger matching these wall-clock times (in UTC)."""
@@ -194,7 +218,7 @@ def _check_days_possible(day: _Values, month: _Values, spec: str, day_name: str)
     months = month if month is not None else tuple(range(1, 13))
     if not any(d <= _MAX_DAYS[m] for d in day for m in months):
         raise InvalidSpec(
-            f"{day_name} {_expr(day)} never occurs in month {_expr(tuple(months))} in {spec!r}"
+            f"{day_name} {_expr(day)} never occurs in month {_expr(tuple(months))} in {_q(spec)}"
         )
 
 
@@ -213,15 +237,40 @@ class _Wall:
     # gap/fold: the transition instant and the wall time where the gap or repeat ends.
     transition: datetime | None
     region_end: datetime | None
+    # gap/fold: how far the wall clock jumps (forward or back); zero otherwise.
+    jump: timedelta = timedelta(0)
 
-    def fires(self, wildcard_hour: bool) -> list[datetime]:
+    def fires(self, wildcard: bool) -> list[datetime]:
         """The real instants this matching wall time fires at (see the module docstring)."""
         if self.kind == "unique":
             return [self.first]
         if self.kind == "gap":
-            return [] if wildcard_hour else [self.first]
+            return [self.first] if self.gap_fires(wildcard) else []
         assert self.second is not None
-        return [self.first, self.second] if wildcard_hour else [self.first]
+        return [self.first, self.second] if self.both_passes(wildcard) else [self.first]
+
+    def gap_fires(self, wildcard: bool) -> bool:
+        """Whether a matching wall time skipped by this gap fires at its end.
+
+        cronie's main loop (cron.c) sorts the jump by its size in minutes,
+        ``timeDiff`` (skipped minutes + 1): up to 5 it runs every job for each
+        skipped minute ("small"); up to 180 only the fixed-time jobs ("medium",
+        the DST case); beyond, none ("large": virtual time jumps ahead).
+        """
+        if self.jump <= _SMALL_GAP:
+            return True
+        if self.jump >= _LARGE_GAP:
+            return False
+        return not wildcard
+
+    def both_passes(self, wildcard: bool) -> bool:
+        """Whether a matching wall time repeated by this fold fires in both passes.
+
+        cronie runs only wildcard jobs while the clock is behind its virtual time
+        ("negative", ``timeDiff`` down to -180); a clock set back further
+        ("large") resets virtual time and runs every job again.
+        """
+        return wildcard or self.jump >= _LARGE_FOLD
 
 
 def _offset(moment: datetime) -> timedelta:
@@ -254,8 +303,9 @@ def _locate(wall: datetime, zone: ZoneInfo) -> _Wall:
             (wall - after).replace(tzinfo=UTC),
             transition,
             region_end,
+            before - after,
         )
-    return _Wall("gap", transition, None, transition, region_end)
+    return _Wall("gap", transition, None, transition, region_end, after - before)
 
 
 def _find_transition(zone: ZoneInfo, low: datetime, high: datetime, before: timedelta) -> datetime:
@@ -337,13 +387,13 @@ class CronSpec:
 
     def _next(self, after: datetime, zone: ZoneInfo) -> datetime | None:
         """First fire strictly after ``after`` (aware UTC) in ``zone``."""
-        wildcard = self._rule.wildcard_hour
+        wildcard = self._rule.wildcard
         local = after.astimezone(zone)
         wall = local.replace(tzinfo=None, fold=0)
         best: datetime | None = None
-        if wildcard and local.fold == 0:
+        if local.fold == 0:
             here = _locate(wall, zone)
-            if here.kind == "fold":
+            if here.kind == "fold" and here.both_passes(wildcard):
                 # `after` is in the first pass of a repeated hour: the second-pass
                 # fires of wall times at or before its own wall time are later
                 # than it in real time, and the scan below starts at its wall time.
@@ -368,7 +418,7 @@ class CronSpec:
                 return later[0] if best is None or later[0] < best else best
             if where.kind == "gap" or (
                 where.kind == "fold"
-                and not wildcard
+                and not where.both_passes(wildcard)
                 and where.transition is not None
                 and after >= where.transition
             ):
@@ -399,14 +449,15 @@ def parse_cron(spec: str, *, rng: random.Random | None = None) -> CronSpec:
     """
     if not isinstance(spec, str):
         raise InvalidSpec(f"a schedule spec must be a string, got {type(spec).__name__}")
-    text = spec.strip()
+    _check_blanks(spec)
+    text = spec.strip(_BLANKS)
     if not text:
-        raise InvalidSpec(f"empty schedule spec {spec!r}: {_EXPECTED}")
+        raise InvalidSpec(f"empty schedule spec {_q(spec)}: {_EXPECTED}")
     first = text[0]
     if first == "@":
         return _parse_alias(text, spec)
     if _is_ascii_letter(first):
-        named = re.fullmatch(r"([A-Za-z]+)(?:\s+(.*))?", text, re.DOTALL)
+        named = re.fullmatch(r"([A-Za-z]+)(?:\s+(.*))?", text, re.DOTALL | re.ASCII)
         if named is not None:
             word = named.group(1)
             if word.upper() in PREDEFINED_NAMES:
@@ -414,12 +465,13 @@ def parse_cron(spec: str, *, rng: random.Random | None = None) -> CronSpec:
             if named.group(2) is None and word.lower() not in _SEED_KEYS:
                 # A bare word that is not a seed key was meant as a name.
                 raise InvalidSpec(
-                    f"unknown schedule name {word!r} (known: {', '.join(PREDEFINED_NAMES)})"
+                    f"unknown schedule name {_q(word)} (known: {', '.join(PREDEFINED_NAMES)})"
                 )
         return _parse_seed(text, spec, rng)
-    if _is_number(first) or first == "*":
+    if _is_number(first) or first in "*-":
+        # '-' too, so that '-1 * * * *' is told which field and value are wrong.
         return _parse_crontab(text, spec)
-    raise InvalidSpec(f"cannot parse schedule spec {spec!r}: {_EXPECTED}")
+    raise InvalidSpec(f"cannot parse schedule spec {_q(spec)}: {_EXPECTED}")
 
 
 def next_fire_times(
@@ -446,6 +498,52 @@ _EXPECTED: Final = (
 def _is_number(text: str) -> bool:
     # str.isdigit alone also accepts non-ASCII digits such as '²', which int() rejects.
     return text.isascii() and text.isdigit()
+
+
+def _small_int(text: str) -> int | None:
+    """The value of a string of ASCII digits, or None if it has over 9 significant digits.
+
+    No field takes a value that large, and int() refuses strings of more than
+    4300 digits (a ValueError that is not an InvalidSpec).
+    """
+    significant = text.lstrip("0")
+    return int(significant or "0") if len(significant) <= 9 else None
+
+
+_BLANKS: Final = " \t\n\r\f\v"
+"""The characters that separate fields: ASCII whitespace, as cron reads a crontab line."""
+
+_QUOTE_LIMIT: Final = 60
+
+
+def _q(text: str) -> str:
+    """``repr(text)`` for a message, cut short if long so the error stays one readable line."""
+    if not isinstance(text, str):
+        return f"a {type(text).__name__}"
+    if len(text) <= _QUOTE_LIMIT:
+        return repr(text)
+    return f"{text[:_QUOTE_LIMIT]!r}... ({len(text)} characters)"
+
+
+def _number_text(text: str) -> str:
+    """A number as written, for a message: cut short if it is long."""
+    if len(text) <= 20:
+        return text
+    return f"{text[:12]}... ({len(text)} digits)"
+
+
+def _char_name(char: str) -> str:
+    return f"U+{ord(char):04X} ({unicodedata.name(char, 'unnamed character')})"
+
+
+def _check_blanks(spec: str) -> None:
+    """Refuse whitespace other than ASCII: a no-break or em space looks like a separator."""
+    for index, char in enumerate(spec):
+        if char.isspace() and char not in _BLANKS:
+            raise InvalidSpec(
+                f"schedule spec {_q(spec)} has {_char_name(char)} at position {index}:"
+                " fields are separated by ASCII whitespace (spaces, tabs) only"
+            )
 
 
 def _is_ascii_letter(char: str) -> bool:
@@ -497,23 +595,55 @@ _ALIAS_SYNONYMS: Final = {"@annually": "@yearly", "@midnight": "@daily"}
 
 
 def _parse_alias(text: str, spec: str) -> CronSpec:
-    alias = text.lower()
+    alias, *rest = _split(text)
+    if rest:
+        raise _command_error(spec, [alias], rest)
+    alias = alias.lower()
     alias = _ALIAS_SYNONYMS.get(alias, alias)
     if alias == "@reboot":
-        raise InvalidSpec(f"{spec!r} is not a time schedule; Norc has no @reboot")
+        raise InvalidSpec(f"{_q(spec)} is not a time schedule; Norc has no @reboot")
     if alias not in _ALIASES:
         known = ", ".join([*_ALIASES, *_ALIAS_SYNONYMS])
-        raise InvalidSpec(f"unknown alias {text!r} in {spec!r} (known: {known})")
+        raise InvalidSpec(f"unknown alias {_q(text)} in {_q(spec)} (known: {known})")
     rule = _crontab_rule(_ALIASES[alias].split(), spec)
     return CronSpec(canonical=alias, label=alias, kind="crontab", rule=rule)
 
 
+def _split(text: str) -> list[str]:
+    return [field for field in re.split(r"[ \t\n\r\f\v]+", text) if field]
+
+
+_TIME_TOKEN: Final = r"(?:[0-9]+[A-Za-z]*|[*?]|[A-Za-z]+)"
+_TIME_WORD: Final = re.compile(rf"{_TIME_TOKEN}(?:[-/,#]{_TIME_TOKEN})*")
+# Letters a time field may hold: names, and other crons' L and W (Quartz '5L',
+# 'LW'), which get their own "not a number or name" error.
+_TIME_LETTERS: Final = {"L", "W", "LW"}
+
+
+def _looks_like_command(word: str) -> bool:
+    """Whether a word after the fifth field cannot be a time field (``/bin/true``, ``root``)."""
+    if not word.isascii() or _TIME_WORD.fullmatch(word) is None:
+        return True
+    names = {*_MONTH_NAMES, *_DAY_NAMES, *_TIME_LETTERS}
+    return any(letters.upper() not in names for letters in re.findall(r"[A-Za-z]+", word))
+
+
+def _command_error(spec: str, times: list[str], command: list[str]) -> InvalidSpec:
+    return InvalidSpec(
+        f"a schedule spec has no command: {_q(spec)} reads as a crontab line with the"
+        f" command {_q(' '.join(command))}; give only the time fields, like"
+        f" {_q(' '.join(times))} (`norc crontab import` is for crontab files)"
+    )
+
+
 def _parse_crontab(text: str, spec: str) -> CronSpec:
-    fields = text.split()
+    fields = _split(text)
+    if len(fields) > 5 and any(_looks_like_command(field) for field in fields[5:]):
+        raise _command_error(spec, fields[:5], fields[5:])
     if len(fields) not in (5, 6):
         raise InvalidSpec(
             f"expected 5 crontab fields (minute hour day-of-month month day-of-week)"
-            f" or 6 (with a leading second), got {len(fields)} in {spec!r}"
+            f" or 6 (with a leading second), got {len(fields)} in {_q(spec)}"
         )
     canonical = " ".join(field.upper() for field in fields)
     return CronSpec(
@@ -531,8 +661,11 @@ def _crontab_rule(fields: list[str], spec: str) -> _Rule:
     )
     # Crontab's Sunday is 0 (or 7), apscheduler's Monday is 0.
     weekday = {(value + 6) % 7 for value in weekday}
+    # cronie's entry.c sets DOM_STAR/DOW_STAR when a day field's first character
+    # is '*' ('*', '*/3', '*/1'); then both day fields must match. Only when
+    # neither starts with '*' does a day match if either field does.
     day_text, weekday_text = fields[3], fields[5]
-    day_or = day_text != "*" and weekday_text != "*"
+    day_or = not day_text.startswith("*") and not weekday_text.startswith("*")
     rule = _Rule(
         second=_full_to_none(second, 0, 59),
         minute=_full_to_none(minute, 0, 59),
@@ -541,7 +674,7 @@ def _crontab_rule(fields: list[str], spec: str) -> _Rule:
         month=_full_to_none(month, 1, 12),
         weekday=_full_to_none(weekday, 0, 6),
         day_or=day_or,
-        wildcard_hour=fields[2].startswith("*"),
+        wildcard=fields[1].startswith("*") or fields[2].startswith("*"),
     )
     if not day_or:
         _check_days_possible(rule.day, rule.month, spec, "day-of-month")
@@ -553,30 +686,36 @@ def _parse_crontab_field(text: str, field: _CrontabField, spec: str) -> set[int]
     values: set[int] = set()
     for item in text.split(","):
         if not item:
-            raise InvalidSpec(f"{field.name} {text!r} has an empty list item in {spec!r}")
+            raise InvalidSpec(f"{field.name} {_q(text)} has an empty list item in {_q(spec)}")
         base, slash, step_text = item.partition("/")
         step = 1
         if slash:
             if not _is_number(step_text):
-                raise InvalidSpec(f"{field.name} step {step_text!r} is not a number in {spec!r}")
-            step = int(step_text)
-            if not 1 <= step <= field.high:
                 raise InvalidSpec(
-                    f"{field.name} step {step} out of range 1-{field.high} in {spec!r}"
+                    f"{field.name} step {_q(step_text)} is not a number in {_q(spec)}"
                 )
+            value = _small_int(step_text)
+            if value is None or not 1 <= value <= field.high:
+                raise InvalidSpec(
+                    f"{field.name} step {_number_text(step_text)} out of range"
+                    f" 1-{field.high} in {_q(spec)}"
+                )
+            step = value
         if base == "*":
             low, high = field.low, field.high
+        elif base.startswith("-") and _is_number(base[1:]):
+            raise _out_of_range(base, field, spec)
         elif "-" in base:
             start_text, _, end_text = base.partition("-")
             low = _crontab_value(start_text, field, spec)
             high = _crontab_value(end_text, field, spec)
             if low > high:
                 raise InvalidSpec(
-                    f"{field.name} range {base!r} is inverted ({low} > {high}) in {spec!r}"
+                    f"{field.name} range {_q(base)} is inverted ({low} > {high}) in {_q(spec)}"
                 )
         elif slash:
             raise InvalidSpec(
-                f"{field.name} step {item!r} needs a range or '*' before '/' in {spec!r}"
+                f"{field.name} step {_q(item)} needs a range or '*' before '/' in {_q(spec)}"
             )
         else:
             low = high = _crontab_value(base, field, spec)
@@ -589,15 +728,26 @@ def _parse_crontab_field(text: str, field: _CrontabField, spec: str) -> set[int]
 
 def _crontab_value(text: str, field: _CrontabField, spec: str) -> int:
     if _is_number(text):
-        value = int(text)
-    elif text.upper() in field.names:
+        value = _small_int(text)
+    elif text.isascii() and text.upper() in field.names:
+        # ASCII only: the long s (U+017F) upper-cases to 'S', so 'SUN' has a look-alike.
         return field.names[text.upper()]
+    elif text.startswith("-") and _is_number(text[1:]):
+        # The end of a range such as '1--5'.
+        raise _out_of_range(text, field, spec)
     else:
         what = "a number or name" if field.names else "a number"
-        raise InvalidSpec(f"{field.name} {text!r} is not {what} in {spec!r}")
-    if not field.low <= value <= field.high:
-        raise InvalidSpec(f"{field.name} {value} out of range {field.low}-{field.high} in {spec!r}")
+        raise InvalidSpec(f"{field.name} {_q(text)} is not {what} in {_q(spec)}")
+    if value is None or not field.low <= value <= field.high:
+        raise _out_of_range(text, field, spec)
     return value
+
+
+def _out_of_range(text: str, field: _CrontabField, spec: str) -> InvalidSpec:
+    """``minute 61 out of range 0-59``: the number as written, cut short if long."""
+    return InvalidSpec(
+        f"{field.name} {_number_text(text)} out of range {field.low}-{field.high} in {_q(spec)}"
+    )
 
 
 # -------------------------------------------------------------------------- seed
@@ -633,22 +783,22 @@ _SeedValues = dict[str, tuple[int, ...] | None]
 
 def _parse_seed_values(text: str, spec: str, rng: random.Random | None) -> _SeedValues:
     """Read a seed encoding into values by key; a missing second is drawn from ``rng``."""
-    compact = re.sub(r"\s+", "", text).lower()
+    compact = re.sub(r"[ \t\n\r\f\v]+", "", text).lower()
     values: _SeedValues = {}
     if not _is_ascii_letter(compact[:1]):
-        raise InvalidSpec(f"seed spec {spec!r} must start with a key like 'h' or 'm'")
+        raise InvalidSpec(f"seed spec {_q(spec)} must start with a key like 'h' or 'm'")
     # The text starts with a letter, so these pieces cover all of it.
     for match in re.finditer(r"([a-z]+)([^a-z]*)", compact):
         word, value = match.groups()
         key = _SEED_KEYS.get(word)
         if key is None:
             raise InvalidSpec(
-                f"unknown key {word!r} in seed spec {spec!r}"
+                f"unknown key {_q(word)} in seed spec {_q(spec)}"
                 " (keys: o/months, d/days, w/weekdays, h/hours, m/minutes, s/seconds)"
             )
         field = next(field for field in _SEED_FIELDS if field.key == key)
         if key in values:
-            raise InvalidSpec(f"{field.name} ({word!r}) given twice in seed spec {spec!r}")
+            raise InvalidSpec(f"{field.name} ({_q(word)}) given twice in seed spec {_q(spec)}")
         values[key] = _seed_value(value, field, word, spec)
     if "s" not in values:
         # One fixed second, not every second: "h2m30" means once, at 02:30:xx.
@@ -663,15 +813,18 @@ def _seed_value(text: str, field: _SeedField, word: str, spec: str) -> tuple[int
         return None
     if not re.fullmatch(r"[0-9]+(,[0-9]+)*", text):
         raise InvalidSpec(
-            f"{field.name} ({word!r}) value {text!r} in seed spec {spec!r}"
+            f"{field.name} ({_q(word)}) value {_q(text)} in seed spec {_q(spec)}"
             " must be '*' or comma-separated numbers"
         )
-    numbers = {int(number) for number in text.split(",")}
-    for number in sorted(numbers):
-        if not field.low <= number <= field.high:
+    numbers = set()
+    for number_text in text.split(","):
+        number = _small_int(number_text)
+        if number is None or not field.low <= number <= field.high:
             raise InvalidSpec(
-                f"{field.name} {number} out of range {field.low}-{field.high} in {spec!r}"
+                f"{field.name} {_number_text(number_text) if number is None else number}"
+                f" out of range {field.low}-{field.high} in {_q(spec)}"
             )
+        numbers.add(number)
     return tuple(sorted(numbers))
 
 
@@ -695,7 +848,7 @@ def _seed_rule(values: _SeedValues, spec: str) -> _Rule:
         # The seed's weekday 0 is Monday, like apscheduler's.
         weekday=normalised("w", 0, 6),
         day_or=False,
-        wildcard_hour=values["h"] is None,
+        wildcard=values["h"] is None or values["m"] is None,
     )
     _check_days_possible(rule.day, rule.month, spec, "day")
     return rule
@@ -765,7 +918,7 @@ def _parse_predefined(
         fixed, example = _PREDEFINED_FIXED[name]
         if not all(_fits_predefined(name, field.key, values[field.key]) for field in _SEED_FIELDS):
             raise InvalidSpec(
-                f"{name} offset in {spec!r} does not fit {name}: it must fix only"
+                f"{name} offset in {_q(spec)} does not fit {name}: it must fix only"
                 f" {', '.join(fixed)}, like {example!r}"
             )
     return CronSpec(

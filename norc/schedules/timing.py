@@ -4,12 +4,80 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Final, Protocol
 
 import attrs
 
 from norc.errors import InvalidSpec
 from norc.schedules.cron import CronSpec, parse_cron, resolve_timezone
+
+MAX_PERIOD: Final = timedelta(days=36525)
+"""The longest period or start delay taken: 100 years (longer ones are mistakes)."""
+
+
+def _show(value: object) -> str:
+    """A value for a message, short even for an integer of thousands of digits."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        # str() of an int of more than 4300 digits raises ValueError.
+        digits = int(value.bit_length() * math.log10(2)) + 1
+        return f"{'-' if value < 0 else ''}<an integer of about {digits} digits>"
+    if isinstance(value, float):
+        return repr(value)
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+
+
+def _seconds(value: object, name: str, shown: str | None) -> float:
+    """``value`` as seconds: a real number or a timedelta, or an InvalidSpec naming it."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidSpec(
+            f"{name} must be a number of seconds or a timedelta, got"
+            f" {type(value).__name__} {shown or _show(value)}"
+        )
+    if isinstance(value, int) and abs(value) > MAX_PERIOD.total_seconds():
+        # float() of a huge int raises OverflowError.
+        raise InvalidSpec(
+            f"{name} {shown or _show(value)} seconds is longer than 100 years"
+            f" ({MAX_PERIOD.total_seconds():.0f} seconds)"
+        )
+    return float(value)
+
+
+def check_period(value: object, name: str = "every", *, shown: str | None = None) -> float:
+    """A schedule's period in seconds, checked: finite, at least a microsecond, at most 100 years.
+
+    ``value`` is a number of seconds or a timedelta; ``shown`` is how the user
+    wrote it (the CLI's text), for the message. Anything else raises an
+    :class:`~norc.errors.InvalidSpec` (a ValueError) naming ``name`` and the value.
+    """
+    seconds = _seconds(value, name, shown)
+    what = shown or _show(value)
+    if not math.isfinite(seconds):
+        raise InvalidSpec(f"{name} {what} is not a finite number of seconds")
+    if not seconds > 0:
+        raise InvalidSpec(f"{name} must be > 0 seconds, got {what}")
+    if seconds > MAX_PERIOD.total_seconds():
+        raise InvalidSpec(
+            f"{name} {what} seconds is longer than 100 years"
+            f" ({MAX_PERIOD.total_seconds():.0f} seconds)"
+        )
+    if timedelta(seconds=seconds) <= timedelta(0):
+        raise InvalidSpec(
+            f"{name} {what} seconds rounds to zero: periods are counted in whole microseconds"
+        )
+    return seconds
+
+
+def check_delay(value: object, name: str = "start") -> float:
+    """A start delay in seconds (negative is in the past), finite and within 100 years."""
+    seconds = _seconds(value, f"{name} delay", None)
+    if not math.isfinite(seconds) or abs(seconds) > MAX_PERIOD.total_seconds():
+        raise InvalidSpec(
+            f"{name} delay {_show(value)} is not a number of seconds within 100 years of now"
+        )
+    return seconds
 
 
 class Timing(Protocol):
@@ -29,8 +97,8 @@ class SimpleTiming:
     def __attrs_post_init__(self) -> None:
         if self.start.tzinfo is None:
             raise InvalidSpec(f"start {self.start.isoformat()} has no timezone")
-        if self.period is not None and not self.period > 0:
-            raise InvalidSpec(f"period must be > 0 seconds, got {self.period!r}")
+        if self.period is not None:
+            check_period(self.period, "period")
 
     def next_after(self, after: datetime) -> datetime | None:
         """Start, or the first whole number of periods after it that lies after ``after``."""
@@ -40,10 +108,13 @@ class SimpleTiming:
             return None
         step = timedelta(seconds=self.period)
         k = math.floor((after - self.start) / step) + 1
-        fire = self.start + k * step
-        while fire <= after:  # float rounding of the division, never more than a step
-            fire += step
-        return fire.astimezone(UTC)
+        try:
+            fire = self.start + k * step
+            while fire <= after:  # float rounding of the division, never more than a step
+                fire += step
+            return fire.astimezone(UTC)
+        except OverflowError:
+            return None  # past year 9999: it never fires again
 
 
 @attrs.frozen
