@@ -89,7 +89,13 @@ class Config:
     executors: int = 3
     concurrency: int = 4
     kill_every: tuple[float, float] = (3.0, 6.0)
+    #: Kill schedulers and executors in turn instead of at random (the CI test: every
+    #: run then kills both kinds).
+    alternate_kills: bool = False
     enqueue_every: float = 0.25
+    #: Every this many seconds the stream enqueues a 3 s body instead (one likely to be
+    #: running when its executor is killed).
+    long_every: float = 2.0
     job_every: float = 4.0
     settle: float = 20.0
     heartbeat_interval: float = 1.0
@@ -286,6 +292,7 @@ class Chaos:
         self.url = ""
         self.seq = 0
         self.paused_kills = False
+        self.pending_children: list[tuple[float, int, list[int]]] = []
 
     def say(self, text: str) -> None:
         if not self.cfg.quiet:
@@ -350,6 +357,9 @@ class Chaos:
                         make_up=make_up,
                     )
             app.save_task(Record(name="chaos-enq", record=str(self.record), tag="enq"))
+            app.save_task(
+                Record(name="chaos-long", record=str(self.record), tag="long", seconds=3.0)
+            )
             job = Job(name="chaos-job")
             nodes = {}
             for node, parents in JOB_NODES.items():
@@ -428,6 +438,8 @@ class Chaos:
             str(self.cfg.enqueue_every),
             "--job-every",
             str(self.cfg.job_every),
+            "--long-every",
+            str(self.cfg.long_every),
             "--until",
             str(until),
         ]
@@ -447,15 +459,33 @@ class Chaos:
 
     def kill_one(self) -> None:
         candidates = self.alive()
+        if self.cfg.alternate_kills:
+            kind = ("scheduler", "executor")[sum(1 for e in self.events if e["what"] == "kill") % 2]
+            candidates = [d for d in candidates if d.kind == kind] or candidates
         if not candidates:
             return
         d = self.rng.choice(candidates)
+        children = descendants(d.proc.pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(d.proc.pid, signal.SIGKILL)
         d.proc.wait()
         d.replaced = True  # type: ignore[attr-defined]
-        self.event("kill", kind=d.kind, slot=d.slot, pid=d.proc.pid)
+        self.event("kill", kind=d.kind, slot=d.slot, pid=d.proc.pid, children=children)
+        self.pending_children.append((time.time(), d.proc.pid, children))
         self.start_daemon(d.kind, d.slot)
+
+    def check_children(self, after: float = 2.0, force: bool = False) -> None:
+        """Processes of a killed daemon still alive ``after`` seconds after the kill."""
+        now = time.time()
+        keep = []
+        for t, pid, children in self.pending_children:
+            if now - t < after and not force:
+                keep.append((t, pid, children))
+                continue
+            alive = [c for c in children if _alive(c)]
+            if alive:
+                self.event("outlived", pid=pid, killed_at=t, alive=alive, after=now - t)
+        self.pending_children = keep
 
     def wait_for_daemons(self, count: int, timeout: float = 60) -> None:
         eng = engine_for(self.url)
@@ -500,7 +530,9 @@ class Chaos:
                 self.kill_one()
                 next_kill = now + self.rng.uniform(*cfg.kill_every)
             self.supervise()
+            self.check_children()
             time.sleep(0.1)
+        self.check_children(force=True)
         self.event("storm end")
         self.say(f"storm over; {cfg.settle:.0f} s for the survivors to settle")
         settle_end = time.time() + cfg.settle
@@ -656,22 +688,54 @@ class Chaos:
                 self.netns.teardown()
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (by parent pid in /proc)."""
+    parents: dict[int, list[int]] = defaultdict(list)
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents[ppid].append(int(proc.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 # -- the enqueuer (a process of its own) ------------------------------------------------
 
 
-def enqueue_main(db: str, out: str, every: float, job_every: float, until: float) -> None:
-    """Enqueue ``chaos-enq`` every ``every`` s and ``chaos-job`` every ``job_every`` s;
-    one line per attempt: the id, or the error (then nothing was enqueued)."""
+def enqueue_main(
+    db: str, out: str, every: float, job_every: float, long_every: float, until: float
+) -> None:
+    """Enqueue ``chaos-enq`` every ``every`` s, ``chaos-job`` every ``job_every`` s and
+    ``chaos-long`` every ``long_every`` s; one line per attempt: the id, or the error
+    (then nothing was enqueued)."""
     import norc
 
     app = norc.Norc(db)
     next_job = time.time() + 1
+    next_long = time.time() + 0.5
     with open(out, "a", buffering=1) as f:
         while time.time() < until:
             t = time.time()
             task = "chaos-enq"
             if t >= next_job:
                 task, next_job = "chaos-job", t + job_every
+            elif t >= next_long:
+                task, next_long = "chaos-long", t + long_every
             try:
                 iid = app.enqueue(task)
                 f.write(json.dumps({"t": t, "task": task, "id": iid}) + "\n")
@@ -935,8 +999,18 @@ def verify(
             f"{n}x in {len(files)} {where} log(s) ({', '.join(sorted(files)[:4])}):"
             f" {event}: {error}",
         )
+    outlived = [e for e in chaos.events if e["what"] == "outlived"]
+    for e in outlived:
+        res.add(
+            "processes of a killed daemon alive 2 s later",
+            f"daemon pid {e['pid']} killed {_fmt_t(e['killed_at'])}: pids {e['alive']}"
+            f" still alive {e['after']:.1f} s later",
+        )
     for o in leftovers:
         res.add("process left after the clean stop", f"pid {o['pid']} ppid {o['ppid']}: {o['cmd']}")
+
+    if chaos.cfg.scenario == "partition":
+        partition_checks(res, chaos, inst_rows, daemon_rows, lines)
 
     load = os.getloadavg()
     kills_n = sum(1 for e in chaos.events if e["what"] == "kill")
@@ -965,6 +1039,7 @@ def verify(
             "kills": kills_n,
             "exited_by_themselves": sum(1 for e in chaos.events if e["what"] == "exited"),
             "leftover_processes": len(leftovers),
+            "kills_leaving_processes": len(outlived),
             "daemon_logs_with_traceback": crashed_logs,
             "daemon_logs_with_errors": len({f for _n, fs in daemon_errors.values() for f in fs}),
             "body_lines": sum(len(v) for v in lines.values()),
@@ -980,6 +1055,63 @@ def verify(
         )
     res.table = format_table(chaos.cfg, c)
     return res
+
+
+def partition_checks(
+    res: Result,
+    chaos: Chaos,
+    inst_rows: list[dict[str, Any]],
+    daemon_rows: list[dict[str, Any]],
+    lines: dict[int, list[dict[str, Any]]],
+) -> None:
+    """The cut-off executor (host chaos-e0): what the others did with it, whether it kept
+    claiming under a row already settled dead, and when it ran work again."""
+    down = next((e["t"] for e in chaos.events if e["what"] == "link down"), None)
+    up = next((e["t"] for e in chaos.events if e["what"] == "link up"), None)
+    if down is None or up is None:
+        return
+    host = "chaos-e0"
+    mine = [d for d in daemon_rows if d["host"] == host]
+    c = res.counts
+    for d in mine:
+        res.add(
+            "cut-off executor's daemon rows",
+            f"daemon {d['id']} pid {d['pid']}: {d['status']} started {_fmt_t(_ts(d['started_at']))}"
+            f" ended {_fmt_t(_ts(d['ended_at']))} {str(d['error'] or '')[:100]!r}",
+        )
+    settled = {
+        d["id"]: _ts(d["ended_at"])
+        for d in mine
+        if d["status"] == "ERROR" and d["ended_at"] is not None
+    }
+    late_claims = [
+        r
+        for r in inst_rows
+        if r["executor_id"] in settled
+        and r["started_at"] is not None
+        and (_ts(r["started_at"]) or 0) > (settled[r["executor_id"]] or 0)
+    ]
+    c["cut_daemon_rows_settled_dead"] = len(settled)
+    c["claims_after_settled_dead"] = len(late_claims)
+    for r in late_claims[:20]:
+        res.add(
+            "claimed by an executor after it was settled dead",
+            f"instance {r['id']} {r['task']} {r['status']} started {_fmt_t(_ts(r['started_at']))}"
+            f" by daemon {r['executor_id']} (settled {_fmt_t(settled[r['executor_id']])})",
+        )
+    host_lines = [ln for lns in lines.values() for ln in lns if ln["host"] == host]
+    during = [ln for ln in host_lines if down <= ln["end"] <= up]
+    after = sorted(ln["start"] for ln in host_lines if ln["start"] > up)
+    c["cut_bodies_finished_while_cut"] = len(during)
+    c["cut_rejoin_s"] = round(after[0] - up, 1) if after else None
+    c["cut_bodies_after_rejoin"] = len(after)
+    twice_cut = [
+        t
+        for t in res.problems.get("body ran twice (explained)", [])
+        + res.problems.get("body ran twice (UNEXPLAINED)", [])
+        if f"'{host}'" in t
+    ]
+    c["cut_bodies_run_twice"] = len(twice_cut)
 
 
 def daemon_log_errors(log_dir: Path) -> dict[tuple[str, str, str], tuple[int, set[str]]]:
@@ -1045,7 +1177,14 @@ ROWS = [
     ("daemons that exited by themselves", "exited_by_themselves"),
     ("daemon outputs with a traceback", "daemon_logs_with_traceback"),
     ("daemon logs with errors/retries", "daemon_logs_with_errors"),
+    ("kills leaving processes alive 2 s on", "kills_leaving_processes"),
     ("processes left after clean stop", "leftover_processes"),
+    ("partition: cut-off rows settled dead", "cut_daemon_rows_settled_dead"),
+    ("partition: claims after settled dead", "claims_after_settled_dead"),
+    ("partition: bodies finished while cut", "cut_bodies_finished_while_cut"),
+    ("partition: its bodies run twice", "cut_bodies_run_twice"),
+    ("partition: first body after restore (s)", "cut_rejoin_s"),
+    ("partition: its bodies after restore", "cut_bodies_after_rejoin"),
     ("instances / body lines", None),
     ("load average max 1m / at end", None),
 ]
@@ -1065,8 +1204,10 @@ def format_table(cfg: Config, c: dict[str, Any]) -> str:
                 else f"{c['load_max_1m']} / {c['load_avg_end']}"
             )
         else:
+            if key.startswith(("cut_", "claims_after")) and key not in c:
+                continue
             value = c.get(key, "-")
-        out.append(f"{label:<40} {value:>12}")
+        out.append(f"{label:<42} {'-' if value is None else value!s:>12}")
     return "\n".join(out)
 
 
@@ -1086,9 +1227,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", required=True)
         p.add_argument("--every", type=float, default=0.25)
         p.add_argument("--job-every", type=float, default=4.0)
+        p.add_argument("--long-every", type=float, default=2.0)
         p.add_argument("--until", type=float, required=True)
         a = p.parse_args(argv[1:])
-        enqueue_main(a.db, a.out, a.every, a.job_every, a.until)
+        enqueue_main(a.db, a.out, a.every, a.job_every, a.long_every, a.until)
         return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--backend", choices=["postgresql", "mariadb", "sqlite"], default="postgresql")
