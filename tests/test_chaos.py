@@ -3,7 +3,8 @@
 Three ``norc scheduler`` and three ``norc executor`` processes on PostgreSQL, in a
 database of their own (``norc_chaos_ci``, created here on the server that
 ``NORC_TEST_POSTGRES_URL`` names), 20 schedules, a steady enqueue stream with Jobs, and
-a scheduler or an executor (in turn) SIGKILLed and replaced every 3-6 s. The run is
+a scheduler or an executor (in turn) SIGKILLed and replaced every 3-6 s (an executor
+just after a burst of short instances was enqueued). The run is
 checked once (a module fixture); each test asserts one property of it, so that a known
 bug marks only the property it breaks.
 
@@ -41,6 +42,15 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Result]:
         schedules=20,
         settle=15.0,
         alternate_kills=True,
+        # A 6 s body starts every second, so every killed executor runs some; 40 short
+        # ones are enqueued just before each executor kill, so it has work claimed ahead
+        # and bodies that have just finished.
+        long_every=1.0,
+        long_seconds=6.0,
+        burst_before_kill=40,
+        # ...and each replacement executor is killed too, 2.5 s after its start, while
+        # its workers may still be starting up.
+        kill_replacement_after=2.5,
         seed=7,
         workdir=Path(tmp_path_factory.mktemp("chaos")),
         quiet=True,
@@ -80,6 +90,12 @@ def test_every_instance_is_final(chaos: Result) -> None:
     assert counts["non_final"] == 0, chaos.problems.get("non-final")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: work an executor had claimed (ahead, or for a slot whose worker was"
+    " still starting) and not started when it was SIGKILLed is settled INTERRUPTED by the"
+    " survivor instead of going back to the queue, so a max_retries=0 task never runs",
+)
 def test_every_body_ran(chaos: Result) -> None:
     """Every enqueued instance, Job node and fire that was not SKIPPED left a record line."""
     counts = chaos.counts
@@ -97,3 +113,31 @@ def test_no_body_ran_twice_without_a_recorded_interruption(chaos: Result) -> Non
 def test_job_nodes_start_after_their_parents_succeeded(chaos: Result) -> None:
     counts = chaos.counts
     assert counts["job_order_violations"] == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: a SIGKILLed executor leaves its worker processes running the body"
+    " they had (seen: 6 s bodies ending seconds after their executor died, then recorded"
+    " INTERRUPTED by the survivor that settled it)",
+)
+def test_no_process_outlives_its_killed_executor(chaos: Result) -> None:
+    counts = chaos.counts
+    problems = chaos.problems
+    assert counts["kills_leaving_processes"] == 0, problems.get(
+        "processes of a killed daemon alive 1 s later"
+    )
+    assert counts["finished_after_death"] == 0
+    assert counts["leftover_processes"] == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: a body that finished just before its executor was SIGKILLed (its"
+    " result not yet written) is settled INTERRUPTED, and run again when retries allow",
+)
+def test_no_finished_body_is_recorded_interrupted(chaos: Result) -> None:
+    counts = chaos.counts
+    assert counts["finished_then_interrupted"] == 0, chaos.problems.get(
+        "body finished BEFORE its executor died, recorded INTERRUPTED"
+    )
