@@ -484,6 +484,9 @@ class Chaos:
 
     def kill_one(self, victim: Daemon | None = None) -> None:
         candidates = [victim] if victim is not None else self.alive()
+        if self.cfg.scenario == "partition" and victim is None:
+            # the executor in slot 0 is the one cut off: it must have a history to lose
+            candidates = [d for d in candidates if (d.kind, d.slot) != ("executor", 0)]
         if self.cfg.alternate_kills:
             kind = ("scheduler", "executor")[sum(1 for e in self.events if e["what"] == "kill") % 2]
             candidates = [d for d in candidates if d.kind == kind] or candidates
