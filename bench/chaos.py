@@ -92,6 +92,8 @@ class Config:
     #: Kill schedulers and executors in turn instead of at random (the CI test: every
     #: run then kills both kinds).
     alternate_kills: bool = False
+    #: Which daemons the storm kills.
+    kill_kinds: tuple[str, ...] = ("scheduler", "executor")
     enqueue_every: float = 0.25
     #: Every this many seconds the stream enqueues a 3 s body instead (one likely to be
     #: running when its executor is killed).
@@ -484,6 +486,8 @@ class Chaos:
 
     def kill_one(self, victim: Daemon | None = None) -> None:
         candidates = [victim] if victim is not None else self.alive()
+        if victim is None:
+            candidates = [d for d in candidates if d.kind in self.cfg.kill_kinds]
         if self.cfg.scenario == "partition" and victim is None:
             # the executor in slot 0 is the one cut off: it must have a history to lose
             candidates = [d for d in candidates if (d.kind, d.slot) != ("executor", 0)]
@@ -1317,6 +1321,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", choices=["storm", "outage", "partition"], default="storm")
     p.add_argument("--settle", type=float, default=20.0)
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--kill-kinds",
+        default="scheduler,executor",
+        help="which daemons to kill (comma-separated): scheduler, executor",
+    )
     p.add_argument("--cut-seconds", type=float, default=30.0, help="outage/partition length")
     p.add_argument(
         "--burst", type=int, default=0, help="enqueue this many just before each executor kill"
@@ -1342,6 +1351,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=a.seed,
         workdir=a.workdir,
         cut_seconds=a.cut_seconds,
+        kill_kinds=tuple(k.strip() for k in a.kill_kinds.split(",") if k.strip()),
         burst_before_kill=a.burst,
         kill_replacement_after=a.kill_replacement_after,
     )
