@@ -306,6 +306,10 @@ class Chaos:
         self.pending_children: list[tuple[float, int, list[int]]] = []
         self._burst_app: Any = None
         self.fresh_kills: list[tuple[float, Daemon]] = []
+        self.cut_started = False
+        self._next_watch = 0.0
+        self._watch_engine: sa.Engine | None = None
+        self._watched: dict[int, tuple[Any, ...]] = {}
 
     def say(self, text: str) -> None:
         if not self.cfg.quiet:
@@ -605,6 +609,7 @@ class Chaos:
                 self.kill_one()
                 next_kill = now + self.rng.uniform(*cfg.kill_every)
             self.kill_fresh()
+            self.watch_cut_rows()
             self.supervise()
             self.check_children()
             time.sleep(0.1)
@@ -616,6 +621,34 @@ class Chaos:
             self.supervise()
             time.sleep(0.2)
         return storm_end, time.time()
+
+    def watch_cut_rows(self) -> None:
+        """In the partition scenario, from the cut on: the cut-off executor's daemon rows,
+        an event each time one changes (status, heartbeat, ended_at)."""
+        if self.cfg.scenario != "partition" or not self.cut_started:
+            return
+        now = time.time()
+        if now < self._next_watch:
+            return
+        self._next_watch = now + 0.5
+        from norc.store.schema import daemons
+
+        if self._watch_engine is None:
+            self._watch_engine = engine_for(self.url)
+        try:
+            with self._watch_engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(
+                        daemons.c.id, daemons.c.status, daemons.c.heartbeat, daemons.c.ended_at
+                    ).where(daemons.c.host == "chaos-e0")
+                ).all()
+        except sa.exc.SQLAlchemyError:
+            return
+        for r in rows:
+            state = (r.status, _ts(r.heartbeat), _ts(r.ended_at))
+            if self._watched.get(r.id) != state:
+                self._watched[r.id] = state
+                self.event("cut row", id=r.id, status=r.status, heartbeat=state[1], ended=state[2])
 
     def scenario_cut(self) -> None:
         cfg = self.cfg
@@ -631,11 +664,13 @@ class Chaos:
             self.say(f"cutting executor slot 0's link for {cfg.cut_seconds:.0f} s")
             self.event("link down", slot=0)
             self.netns.cut(0, up=False)
+            self.cut_started = True
             end = time.time() + cfg.cut_seconds
             while time.time() < end:
                 # the others keep running; a cut-off executor that exits is restarted
                 # (in its namespace, still cut off) like any other
                 self.supervise()
+                self.watch_cut_rows()
                 time.sleep(0.2)
             self.netns.cut(0, up=True)
             self.event("link up", slot=0)
@@ -757,6 +792,8 @@ class Chaos:
             result.events = self.events
             return result
         finally:
+            if self._watch_engine is not None:
+                self._watch_engine.dispose()
             if self._burst_app is not None:
                 with contextlib.suppress(Exception):
                     self._burst_app.close()
@@ -1160,18 +1197,33 @@ def partition_checks(
             f"daemon {d['id']} pid {d['pid']}: {d['status']} started {_fmt_t(_ts(d['started_at']))}"
             f" ended {_fmt_t(_ts(d['ended_at']))} {str(d['error'] or '')[:100]!r}",
         )
-    settled = {
-        d["id"]: _ts(d["ended_at"])
-        for d in mine
-        if d["status"] == "ERROR" and d["ended_at"] is not None
-    }
+    # When the others settled it dead: the end of the instances they ended for it (its
+    # row's ended_at may have been overwritten since, by the executor itself).
+    settled: dict[int, float] = {}
+    for d in mine:
+        marker = f"executor {d['id']} on {host} stopped beating"
+        ends = [
+            _ts(r["ended_at"]) or 0
+            for r in inst_rows
+            if r["executor_id"] == d["id"] and str(r["error"] or "").startswith(marker)
+        ]
+        if ends or str(d["error"] or "").startswith(marker):
+            settled[d["id"]] = min(ends) if ends else (_ts(d["ended_at"]) or 0)
+    for e in chaos.events:
+        if e["what"] == "cut row":
+            res.add(
+                "cut-off executor's row over time",
+                f"{_fmt_t(e['t'])}: daemon {e['id']} {e['status']} heartbeat"
+                f" {_fmt_t(e['heartbeat'])} ended {_fmt_t(e['ended'])}",
+            )
     late_claims = [
         r
         for r in inst_rows
         if r["executor_id"] in settled
         and r["started_at"] is not None
-        and (_ts(r["started_at"]) or 0) > (settled[r["executor_id"]] or 0)
+        and (_ts(r["started_at"]) or 0) > settled[r["executor_id"]]
     ]
+    c["bodies_after_settled_dead"] = sum(1 for r in late_claims if lines.get(r["id"]))
     c["cut_daemon_rows_settled_dead"] = len(settled)
     c["claims_after_settled_dead"] = len(late_claims)
     for r in late_claims[:20]:
@@ -1262,6 +1314,7 @@ ROWS = [
     ("processes left after clean stop", "leftover_processes"),
     ("partition: cut-off rows settled dead", "cut_daemon_rows_settled_dead"),
     ("partition: claims after settled dead", "claims_after_settled_dead"),
+    ("partition: their bodies run", "bodies_after_settled_dead"),
     ("partition: bodies finished while cut", "cut_bodies_finished_while_cut"),
     ("partition: its bodies run twice", "cut_bodies_run_twice"),
     ("partition: first body after restore (s)", "cut_rejoin_s"),
@@ -1285,7 +1338,7 @@ def format_table(cfg: Config, c: dict[str, Any]) -> str:
                 else f"{c['load_max_1m']} / {c['load_avg_end']}"
             )
         else:
-            if key.startswith(("cut_", "claims_after")) and key not in c:
+            if key.startswith(("cut_", "claims_after", "bodies_after")) and key not in c:
                 continue
             value = c.get(key, "-")
         out.append(f"{label:<42} {'-' if value is None else value!s:>12}")
