@@ -1127,6 +1127,19 @@ def verify(
     for o in leftovers:
         res.add("process left after the clean stop", f"pid {o['pid']} ppid {o['ppid']}: {o['cmd']}")
 
+    # 5. Daemons settled dead that the harness had not killed (condemned while alive).
+    dead_pids = {e["pid"] for e in chaos.events if e["what"] in ("kill", "exited")}
+    condemned = [
+        d
+        for d in daemon_rows
+        if "stopped beating" in str(d["error"] or "") and d["pid"] not in dead_pids
+    ]
+    for d in condemned:
+        res.add(
+            "settled dead while its process was alive",
+            f"{d['kind']} {d['id']} on {d['host']} pid {d['pid']}: now {d['status']},"
+            f" {str(d['error'])[:100]!r}",
+        )
     if chaos.cfg.scenario == "partition":
         partition_checks(res, chaos, inst_rows, daemon_rows, lines)
 
@@ -1157,6 +1170,7 @@ def verify(
             "kills": kills_n,
             "exited_by_themselves": sum(1 for e in chaos.events if e["what"] == "exited"),
             "leftover_processes": len(leftovers),
+            "condemned_alive": len(condemned),
             "kills_leaving_processes": len(outlived),
             "daemon_logs_with_traceback": crashed_logs,
             "daemon_logs_with_errors": len({f for _n, fs in daemon_errors.values() for f in fs}),
@@ -1310,6 +1324,7 @@ ROWS = [
     ("daemons that exited by themselves", "exited_by_themselves"),
     ("daemon outputs with a traceback", "daemon_logs_with_traceback"),
     ("daemon logs with errors/retries", "daemon_logs_with_errors"),
+    ("daemons settled dead while alive", "condemned_alive"),
     ("kills leaving processes alive 1 s on", "kills_leaving_processes"),
     ("processes left after clean stop", "leftover_processes"),
     ("partition: cut-off rows settled dead", "cut_daemon_rows_settled_dead"),
