@@ -147,7 +147,17 @@ def fresh_server_database(url: str) -> str:
     if not name.startswith("norc_chaos"):
         raise SystemExit(f"refusing to use database {name!r}: chaos runs use norc_chaos* only")
     admin_db = "postgres" if parsed.get_backend_name().startswith("postgres") else None
-    admin = engine_for(parsed.set(database=admin_db).render_as_string(hide_password=False))
+    # URL.set(database=None) keeps the database: build the server's URL without it
+    admin_url = sa.engine.URL.create(
+        parsed.drivername,
+        username=parsed.username,
+        password=parsed.password,
+        host=parsed.host,
+        port=parsed.port,
+        database=admin_db,
+        query=parsed.query,
+    )
+    admin = engine_for(admin_url.render_as_string(hide_password=False))
     try:
         with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             if admin_db == "postgres":
