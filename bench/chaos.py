@@ -917,6 +917,10 @@ def verify(
     finally:
         eng.dispose()
     by_id = {r["id"]: r for r in inst_rows}
+    # The rows as read, for looking into a run afterwards (private servers are removed).
+    (chaos.workdir / "rows.json").write_text(
+        json.dumps({"instances": inst_rows, "daemons": daemon_rows}, default=str)
+    )
     for r in inst_rows:
         r["task"] = task_names.get(r["task_id"], "?")
     chains: dict[int, list[dict[str, Any]]] = defaultdict(list)
