@@ -366,8 +366,6 @@ class Chaos:
         cfg = self.cfg
         app = norc.Norc(self.url, log_dir=self.workdir / "logs")
         try:
-            t0 = float(int(time.time()) + 4)
-            start = datetime.fromtimestamp(t0, UTC)
             n_cron = round(cfg.schedules * cfg.cron_share)
             for k in range(cfg.schedules):
                 retries = 2 if k % 2 else 0
@@ -381,6 +379,10 @@ class Chaos:
                         retry_delay=0.5,
                     )
                 )
+            # the tasks first: saving them may take seconds on a loaded machine
+            t0 = float(int(time.time()) + 4)
+            start = datetime.fromtimestamp(t0, UTC)
+            for k in range(cfg.schedules):
                 make_up = self.rng.random() < 0.5
                 if k < n_cron:
                     app.add_schedule(f"chaos-s{k}", cron=CRON_SPECS[k % 2], make_up=make_up)
