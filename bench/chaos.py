@@ -1252,8 +1252,14 @@ def partition_checks(
             for r in inst_rows
             if r["executor_id"] == d["id"] and str(r["error"] or "").startswith(marker)
         ]
-        if ends or str(d["error"] or "").startswith(marker):
-            settled[d["id"]] = min(ends) if ends else (_ts(d["ended_at"]) or 0)
+        # else: the first time the harness saw its row ERROR (polled every 0.5 s)
+        seen = [
+            e["ended"] or e["t"]
+            for e in chaos.events
+            if e["what"] == "cut row" and e["id"] == d["id"] and e["status"] == "ERROR"
+        ]
+        if ends or seen:
+            settled[d["id"]] = min(ends) if ends else min(seen)
     for e in chaos.events:
         if e["what"] == "cut row":
             res.add(
