@@ -6,9 +6,10 @@ database of their own (``norc_chaos_ci``, created here on the server that
 a scheduler or an executor (in turn) SIGKILLed and replaced every 3-6 s (an executor
 just after a burst of short instances was enqueued). The run is checked once (a module
 fixture); each test asserts one property of it, so that a known bug marks only the
-property it breaks. The strict xfails name the bugs the code at e9ae268 has (see
+property it breaks. The strict xfails name the bugs the code still has (see
 docs/reliability.md): when one is fixed its test passes, fails as XPASS, and its xfail
-must go.
+must go. (Fixed since e9ae268, their xfails gone: the scheduler's catch-up insert, and
+workers outliving their SIGKILLed executor.)
 
 It runs where CI runs the PostgreSQL suite (``NORC_TEST_POSTGRES_URL`` set); there an
 unreachable server fails the test instead of skipping it.
@@ -70,13 +71,6 @@ def test_the_storm_killed_schedulers_and_executors(chaos: Result) -> None:
     assert counts["enqueued"] > 150
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a scheduler that takes over schedules with both missed (SKIPPED) and"
-    " on-time fires builds one multi-row INSERT whose rows have different keys"
-    " ('A value is required for bind parameter enqueued_at/ended_at'), retries it forever"
-    " and never fires those schedules again",
-)
 def test_no_fire_is_missing(chaos: Result) -> None:
     counts = chaos.counts
     assert counts["missing"] == 0, chaos.problems.get("missing fires")
@@ -118,12 +112,6 @@ def test_job_nodes_start_after_their_parents_succeeded(chaos: Result) -> None:
     assert counts["job_order_violations"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a SIGKILLed executor leaves its worker processes running the body"
-    " they had (seen: 6 s bodies ending seconds after their executor died, then recorded"
-    " INTERRUPTED by the survivor that settled it)",
-)
 def test_no_process_outlives_its_killed_executor(chaos: Result) -> None:
     counts = chaos.counts
     problems = chaos.problems

@@ -1,7 +1,7 @@
 """Reusable worker processes: each runs instances one at a time, in its own process group.
 
-The executor starts a worker with ``python -m norc.executor.worker RFD WFD`` in a new
-session, so the worker and everything a task starts (a shell, its children) share one
+The executor starts a worker (:data:`_BOOTSTRAP`, which runs this module) with two pipe
+fds in a new session, so the worker and everything a task starts (a shell, its children) share one
 process group. On a timeout or a kill request the executor kills that whole group with
 SIGKILL (nothing a hung task does can block it) and starts a fresh worker, which then
 runs the task's ``finally_``. Between instances the worker is reused, so a no-op costs a
@@ -76,6 +76,23 @@ PARENT_CHECK = 1.0
 HANGUP_GRACE = 1.0
 #: The job that tells a worker to exit (any other end of the job pipe: the executor died).
 EXIT = {"op": "exit"}
+#: How a worker process starts: on Linux it first asks the kernel to SIGKILL it when the
+#: thread that started it ends (``PR_SET_PDEATHSIG``), then imports Norc, which on a busy
+#: host takes seconds; its watchdog thread (:func:`_watch_executor`) takes over from
+#: there and turns that off. So a worker whose executor dies while it is still starting
+#: goes at once, not once its imports are done (it has no task yet: killing it alone is
+#: enough). ``ctypes`` is all it imports before the switch.
+_BOOTSTRAP = """\
+import sys
+if sys.platform.startswith("linux"):
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    except Exception:
+        pass
+import runpy
+runpy.run_module("norc.executor.worker", run_name="__main__", alter_sys=True)
+"""
 
 
 class WorkerDied(Exception):
@@ -116,7 +133,7 @@ class WorkerProcess:
         # The worker imports task classes by module path: give it our import path.
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.proc = subprocess.Popen(
-            [self.python, "-m", "norc.executor.worker", str(job_r), str(res_w)],
+            [self.python, "-c", _BOOTSTRAP, str(job_r), str(res_w)],
             pass_fds=(job_r, res_w),
             start_new_session=True,
             env=env,
@@ -397,9 +414,21 @@ def _end_group(why: str) -> None:
     os.kill(pid, signal.SIGKILL)  # started some other way: this process only
 
 
+def _no_death_signal() -> None:
+    """Turn off the ``PR_SET_PDEATHSIG`` that :data:`_BOOTSTRAP` set: from now on the
+    watchdog kills the worker's whole process group, task included, when the executor
+    dies; the kernel's signal would kill the worker alone, first."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)
+
+
 def _watch_executor(job_fd: int) -> None:
     """Start the thread that ends this worker's process group once its executor is gone,
     whatever the worker is doing (see the module doc)."""
+    _no_death_signal()  # this thread ends the whole group instead (see _BOOTSTRAP)
     parent = os.getppid()
     hangup = select.poll()
     # No event asked for: poll() still reports POLLHUP, once every write end of the pipe
