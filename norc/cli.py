@@ -276,6 +276,8 @@ def executor(
             err=True,
         )
     )
+    if ex.settled is not None:  # a supervisor should start a fresh one
+        fail(f"{ex.settled}; this executor ended, start a new one")
 
 
 @cli.command()
@@ -297,6 +299,8 @@ def scheduler(c: Ctx, misfire_grace: float, log_format: str) -> None:
         misfire_grace=misfire_grace, install_signal_handlers=True, log_to_stderr=True
     )
     sch.run(on_started=lambda: click.echo(f"scheduler {sch.id} (pid {os.getpid()})", err=True))
+    if sch.settled is not None:  # a supervisor should start a fresh one
+        fail(f"{sch.settled}; this scheduler ended, start a new one")
 
 
 # -- schedules ---------------------------------------------------------------------------

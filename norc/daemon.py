@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, TextIO, cast
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from norc.errors import DatabaseError
+from norc.errors import DaemonSettled, DatabaseError
 from norc.logs import event_logger
 from norc.status import Request
 
@@ -145,6 +145,7 @@ class Heartbeat:
         judge_after: float = 0.0,
         on_poll: Callable[[], object] | None = None,
         error: Callable[[], str | None] | None = None,
+        on_settled: Callable[[DaemonSettled], object] | None = None,
     ) -> None:
         self.db = db
         self.daemon_id = daemon_id
@@ -156,6 +157,9 @@ class Heartbeat:
         self.on_poll = on_poll
         #: What the daemon row's ``error`` says at each beat (None: no error), if given.
         self.error = error
+        #: Called once, from this thread, when a beat finds the row ended by another
+        #: daemon (it had stopped beating); the heartbeat then stops.
+        self.on_settled = on_settled
         #: Seconds of trouble-free beating before ``on_beat`` is trusted to judge others.
         self.judge_after = judge_after
         self._stop = threading.Event()
@@ -194,6 +198,11 @@ class Heartbeat:
                     self._deliver(request)
                 if self.on_poll is not None:
                     self.on_poll()
+            except DaemonSettled as exc:
+                log.error("declared dead by another daemon; ending", daemon=self.daemon_id)
+                if self.on_settled is not None:
+                    self.on_settled(exc)
+                return
             except (SQLAlchemyError, DatabaseError) as exc:
                 # The database is away: keep the daemon running, retry with backoff.
                 # Never back off so far that a live daemon looks dead to the others.

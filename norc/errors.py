@@ -119,6 +119,18 @@ class UnknownDaemon(UnknownName):
         super().__init__(f"unknown {kind} {ref!r}")
 
 
+class DaemonSettled(NorcError):
+    """This daemon's row was ended by another daemon (it had stopped beating: a stall, a
+    network partition), which settled its work: it must not carry on under that row."""
+
+    def __init__(self, daemon_id: int, status: str, reason: str | None) -> None:
+        self.daemon_id = daemon_id
+        super().__init__(
+            f"daemon {daemon_id} was settled as {status} by another daemon"
+            + (f" ({reason})" if reason else "")
+        )
+
+
 class DuplicateName(NorcError, ValueError):
     """A task or queue of this name already exists."""
 

@@ -20,7 +20,7 @@ import norc
 from norc.control import ControlError
 from norc.status import DaemonStatus, InstanceStatus
 from norc.testing import run_started, wait_until
-from tests.tasks import Outcome, Sleep
+from tests.tasks import Hang, Outcome, Sleep
 
 FAST = {"NORC_HEARTBEAT_INTERVAL": "0.5", "NORC_HEARTBEAT_TIMEOUT": "3"}
 
@@ -305,3 +305,30 @@ def test_follow_prints_a_running_log_until_it_ends(sqlite_app: norc.Norc, tmp_pa
         ).stdout
     assert all(f"line-{i}" in out for i in (1, 2, 3))
     assert app.instance(instance_id).status is InstanceStatus.SUCCESS
+
+
+def test_an_executor_settled_while_stalled_ends_when_it_wakes(
+    fast_app: norc.Norc, daemons: Daemons, tmp_path: Path
+) -> None:
+    """An executor that stopped beating (SIGSTOP here; a partition or a paused VM alike) is
+    settled by a survivor: its instance INTERRUPTED. When it wakes, it must not carry on
+    under that row: it kills what it still ran, leaves the verdict as it is and exits 2."""
+    app = fast_app
+    app.save_task(Hang(name="hang", marker_dir=str(tmp_path), child=True))
+    victim = daemons.start("executor")
+    victim_id = _daemon_id(app, "executor", victim.pid)
+    instance_id = app.enqueue("hang")
+    child_file = tmp_path / f"child-{instance_id}"
+    wait_until(child_file.exists, 30)
+    child = int(child_file.read_text())
+    os.kill(victim.pid, signal.SIGSTOP)
+    try:
+        daemons.start("executor", "-q", "default")  # the survivor that settles it
+        wait_until(lambda: app.instance(instance_id).status is InstanceStatus.INTERRUPTED, 60)
+    finally:
+        os.kill(victim.pid, signal.SIGCONT)
+    assert victim.wait(timeout=60) == 2
+    dead = next(d for d in app.daemons() if d.id == victim_id)
+    assert dead.status == DaemonStatus.ERROR.value and "stopped beating" in (dead.error or "")
+    wait_until(lambda: not Path(f"/proc/{child}").exists(), 30)
+    assert "declared dead" in app.daemon_logs(victim_id)

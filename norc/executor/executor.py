@@ -38,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from norc.abc import Claimant, Queue, Task
 from norc.control import housekeeping
 from norc.daemon import Heartbeat, daemon_logger, hostname, run_blocking
-from norc.errors import ConfigurationError, DatabaseError, NorcError
+from norc.errors import ConfigurationError, DaemonSettled, DatabaseError, NorcError
 from norc.executor.dispatch import Dispatch
 from norc.executor.running import (
     TaskLoadError,
@@ -186,6 +186,8 @@ class Executor:
         self._stopping = threading.Event()
         self._finished = threading.Event()
         self._kill = False
+        #: Set when another daemon settled this executor as dead (see _on_settled).
+        self.settled: DaemonSettled | None = None
         self._results: queuelib.SimpleQueue[tuple[Work, dict[str, Any]] | None] = (
             queuelib.SimpleQueue()
         )
@@ -267,6 +269,7 @@ class Executor:
             on_beat=lambda trusted: housekeeping(self.app, trusted=trusted),
             judge_after=self.app.settings.heartbeat_timeout,
             on_poll=self._check_stopped_elsewhere,
+            on_settled=self._on_settled,
         )
         self._heartbeat.start()
         return self
@@ -363,6 +366,15 @@ class Executor:
             self.status = DaemonStatus.STOPPING
             self._taking.clear()
             self._wake_claim()
+
+    def _on_settled(self, exc: DaemonSettled) -> None:
+        """Another daemon ended this executor's row (it had stopped beating: a stall, a
+        network partition) and settled its running work, which may run elsewhere now.
+        Carrying on under that row would run it twice: end now, killing what still runs
+        here; a supervisor starts a fresh executor (the CLI exits with code 2)."""
+        self.settled = exc
+        self.log.error("declared dead by another daemon; ending", error=str(exc))
+        self._begin_stop(kill=True)
 
     def _check_stopped_elsewhere(self) -> None:
         """Interrupt slots whose instance was ended from outside (a stop request, a Job's
@@ -666,9 +678,7 @@ class Executor:
         assert self.id is not None
         for attempt in range(30):
             try:
-                self.app.db.set_daemon(
-                    self.id, status=self.status.value, ended_at=datetime.now(UTC), request=None
-                )
+                self.app.db.end_daemon(self.id, self.status.value)  # a settled row stays so
                 break
             except (SQLAlchemyError, DatabaseError):
                 time.sleep(min(2**attempt * 0.1, 5.0))

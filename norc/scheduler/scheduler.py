@@ -57,7 +57,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from norc.control import housekeeping
 from norc.daemon import Heartbeat, daemon_logger, hostname, run_blocking
 from norc.enqueue import enqueue_rows
-from norc.errors import DatabaseError, NorcError
+from norc.errors import DaemonSettled, DatabaseError, NorcError
 from norc.lifecycle import overlap_verdict
 from norc.logs import daemon_log_key, open_log, resolve_key
 from norc.schedules.timing import Timing, timing_for
@@ -105,6 +105,8 @@ class Scheduler:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._dead = False  # settled as dead by another daemon while it was stalled
+        #: The verdict, when another daemon settled this scheduler as dead.
+        self.settled: DaemonSettled | None = None
         self._finished = threading.Event()
         self._paused = False
         self._reload = False
@@ -143,6 +145,7 @@ class Scheduler:
             on_beat=lambda trusted: housekeeping(self.app, trusted=trusted),
             judge_after=self.app.settings.heartbeat_timeout,
             error=lambda: self.error,
+            on_settled=self._on_settled,
         )
         self._heartbeat.start()
         self._thread = threading.Thread(target=self._loop, name="norc-scheduler", daemon=True)
@@ -642,6 +645,15 @@ class Scheduler:
 
     # -- ending ----------------------------------------------------------------------
 
+    def _on_settled(self, exc: DaemonSettled) -> None:
+        """Another daemon ended this scheduler's row while it could not beat: its leases
+        are gone with it. End, so that a supervisor starts afresh (the CLI exits 2)."""
+        self.log.error("declared dead by another daemon while stalled; ending", error=str(exc))
+        self.settled = exc
+        self._dead = True
+        self._stopping.set()
+        self._wake.set()
+
     def _declared_dead(self) -> bool:
         assert self.id is not None
         rows = self.app.db.daemons(daemon_id=self.id)
@@ -654,10 +666,8 @@ class Scheduler:
         for attempt in range(20):
             try:
                 self.app.db.schedules.release(self.id)
-                if not self._dead:  # a settled row keeps the verdict it was given
-                    self.app.db.set_daemon(
-                        self.id, status=DaemonStatus.ENDED.value, ended_at=utcnow(), request=None
-                    )
+                # A settled row keeps the verdict it was given.
+                self.app.db.end_daemon(self.id, DaemonStatus.ENDED.value)
                 break
             except (SQLAlchemyError, DatabaseError):
                 time.sleep(min(2**attempt * 0.1, 5.0))

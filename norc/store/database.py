@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from norc.errors import (
+    DaemonSettled,
     DuplicateName,
     UnknownInstance,
     UnknownQueue,
@@ -641,11 +642,33 @@ class Database(Connections):
         if error is not ...:
             values["error"] = error
         with self.transaction() as tx:
-            tx.conn.execute(sa.update(daemons).where(daemons.c.id == daemon_id).values(**values))
-            request = tx.conn.execute(
-                sa.select(daemons.c.request).where(daemons.c.id == daemon_id)
-            ).scalar_one_or_none()
-        return str(request) if request else None
+            # Never on an ended row: a daemon settled as dead while it was cut off must not
+            # bring its row back to life (its work was settled and may run elsewhere).
+            beaten = tx.conn.execute(
+                sa.update(daemons)
+                .where(daemons.c.id == daemon_id, daemons.c.ended_at.is_(None))
+                .values(**values)
+            ).rowcount
+            row = tx.conn.execute(
+                sa.select(daemons.c.request, daemons.c.status, daemons.c.error).where(
+                    daemons.c.id == daemon_id
+                )
+            ).first()
+        if not beaten and row is not None:
+            raise DaemonSettled(daemon_id, str(row.status), row.error)
+        return str(row.request) if row is not None and row.request else None
+
+    def end_daemon(self, daemon_id: int, status: str) -> bool:
+        """Record a daemon's own end, unless another daemon settled its row meanwhile (that
+        verdict stays). True if this call ended it."""
+        with self.transaction() as tx:
+            return bool(
+                tx.conn.execute(
+                    sa.update(daemons)
+                    .where(daemons.c.id == daemon_id, daemons.c.ended_at.is_(None))
+                    .values(status=status, ended_at=utcnow(), request=None)
+                ).rowcount
+            )
 
     def pending_request(self, daemon_id: int) -> str | None:
         """The request waiting for a daemon, if any (a cheap indexed read)."""
