@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,74 @@ def test_a_batch_of_outcomes_is_stored_exactly_as_written(app: norc.Norc) -> Non
         assert (record.log_key, record.pid) == (row["log_key"], row["pid"])
     untouched = stored[ids[3]]
     assert untouched.status is InstanceStatus.RUNNING and untouched.ended_at is None
+
+
+# -- revision 0005: installation id, log keys of their own, ids never reused --------------
+
+_AT_0004 = [
+    "INSERT INTO norc_tasks (name, type, type_path, plugin, params, description, timeout,"
+    " finally_timeout, created_at, updated_at) VALUES ('old', 'Echo', 'tests.tasks:Echo',"
+    " 'application', '{\"message\": \"new run\"}', '', NULL, 10, '2026-01-01 00:00:00',"
+    " '2026-01-01 00:00:00')",
+    "INSERT INTO norc_daemons (kind, host, pid, status, started_at, ended_at) VALUES"
+    " ('executor', 'h', 1, 'ENDED', '2026-01-01 00:00:00', '2026-01-01 00:01:00')",
+]
+
+
+def _instance_at_0004(
+    conn: sa.Connection, status: str, *, started: bool, log_key: str | None
+) -> None:
+    conn.execute(
+        sa.text(
+            "INSERT INTO norc_instances (task_id, queue, priority, status, attempt, created_at,"
+            " enqueued_at, started_at, ended_at, log_key) VALUES (1, 'default', 0, :status, 1,"
+            " '2026-01-01 00:00:00', '2026-01-01 00:00:00', :started, :ended, :log_key)"
+        ),
+        {
+            "status": status,
+            "started": "2026-01-01 00:00:01" if started else None,
+            "ended": "2026-01-01 00:00:02" if status != "QUEUED" else None,
+            "log_key": log_key,
+        },
+    )
+
+
+def test_sqlite_tables_of_a_new_database_never_reuse_ids(sqlite_app: norc.Norc) -> None:
+    """A fresh SQLite database declares AUTOINCREMENT where logs are keyed by id, and has
+    its installation row."""
+    app = sqlite_app
+    with app.db.reading() as conn:
+        tables = dict(conn.execute(sa.text("SELECT name, sql FROM sqlite_master")).all())
+        rows = conn.execute(sa.text("SELECT id, legacy_daemon_id FROM norc_installation")).all()
+    assert "AUTOINCREMENT" in tables["norc_instances"]
+    assert "AUTOINCREMENT" in tables["norc_daemons"]
+    [row] = rows
+    assert str(uuid.UUID(row.id)) == row.id and row.legacy_daemon_id is None
+
+
+def test_revision_0005_downgrades_on_sqlite(sqlite_url: str) -> None:
+    """`0005 -> 0004` drops the installation row and rebuilds the tables without
+    AUTOINCREMENT, rows kept."""
+    from alembic import command
+
+    from norc.store.connections import Connections
+
+    db = Connections(sqlite_url)
+    with db.engine.begin() as conn:
+        command.upgrade(migrate.alembic_config(conn), "0005")
+        for statement in _AT_0004:
+            conn.execute(sa.text(statement))
+        _instance_at_0004(conn, "QUEUED", started=False, log_key=None)
+        conn.execute(
+            sa.text(
+                "INSERT INTO norc_queue_items (queue, priority, instance_id, enqueued_at)"
+                " VALUES ('default', 0, 1, '2026-01-01 00:00:00')"
+            )
+        )
+        command.downgrade(migrate.alembic_config(conn), "0004")
+        tables = dict(conn.execute(sa.text("SELECT name, sql FROM sqlite_master")).all())
+        items = conn.execute(sa.text("SELECT instance_id FROM norc_queue_items")).all()
+    db.dispose()
+    assert "norc_installation" not in tables
+    assert "AUTOINCREMENT" not in tables["norc_instances"]
+    assert [tuple(i) for i in items] == [(1,)]
