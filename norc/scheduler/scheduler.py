@@ -49,7 +49,7 @@ from norc.control import housekeeping
 from norc.daemon import Heartbeat, hostname, run_blocking
 from norc.errors import DatabaseError, NorcError
 from norc.lifecycle import overlap_verdict
-from norc.logs import daemon_log_key, event_logger, open_log, resolve_key
+from norc.logs import event_logger, open_new_log
 from norc.schedules.timing import Timing, timing_for
 from norc.status import DaemonStatus, InstanceStatus, Request
 from norc.store.schema import utcnow
@@ -104,8 +104,7 @@ class Scheduler:
             status=DaemonStatus.RUNNING.value,
         )
         self.status = DaemonStatus.RUNNING
-        path = resolve_key(self.app.settings.log_dir, daemon_log_key("scheduler", self.id))
-        self._log_file = open_log(str(path))
+        self._log_file = open_new_log(str(self.app.daemon_log_path("scheduler", self.id)))
         self.log = event_logger(self._log_file, scheduler=self.id)
         self.log.info("scheduler started", host=hostname(), pid=os.getpid())
         self._heartbeat = Heartbeat(
