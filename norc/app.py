@@ -6,6 +6,7 @@ is global.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ from norc.errors import (
     UnknownQueue,
     UnknownTask,
 )
-from norc.logs import daemon_log_key, instance_log_key, resolve_key
+from norc.logs import LogKeys, resolve_key
 from norc.pluginmanager import PluginManager, build_plugin_manager
 from norc.records import DaemonRecord, InstanceRecord, ScheduleRecord, TaskRecord
 from norc.registry import APPLICATION, Registry
@@ -296,29 +297,40 @@ class Norc:
             )
         return self._log_store
 
-    def log_path(self, instance: InstanceRecord) -> Path:
-        """Where an instance's log is (or will be) on this host."""
-        key = instance.log_key or instance_log_key(
+    @functools.cached_property
+    def log_keys(self) -> LogKeys:
+        """How this database names its logs (its installation id, read once)."""
+        from norc.store.migrate import read_installation
+
+        with self.db.reading() as conn:
+            return LogKeys(*read_installation(conn))
+
+    def _log_key(self, instance: InstanceRecord) -> str:
+        # The key the run recorded; a running instance's is the one its executor made.
+        return instance.log_key or self.log_keys.instance(
             instance.task_type, instance.task_name, instance.id
         )
-        return resolve_key(self.settings.log_dir, key)
+
+    def log_path(self, instance: InstanceRecord) -> Path:
+        """Where an instance's log is (or will be) on this host."""
+        return resolve_key(self.settings.log_dir, self._log_key(instance))
+
+    def daemon_log_path(self, kind: str, daemon_id: int) -> Path:
+        """Where an executor's or scheduler's own log is on its host."""
+        return resolve_key(self.settings.log_dir, self.log_keys.daemon(kind, daemon_id))
 
     def logs(self, instance_id: int, *, remote: bool = False) -> str:
         """An instance's log: the local file, else (or with ``remote``) the log store's copy."""
         instance = self.db.instance(instance_id)
-        key = instance.log_key or instance_log_key(
-            instance.task_type, instance.task_name, instance.id
-        )
-        return self._read_log(f"instance {instance_id}", key, remote=remote)
+        return self._read_log(f"instance {instance_id}", self._log_key(instance), remote=remote)
 
     def daemon_logs(self, daemon_id: int, *, remote: bool = False) -> str:
         """An executor's or scheduler's own log."""
         from norc.control import get_daemon
 
         daemon = get_daemon(self, daemon_id)
-        return self._read_log(
-            f"{daemon.kind} {daemon_id}", daemon_log_key(daemon.kind, daemon.id), remote=remote
-        )
+        key = self.log_keys.daemon(daemon.kind, daemon.id)
+        return self._read_log(f"{daemon.kind} {daemon_id}", key, remote=remote)
 
     def _read_log(self, what: str, key: str, *, remote: bool) -> str:
         path = resolve_key(self.settings.log_dir, key)
@@ -350,7 +362,7 @@ class Norc:
             counts["log_files"] += self._remove_logs(key for _, key in deleted if key)
         gone = self.db.prune_daemons(cutoff)
         counts["daemons"] = len(gone)
-        counts["log_files"] += self._remove_logs(daemon_log_key(kind, i) for i, kind in gone)
+        counts["log_files"] += self._remove_logs(self.log_keys.daemon(kind, i) for i, kind in gone)
         return counts
 
     def _remove_logs(self, keys: Iterable[str]) -> int:
@@ -383,7 +395,7 @@ class Norc:
         """
         if self.settings.log_store == "local":
             return
-        key = daemon_log_key(kind, daemon_id)
+        key = self.log_keys.daemon(kind, daemon_id)
         try:
             self.log_store.save(key, resolve_key(self.settings.log_dir, key))
         except Exception:

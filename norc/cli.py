@@ -977,12 +977,11 @@ def _daemon_logs_command(kind: str) -> None:
     @pass_ctx
     def command(c: Ctx, daemon_id: str, remote: bool, follow: bool) -> None:
         from norc import control as ctl
-        from norc.logs import daemon_log_key, resolve_key
 
         ident = parse_instance_id(daemon_id)
         daemon = ctl.get_daemon(c.app, ident, kind)
         if follow and not remote:
-            path = resolve_key(c.app.settings.log_dir, daemon_log_key(kind, ident))
+            path = c.app.daemon_log_path(kind, ident)
             _follow(path, lambda: ctl.get_daemon(c.app, ident).ended_at is not None)
             return
         click.echo(c.app.daemon_logs(daemon.id, remote=remote), nl=False)

@@ -1,8 +1,17 @@
 """Where logs live on disk, and the structured logger that writes Norc's own events to them.
 
-Paths follow the seed: ``tasks/<Type>/<name>/<name>-<id>`` for instances,
-``executors/executor-<id>`` and ``schedulers/scheduler-<id>`` for daemons, all under the
-log directory. Names are made filesystem-safe, so no task name can escape it.
+Every log key starts with the installation id of the database the run belongs to (a
+uuid made with the schema, ``norc_installation``): ``<installation>/tasks/<Type>/<name>/
+<name>-<id>`` for instances, ``<installation>/executors/executor-<id>`` and
+``<installation>/schedulers/scheduler-<id>`` for daemons, all under the log directory
+(and under the log store's prefix). Ids are never reused, so a key names one run of one
+database: databases sharing a log directory or a bucket never write to the same log, and
+``rm norc.db`` starts a new tree. Names are made filesystem-safe, so no task name can
+escape the log directory.
+
+Logs written before revision 0005 keep the seed's layout without the installation id:
+an instance's row records the key it was written under, and daemons up to
+``norc_installation.legacy_daemon_id`` are looked for at :func:`legacy_daemon_log_key`.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
+import attrs
 import structlog
 from structlog.typing import FilteringBoundLogger, Processor
 
@@ -31,21 +41,80 @@ def safe_component(name: str) -> str:
     return cleaned or "_"
 
 
-def instance_log_key(task_type: str, task_name: str, instance_id: int) -> str:
-    """The log key (relative path) of an instance, as in the seed."""
-    return f"{_task_log_prefix(task_type, task_name)}{instance_id}"
+def instance_log_key(installation: str, task_type: str, task_name: str, instance_id: int) -> str:
+    """The log key (relative path) of an instance of the database ``installation``."""
+    return f"{_task_log_prefix(installation, task_type, task_name)}{instance_id}"
 
 
 @functools.lru_cache(maxsize=1024)
-def _task_log_prefix(task_type: str, task_name: str) -> str:
-    # Per instance on the hot path: the two regex substitutions are done once per task.
+def _task_log_prefix(installation: str, task_type: str, task_name: str) -> str:
+    # Per instance on the hot path: the regex substitutions are done once per task.
     name = safe_component(task_name)
-    return f"tasks/{safe_component(task_type)}/{name}/{name}-"
+    return f"{safe_component(installation)}/tasks/{safe_component(task_type)}/{name}/{name}-"
 
 
-def daemon_log_key(kind: str, daemon_id: int) -> str:
+def daemon_log_key(installation: str, kind: str, daemon_id: int) -> str:
     """The log key of an executor's or scheduler's own log."""
+    return f"{safe_component(installation)}/{kind}s/{kind}-{daemon_id}"
+
+
+def legacy_daemon_log_key(kind: str, daemon_id: int) -> str:
+    """Where a daemon that ran before revision 0005 wrote its log (the seed's layout)."""
     return f"{kind}s/{kind}-{daemon_id}"
+
+
+@attrs.frozen
+class LogKeys:
+    """How one database names its logs: read once per handle from ``norc_installation``."""
+
+    installation: str
+    #: Daemons up to this id predate revision 0005 and keep the seed's layout.
+    legacy_daemon_id: int | None = None
+
+    def instance(self, task_type: str, task_name: str, instance_id: int) -> str:
+        """The key a new run of an instance is written under (see :func:`create_log`)."""
+        return instance_log_key(self.installation, task_type, task_name, instance_id)
+
+    def daemon(self, kind: str, daemon_id: int) -> str:
+        """The key of an executor's or scheduler's own log."""
+        if self.legacy_daemon_id is not None and daemon_id <= self.legacy_daemon_id:
+            return legacy_daemon_log_key(kind, daemon_id)
+        return daemon_log_key(self.installation, kind, daemon_id)
+
+
+def _create(path: str) -> int:
+    """A new file, opened for appending (FileExistsError if there is one)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o666)
+    except FileNotFoundError:  # the first log of its task: make the folders once
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o666)
+
+
+def open_new_log(path: str) -> IO[bytes]:
+    """Open the log of a run that starts now (an instance's, a daemon's own), which must be
+    new, for unbuffered binary append; the run's later writes use :func:`open_log`.
+
+    The file is created exclusively: a run never appends to another run's log. With
+    installation ids and ids never reused, a file already there can only be another
+    run's if two databases share an installation id (a copied database file, a backup
+    restored over newer logs): one with content is moved aside to
+    ``<path>.displaced-<UTC time>`` and the new log says so in its first line. An empty
+    one holds nothing to mix up and is used.
+    """
+    moved_to = None
+    try:
+        fd = _create(path)
+    except FileExistsError:
+        if Path(path).stat().st_size > 0:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+            moved_to = str(Path(path).replace(f"{path}.displaced-{stamp}"))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+    stream = os.fdopen(fd, "ab", buffering=0)
+    if moved_to is not None:
+        write_event(stream, "an older log at this path was moved aside", "", {"moved_to": moved_to})
+    return stream
 
 
 def resolve_key(log_dir: Path, key: str) -> Path:
@@ -176,7 +245,11 @@ _WRAPPER = structlog.make_filtering_bound_logger(0)
 
 
 def open_log(path: str) -> IO[bytes]:
-    """Open (creating folders when needed) a log for unbuffered binary append."""
+    """Open (creating folders when needed) a log for unbuffered binary append.
+
+    For a run's later writes (a ``finally_`` in a fresh worker, Norc's notes): its first
+    open is :func:`open_new_log`.
+    """
     try:
         return open(path, "ab", buffering=0)
     except FileNotFoundError:  # the first log of its task: make the folders once

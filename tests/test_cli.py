@@ -37,7 +37,10 @@ def test_demo_runs_everything_to_success(tmp_path: Path) -> None:
     assert (tmp_path / "norc.db").exists()
     assert result.stdout.count("SUCCESS") == 3
     assert "demo-echo" in result.stdout and "demo-primes" in result.stdout
-    assert str(tmp_path / "norc-logs" / "tasks" / "CommandTask") in result.stdout
+    handle = norc.Norc(f"sqlite:///{tmp_path / 'norc.db'}")
+    installation = handle.log_keys.installation  # every log key starts with it
+    handle.close()
+    assert str(tmp_path / "norc-logs" / installation / "tasks" / "CommandTask") in result.stdout
 
 
 def test_report_json_matches_the_database(app: norc.Norc, db_url: str, tmp_path: Path) -> None:

@@ -73,10 +73,9 @@ def test_log_holds_stdout_stderr_and_norc_events(sqlite_app: norc.Norc) -> None:
     text = app.logs(record.id)
     assert "out: ahoy" in text and "err: ahoy" in text
     assert 'event="instance started"' in text and "event=echoed" in text
-    assert (
-        app.log_path(record) == app.settings.log_dir.resolve() / f"tasks/Echo/echo/echo-{record.id}"
-    )
-    assert record.log_key == f"tasks/Echo/echo/echo-{record.id}"
+    key = f"{app.log_keys.installation}/tasks/Echo/echo/echo-{record.id}"
+    assert app.log_path(record) == app.settings.log_dir.resolve() / key
+    assert record.log_key == key
 
 
 def test_hung_python_loop_times_out_and_its_process_is_gone(

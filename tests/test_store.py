@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from norc.status import InstanceStatus
 from norc.store import migrate
 from norc.store.connections import normalise_url
 from norc.store.schema import metadata
+from norc.testing import wait_until
 from tests.tasks import Outcome
 
 
@@ -177,3 +179,141 @@ def test_a_batch_of_outcomes_is_stored_exactly_as_written(app: norc.Norc) -> Non
         assert (record.log_key, record.pid) == (row["log_key"], row["pid"])
     untouched = stored[ids[3]]
     assert untouched.status is InstanceStatus.RUNNING and untouched.ended_at is None
+
+
+# -- revision 0005: installation id, log keys of their own, ids never reused --------------
+
+_AT_0004 = [
+    "INSERT INTO norc_tasks (name, type, type_path, plugin, params, description, timeout,"
+    " finally_timeout, created_at, updated_at) VALUES ('old', 'Echo', 'tests.tasks:Echo',"
+    " 'application', '{\"message\": \"new run\"}', '', NULL, 10, '2026-01-01 00:00:00',"
+    " '2026-01-01 00:00:00')",
+    "INSERT INTO norc_daemons (kind, host, pid, status, started_at, ended_at) VALUES"
+    " ('executor', 'h', 1, 'ENDED', '2026-01-01 00:00:00', '2026-01-01 00:01:00')",
+]
+
+
+def _instance_at_0004(
+    conn: sa.Connection, status: str, *, started: bool, log_key: str | None
+) -> None:
+    conn.execute(
+        sa.text(
+            "INSERT INTO norc_instances (task_id, queue, priority, status, attempt, created_at,"
+            " enqueued_at, started_at, ended_at, log_key) VALUES (1, 'default', 0, :status, 1,"
+            " '2026-01-01 00:00:00', '2026-01-01 00:00:00', :started, :ended, :log_key)"
+        ),
+        {
+            "status": status,
+            "started": "2026-01-01 00:00:01" if started else None,
+            "ended": "2026-01-01 00:00:02" if status != "QUEUED" else None,
+            "log_key": log_key,
+        },
+    )
+
+
+def test_upgrading_a_0004_database_keeps_its_logs_readable(db_url: str, log_dir: Path) -> None:
+    """A database at revision 0004 with history and old-layout logs: after `norc db
+    upgrade` every log is still found, queued work still runs (under the new layout),
+    and ids are never handed out again."""
+    from alembic import command
+
+    from norc.store.connections import Connections
+
+    old = Connections(db_url)  # Norc's own engine: foreign keys enforced on SQLite too
+    with old.engine.begin() as conn:
+        command.upgrade(migrate.alembic_config(conn), "0004")
+        for statement in _AT_0004:
+            conn.execute(sa.text(statement))
+        # 1 recorded its key; 2 ran and was stopped from outside (no key recorded);
+        # 3 is queued, with its queue item; 4 was pruned (SQLite would reuse its id).
+        _instance_at_0004(conn, "SUCCESS", started=True, log_key="tasks/Echo/old/old-1")
+        _instance_at_0004(conn, "INTERRUPTED", started=True, log_key=None)
+        _instance_at_0004(conn, "QUEUED", started=False, log_key=None)
+        _instance_at_0004(conn, "SUCCESS", started=True, log_key=None)
+        conn.execute(
+            sa.text(
+                "INSERT INTO norc_queue_items (queue, priority, instance_id, enqueued_at)"
+                " VALUES ('default', 0, 3, '2026-01-01 00:00:00')"
+            )
+        )
+        conn.execute(sa.text("DELETE FROM norc_instances WHERE id = 4"))
+    for key, text in [
+        ("tasks/Echo/old/old-1", "old run one\n"),
+        ("tasks/Echo/old/old-2", "old run two\n"),
+        ("executors/executor-1", "old executor\n"),
+    ]:
+        (log_dir / key).parent.mkdir(parents=True, exist_ok=True)
+        (log_dir / key).write_text(text)
+
+    assert migrate.upgrade(old.engine) == ("0004", migrate.head_revision())
+    with old.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": "norc_alembic_version"})
+        assert compare_metadata(context, metadata) == []
+        if old.dialect == "sqlite":
+            tables = dict(conn.execute(sa.text("SELECT name, sql FROM sqlite_master")).all())
+            assert "AUTOINCREMENT" in tables["norc_instances"]
+            assert "AUTOINCREMENT" in tables["norc_daemons"]
+    old.dispose()
+
+    app = norc.Norc(db_url, log_dir=log_dir)
+    try:
+        assert app.logs(1) == "old run one\n"
+        assert app.instance(2).log_key == "tasks/Echo/old/old-2"  # recorded by 0005
+        assert app.logs(2) == "old run two\n"
+        assert app.log_keys.legacy_daemon_id == 1
+        assert app.daemon_logs(1) == "old executor\n"
+        assert app.instance(3).log_key is None
+        with app.executor(isolation="thread") as executor:
+            wait_until(lambda: app.instance(3).status.is_final, 30)
+        record = app.instance(3)
+        assert record.status is InstanceStatus.SUCCESS
+        assert record.log_key == f"{app.log_keys.installation}/tasks/Echo/old/old-3"
+        assert 'message="new run"' in app.logs(3)
+        assert executor.id is not None and executor.id > 1
+        assert 'event="executor started"' in app.daemon_logs(executor.id)
+        assert app.daemon_logs(1) == "old executor\n"
+        # The newest instance pruned, the next one still gets an id of its own.
+        app.prune(timedelta(0))
+        assert app.enqueue("old") > 3
+    finally:
+        app.close()
+
+
+def test_sqlite_tables_of_a_new_database_never_reuse_ids(sqlite_app: norc.Norc) -> None:
+    """A fresh SQLite database declares AUTOINCREMENT where logs are keyed by id, and has
+    its installation row."""
+    app = sqlite_app
+    with app.db.reading() as conn:
+        tables = dict(conn.execute(sa.text("SELECT name, sql FROM sqlite_master")).all())
+        rows = conn.execute(sa.text("SELECT id, legacy_daemon_id FROM norc_installation")).all()
+    assert "AUTOINCREMENT" in tables["norc_instances"]
+    assert "AUTOINCREMENT" in tables["norc_daemons"]
+    assert [(r.id, r.legacy_daemon_id) for r in rows] == [(app.log_keys.installation, None)]
+
+
+def test_revision_0005_downgrades_on_sqlite(sqlite_url: str) -> None:
+    """`0005 -> 0004` drops the installation row and rebuilds the tables without
+    AUTOINCREMENT, rows kept."""
+    from alembic import command
+
+    from norc.store.connections import Connections
+
+    db = Connections(sqlite_url)
+    with db.engine.begin() as conn:
+        command.upgrade(migrate.alembic_config(conn), "0005")
+        for statement in _AT_0004:
+            conn.execute(sa.text(statement))
+        _instance_at_0004(conn, "QUEUED", started=False, log_key=None)
+        conn.execute(
+            sa.text(
+                "INSERT INTO norc_queue_items (queue, priority, instance_id, enqueued_at)"
+                " VALUES ('default', 0, 1, '2026-01-01 00:00:00')"
+            )
+        )
+        command.downgrade(migrate.alembic_config(conn), "0004")
+        tables = dict(conn.execute(sa.text("SELECT name, sql FROM sqlite_master")).all())
+        items = conn.execute(sa.text("SELECT instance_id FROM norc_queue_items")).all()
+    db.dispose()
+    assert "norc_installation" not in tables
+    assert "AUTOINCREMENT" not in tables["norc_instances"]
+    assert [tuple(i) for i in items] == [(1,)]

@@ -50,13 +50,7 @@ from norc.executor.running import (
 from norc.executor.work import SlotState, Work, cannot_load, outcome, stamp
 from norc.executor.workerloop import WorkerLoop
 from norc.lifecycle import after_end, wants_retry
-from norc.logs import (
-    daemon_log_key,
-    instance_log_key,
-    open_log,
-    resolve_key,
-    resolve_key_text,
-)
+from norc.logs import open_new_log, resolve_key_text
 from norc.records import InstanceRecord, TaskRecord
 from norc.status import DaemonStatus, InstanceStatus, Request
 
@@ -103,7 +97,7 @@ class _Slot(SlotState):
     def _run_in_thread(self, work: Work) -> dict[str, Any]:
         assert work.cls is not None
         # No hard timeout in a thread: the task sees its deadline (ctx) and may honour it.
-        with open_log(work.log_path) as log_file:
+        with open_new_log(work.log_path) as log_file:
             try:
                 # Params are shared by every instance of the task (claimed_work caches
                 # them): a task that mutates a list it was given must not change the next.
@@ -232,8 +226,7 @@ class Executor:
             max_wait=self.max_claim_wait,
             on_work=workers.wake if workers is not None else None,
         )
-        log_path = resolve_key(app.settings.log_dir, daemon_log_key("executor", self.id))
-        self._log_file = open_log(str(log_path))
+        self._log_file = open_new_log(str(app.daemon_log_path("executor", self.id)))
         self.log = daemon_logger(
             self._log_file, kind="executor", echo=self.log_to_stderr, executor=self.id
         )
@@ -518,7 +511,7 @@ class Executor:
         return self._own_queues.get(name) or self.app.queue(name)
 
     def _prepare(self, instance: InstanceRecord, task: TaskRecord) -> Work:
-        key = instance_log_key(task.type, task.name, instance.id)
+        key = self.app.log_keys.instance(task.type, task.name, instance.id)
         log_path = resolve_key_text(self.app.settings.log_dir, key)
         cls, template_key, template, error = self._task_template(task)
         job = {

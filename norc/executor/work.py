@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from norc.abc import Task
-from norc.logs import event_logger, open_log
+from norc.logs import event_logger, open_log, open_new_log
 from norc.records import InstanceRecord, TaskRecord
 from norc.status import InstanceStatus
 
@@ -127,6 +127,6 @@ def stamp(
 
 def cannot_load(work: Work) -> dict[str, Any]:
     """The outcome of an instance whose task class could not be loaded (ERROR, logged)."""
-    with open_log(work.log_path) as f:
+    with open_new_log(work.log_path) as f:
         f.write(f"[norc] cannot run instance: {work.load_error}\n".encode())
     return outcome(InstanceStatus.ERROR, work.load_error)

@@ -62,7 +62,7 @@ from norc.executor.running import (
     load_class,
     run_finally,
 )
-from norc.logs import open_log
+from norc.logs import open_log, open_new_log
 from norc.status import InstanceStatus
 
 #: Seconds between a worker's looks at whether its parent is still the process that
@@ -348,7 +348,8 @@ def _serve(job_fd: int, result_fd: int) -> bool:
                 templates[key] = _Template(message.pop("template"))
             template = templates[key]
             job = {**template.fields, **message}
-            log_file = open_log(job["log_path"])
+            # A run's log is new (a finally_ after a kill appends to it).
+            log_file = (open_new_log if job["op"] == "run" else open_log)(job["log_path"])
             os.dup2(log_file.fileno(), 1)
             os.dup2(log_file.fileno(), 2)
             try:

@@ -59,7 +59,7 @@ from norc.daemon import Heartbeat, daemon_logger, hostname, run_blocking
 from norc.enqueue import enqueue_rows
 from norc.errors import DaemonSettled, DatabaseError, NorcError
 from norc.lifecycle import overlap_verdict
-from norc.logs import daemon_log_key, open_log, resolve_key
+from norc.logs import open_new_log
 from norc.schedules.timing import Timing, timing_for
 from norc.status import DaemonStatus, InstanceStatus, Request
 from norc.store.connections import is_outage
@@ -130,8 +130,7 @@ class Scheduler:
             status=DaemonStatus.RUNNING.value,
         )
         self.status = DaemonStatus.RUNNING
-        path = resolve_key(self.app.settings.log_dir, daemon_log_key("scheduler", self.id))
-        self._log_file = open_log(str(path))
+        self._log_file = open_new_log(str(self.app.daemon_log_path("scheduler", self.id)))
         self.log = daemon_logger(
             self._log_file, kind="scheduler", echo=self.log_to_stderr, scheduler=self.id
         )

@@ -7,6 +7,7 @@ forward by ``norc db upgrade``, which runs the migration scripts.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
-from norc.store.schema import metadata, queues, utcnow
+from norc.store.schema import installation, metadata, queues, utcnow
 
 #: Every database has this DBQueue from the start, so the defaults work with no set-up.
 DEFAULT_QUEUE = "default"
@@ -55,7 +56,19 @@ def create_fresh(conn: Connection) -> None:
             name=DEFAULT_QUEUE, type="dbqueue", settings={}, created_at=utcnow()
         )
     )
+    # A new database is a new installation: its logs are its own from the first one.
+    conn.execute(
+        sa.insert(installation).values(
+            id=str(uuid.uuid4()), created_at=utcnow(), legacy_daemon_id=None
+        )
+    )
     command.stamp(alembic_config(conn), "head")
+
+
+def read_installation(conn: Connection) -> tuple[str, int | None]:
+    """The database's installation id and the last daemon id of the old log layout."""
+    row = conn.execute(sa.select(installation.c.id, installation.c.legacy_daemon_id)).one()
+    return str(row.id), None if row.legacy_daemon_id is None else int(row.legacy_daemon_id)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:

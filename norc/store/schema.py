@@ -119,6 +119,8 @@ daemons = sa.Table(
     sa.Column("ended_at", UTCDateTime, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Index(None, "kind", "status"),
+    # Ids are never reused (SQLite would hand out a pruned max id again): logs are keyed by id.
+    sqlite_autoincrement=True,
 )
 
 instances = sa.Table(
@@ -158,6 +160,8 @@ instances = sa.Table(
     sa.Index(None, "task_id", "created_at"),
     sa.Index(None, "status", "created_at"),
     sa.Index(None, "executor_id", "status"),
+    # Ids are never reused (SQLite would hand out a pruned max id again): logs are keyed by id.
+    sqlite_autoincrement=True,
 )
 
 schedules = sa.Table(
@@ -221,6 +225,19 @@ sa.Index(
     queue_items.c.claimed_by,
     queue_items.c.priority.desc(),
     queue_items.c.id,
+)
+
+
+# One row, written with the schema: who this database is. Every log key starts with its
+# id, so databases sharing a log directory or a bucket never write to the same log.
+installation = sa.Table(
+    "norc_installation",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),  # a uuid4, in its canonical text
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    # Daemons up to this id ran before revision 0005 and keep the old log layout
+    # (``executors/executor-<id>``); None: every daemon of this database is newer.
+    sa.Column("legacy_daemon_id", BigId, nullable=True),
 )
 
 

@@ -18,7 +18,6 @@ import sqlalchemy as sa
 
 from norc.control import get_daemon
 from norc.errors import NorcError
-from norc.logs import daemon_log_key, resolve_key
 from norc.records import InstanceRecord
 from norc.status import InstanceStatus
 from norc.store.schema import instances
@@ -297,7 +296,7 @@ def instance_log(app: Norc, instance_id: int, *, offset: int, limit: int) -> dic
 def daemon_log(app: Norc, daemon_id: int, *, offset: int, limit: int) -> dict[str, Any]:
     """A chunk of an executor's or scheduler's own log."""
     daemon = get_daemon(app, daemon_id)
-    path = resolve_key(app.settings.log_dir, daemon_log_key(daemon.kind, daemon.id))
+    path = app.daemon_log_path(daemon.kind, daemon.id)
     out = read_chunk(path, lambda: app.daemon_logs(daemon_id), offset=offset, limit=limit)
     out["final"] = daemon.ended_at is not None
     out["status"] = daemon.status

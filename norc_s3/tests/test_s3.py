@@ -22,6 +22,7 @@ from norc.errors import ConfigurationError, LogNotFound
 from norc.status import InstanceStatus
 from norc.testing import NoopTask, wait_until
 from norc_s3 import InvalidLogKey, MiB, S3LogError, S3LogStore
+from tests.tasks import Echo
 
 INJECTED_ERROR = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
@@ -302,6 +303,8 @@ def test_finished_log_is_uploaded_and_readable_from_another_host(
         wait_until(lambda: here.instance(instance_id).log_location is not None, timeout=20)
     record = here.instance(instance_id)
     assert record.status is InstanceStatus.SUCCESS
+    assert record.log_key == here.log_keys.instance(NoopTask.type_name, "noop", instance_id)
+    assert record.log_key.startswith(f"{here.log_keys.installation}/tasks/")
     assert record.log_location == f"s3://{bucket}/norc_logs/{record.log_key}"
     local_text = here.logs(instance_id)
     assert 'event="instance started"' in local_text
@@ -340,3 +343,38 @@ def test_daemon_logs_are_kept_in_s3_when_they_end(
     assert 'event="executor ended"' in app.daemon_logs(ex.id, remote=True)
     assert 'event="scheduler ended"' in app.daemon_logs(sch.id, remote=True)
     app.close()
+
+
+def test_databases_sharing_a_bucket_keep_their_own_objects(
+    db_url: str, tmp_path: Path, moto_endpoint: str, bucket: str, s3: Any
+) -> None:
+    """Two databases upload instance 1 and executor 1 to one bucket: the object keys start
+    with each database's installation id, so neither overwrites the other's."""
+    settings = {"bucket": bucket, "endpoint_url": moto_endpoint, "region": "us-east-1"}
+    apps = [
+        s3_app(db_url, tmp_path / "host-a", **settings),
+        s3_app(f"sqlite:///{tmp_path / 'other.db'}", tmp_path / "host-b", **settings),
+    ]
+    try:
+        for app, word in zip(apps, ("alpha", "bravo"), strict=True):
+            app.save_task(Echo(name="e", message=word))
+            instance_id = app.enqueue("e")
+            assert instance_id == 1
+            with app.executor(isolation="thread") as executor:
+                wait_until(lambda a=app: a.instance(1).log_location is not None, timeout=20)
+            assert executor.id == 1
+            installation = app.log_keys.installation
+            assert app.instance(1).log_location == (
+                f"s3://{bucket}/norc_logs/{installation}/tasks/Echo/e/e-1"
+            )
+        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
+        assert len(keys) == 4  # two instance logs, two executor logs
+        for app in apps:
+            installation = app.log_keys.installation
+            assert f"norc_logs/{installation}/executors/executor-1" in keys
+        alpha, bravo = (app.logs(1, remote=True) for app in apps)
+        assert "message=alpha" in alpha and "bravo" not in alpha
+        assert "message=bravo" in bravo and "alpha" not in bravo
+    finally:
+        for app in apps:
+            app.close()

@@ -7,7 +7,13 @@ local log directory first; once an instance has finished, Norc hands the file to
 (``norc logs ID``, :meth:`norc.Norc.logs`): the local file if it is there, else
 :meth:`S3LogStore.open`.
 
-Object key = ``prefix`` + the log key (``tasks/<Type>/<name>/<name>-<id>``), as in the seed.
+Object key = ``prefix`` + the log key: ``<installation>/tasks/<Type>/<name>/<name>-<id>``
+for an instance, ``<installation>/executors/executor-<id>`` (or ``schedulers/...``) for a
+daemon's own log. The installation id is the database's own uuid (``norc_installation``)
+and ids are never reused, so databases sharing a bucket and prefix never overwrite one
+another's logs, and a new database in place of an old one starts a tree of its own.
+Logs uploaded before schema revision 0005 keep their keys (the seed's layout, without the
+installation id): the instance's ``log_location`` names them.
 Credentials never appear in settings: boto3 finds them through its standard chain.
 """
 
