@@ -174,7 +174,8 @@ class Heartbeat:
     def stop(self) -> None:
         """Stop beating (the caller records the daemon's final status)."""
         self._stop.set()
-        if threading.current_thread() is not self._thread:
+        # Not started yet: a stop that came while its daemon was starting (a signal).
+        if self._thread.ident is not None and threading.current_thread() is not self._thread:
             self._thread.join()
 
     def _run(self) -> None:

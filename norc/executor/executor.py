@@ -248,11 +248,8 @@ class Executor:
             self._slot_threads = [slot.thread for slot in slots]
         for thread in self._slot_threads:
             thread.start()
-        self._taking.set()
-        for target, name in ((self._claim_loop, "claim"), (self._recorder, "recorder")):
-            thread = threading.Thread(target=target, name=f"norc-executor-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        # The heartbeat first: the claim loop's shutdown stops it, and a stop can come at
+        # once (a signal while starting).
         self._heartbeat = Heartbeat(
             app.db,
             self.id,
@@ -265,6 +262,11 @@ class Executor:
             on_settled=self._on_settled,
         )
         self._heartbeat.start()
+        self._taking.set()
+        for target, name in ((self._claim_loop, "claim"), (self._recorder, "recorder")):
+            thread = threading.Thread(target=target, name=f"norc-executor-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def stop(self, *, timeout: float | None = None) -> bool:
