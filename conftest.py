@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from norc.testing import free_port
-from tests.servers import PrivatePostgres
+from tests.servers import PrivatePostgres, create_database
 
 BACKENDS = {
     "sqlite": None,
@@ -76,21 +76,10 @@ def _worker_database(url: str, worker: str) -> str:
 
     parsed = sa.engine.make_url(normalise_url(url))
     name = f"{parsed.database}_{worker}"
-    engine = sa.create_engine(parsed, isolation_level="AUTOCOMMIT")
     try:
-        with engine.connect() as conn:
-            if parsed.get_backend_name() == "postgresql":
-                exists = conn.execute(
-                    sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
-                ).first()
-                if not exists:
-                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            else:
-                conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS `{name}`"))
+        create_database(url, name)
     except sa.exc.OperationalError as exc:
         pytest.fail(f"test database {url} is set but unreachable: {exc.orig}")
-    finally:
-        engine.dispose()
     return parsed.set(database=name).render_as_string(hide_password=False)
 
 

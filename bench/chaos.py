@@ -157,19 +157,9 @@ def fresh_server_database(url: str) -> str:
         database=admin_db,
         query=parsed.query,
     )
-    admin = engine_for(admin_url.render_as_string(hide_password=False))
-    try:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            if admin_db == "postgres":
-                exists = conn.execute(
-                    sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
-                ).first()
-                if not exists:
-                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            else:
-                conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS `{name}`"))
-    finally:
-        admin.dispose()
+    from tests.servers import create_database
+
+    create_database(admin_url.render_as_string(hide_password=False), name)
     from norc.store.schema import metadata
 
     eng = engine_for(url)

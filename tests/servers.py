@@ -9,8 +9,29 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from norc.testing import free_port
+
+
+def create_database(server_url: str, name: str) -> None:
+    """Create database ``name`` on the PostgreSQL or MariaDB server that ``server_url``
+    reaches (through any database there), unless it exists."""
+    from norc.store.connections import normalise_url
+
+    engine = sa.create_engine(normalise_url(server_url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                exists = conn.execute(
+                    sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+                ).first()
+                if not exists:
+                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            else:
+                conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS `{name}`"))
+    finally:
+        engine.dispose()
 
 
 class PrivatePostgres:
