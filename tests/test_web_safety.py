@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import json
+import socket
 from typing import Any
 
 import pytest
+import structlog
+from starlette.testclient import TestClient
 
 import norc
+from norc import reports
+from norc.daemon import configure_stderr_logging
+from norc.errors import DatabaseUnreachable
 from norc.testing import NoopTask
+from norc.web import create_app, server
 from norc.web.api import ENDPOINTS
 from norc.web.openapi import openapi_document
+from norc.web.security import mask_url_passwords
+from norc.web.server import served_hosts
 from tests.test_web import csrf, live_daemon, local_client
 
 HUGE = str(2**63)  # one above the largest BIGINT
@@ -225,3 +235,122 @@ def test_openapi_states_bounds_and_formats() -> None:
             if method == "post":
                 body = op["requestBody"]["content"]["application/json"]["schema"]
                 assert body["additionalProperties"] is False, path
+
+
+# -- secrets -------------------------------------------------------------------------------
+
+TOKEN = "t0ken-never-printed"
+PASSWORD = "pa55-never-printed"
+
+
+def test_the_guard_repr_hides_its_secrets(sqlite_app: norc.Norc) -> None:
+    """Guard's token, password and CSRF token are not in its repr (nor the app's state)."""
+    web = create_app(sqlite_app, token=TOKEN, user="admin", password=PASSWORD)
+    guard = web.state.guard
+    text = repr(guard) + repr(web.state._state)
+    assert TOKEN not in text and PASSWORD not in text and guard.csrf_token not in text
+    assert "admin" in repr(guard)
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_crash_is_logged_without_locals_or_secrets(
+    sqlite_app: norc.Norc, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """An authenticated 500 logs its traceback, but no locals, token, CSRF token or URL password."""
+    out = io.StringIO()
+    configure_stderr_logging(fmt, out)  # type: ignore[arg-type]
+    try:
+
+        def explode(app: norc.Norc, **kwargs: object) -> None:
+            secret_local = PASSWORD  # noqa: F841 (a local a locals-printing traceback shows)
+            raise RuntimeError("cannot reach postgresql://norc:hunter2@db.example/norc")
+
+        monkeypatch.setattr(reports, "status", explode)
+        with local_client(sqlite_app, token=TOKEN, user="admin", password=PASSWORD) as web:
+            csrf_token = web.get("/api/session").json()["csrf_token"]
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            crashed = web.get("/api/status", headers=auth)
+            assert crashed.status_code == 500
+            assert "hunter2" not in crashed.text and "RuntimeError" not in crashed.text
+            monkeypatch.setattr(server, "FileResponse", explode)
+            page = web.get("/", headers=auth)  # outside the API: the catch-all middleware
+            assert page.status_code == 500 and set(page.json()) == {"error"}
+    finally:
+        structlog.reset_defaults()
+    logged = out.getvalue()
+    assert logged.count("web API request failed") == 2
+    assert "RuntimeError" in logged and "explode" in logged  # the traceback is there
+    assert "postgresql://norc:***@db.example/norc" in logged
+    for secret in (TOKEN, PASSWORD, csrf_token, "hunter2"):
+        assert secret not in logged
+
+
+def test_error_messages_mask_url_passwords(
+    sqlite_app: norc.Norc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Norc error quoting a database URL reaches the client with the password masked."""
+
+    def unreachable(app: norc.Norc, **kwargs: object) -> None:
+        raise DatabaseUnreachable("postgresql://norc:hunter2@db.example/norc", "refused")
+
+    monkeypatch.setattr(reports, "status", unreachable)
+    with local_client(sqlite_app) as web:
+        response = web.get("/api/status")
+    assert response.status_code == 503
+    assert "hunter2" not in response.text and "norc:***@db.example" in response.text
+
+
+def test_mask_url_passwords() -> None:
+    assert mask_url_passwords("a mysql+pymysql://u:p%40ss@h:3306/d b") == (
+        "a mysql+pymysql://u:***@h:3306/d b"
+    )
+    assert mask_url_passwords("postgresql://u@h/d and http://h:80/x") == (
+        "postgresql://u@h/d and http://h:80/x"
+    )
+
+
+# -- Host ----------------------------------------------------------------------------------
+
+
+def test_session_and_changes_refuse_a_foreign_host(sqlite_app: norc.Norc) -> None:
+    """The CSRF token goes only to loopback names, IP addresses and the allowed hosts."""
+    app = sqlite_app
+    ex = live_daemon(app)
+    for base in ("http://evil.example", "http://127.0.0.1.evil.example:8000"):
+        foreign = TestClient(create_app(app, token=TOKEN), base_url=base, client=("127.0.0.1", 1))
+        response = foreign.get("/api/session")
+        assert response.status_code == 403, base
+        assert "csrf" not in response.text.lower() and "Host" in response.json()["error"]
+        refused = foreign.post(
+            f"/api/daemons/{ex}/request",
+            json={"request": "STOP"},
+            headers={"Authorization": f"Bearer {TOKEN}", "X-Norc-CSRF": "x"},
+        )
+        assert refused.status_code == 403 and "Host" in refused.json()["error"]
+    assert app.daemons()[0].request is None
+    for base, allowed in (
+        ("http://127.0.0.1:8000", ()),
+        ("http://localhost:8000", ()),
+        ("http://[::1]:8000", ()),
+        ("http://192.0.2.1:8000", ()),
+        ("http://norc.example", ("norc.example",)),
+        ("http://NORC.example.:9000", ("norc.example",)),
+        ("http://anything.example", ("*",)),
+    ):
+        client = TestClient(
+            create_app(app, token=TOKEN, allowed_hosts=allowed),
+            base_url=base,
+            client=("127.0.0.1", 1),
+        )
+        assert "csrf_token" in client.get("/api/session").json(), base
+
+
+def test_serve_answers_to_its_own_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve() allows the name it listens on, the machine's names on a wildcard, and the env."""
+    monkeypatch.setenv("NORC_WEB_ALLOWED_HOSTS", "a.example, b.example")
+    assert served_hosts("norc.example") == {"norc.example", "a.example", "b.example"}
+    assert served_hosts("0.0.0.0", ["c.example"]) == {
+        "c.example",
+        socket.gethostname(),
+        socket.getfqdn(),
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -661,7 +662,9 @@ def make_endpoint(
         try:
             if endpoint.change:
                 guard.check_change(request)
-            elif not endpoint.public:
+            elif endpoint.public:
+                guard.check_host(request)  # the CSRF token goes to this server's names only
+            else:
                 guard.check_read(request)
             path = _checked_path(endpoint, dict(request.path_params))
             query = _checked_query(endpoint, dict(request.query_params))
@@ -676,9 +679,9 @@ def make_endpoint(
         except HTTPProblem as problem:
             return error_response(problem.status, problem.message, problem.headers)
         except NorcError as exc:
-            return error_response(status_for(exc), str(exc))
-        except Exception:
-            log.exception("web API request failed", path=request.url.path)
+            return error_response(status_for(exc), guard.scrub(str(exc)))
+        except Exception as exc:  # noqa: BLE001 (logged by log_crash)
+            log_crash(guard, request, exc)
             return error_response(500, "internal error (details are in the server's log)")
 
     run.__name__ = endpoint.handler.__name__
@@ -756,6 +759,19 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise HTTPProblem(400, "the request body must be a JSON object")
     return parsed
+
+
+def log_crash(guard: Guard, request: Request, exc: BaseException) -> None:
+    """Log an unexpected failure: its traceback as text, without any frame's locals
+    (structlog's ``dict_tracebacks`` and rich tracebacks would print them, and with them
+    the guard's secrets), and with the guard's secrets and URL passwords scrubbed."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    log.error(
+        "web API request failed",
+        path=request.url.path,
+        error=guard.scrub(f"{type(exc).__name__}: {exc}"),
+        exception=guard.scrub(text),
+    )
 
 
 def routes(app: Norc, guard: Guard) -> list[Route]:
