@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import structlog
 from starlette.testclient import TestClient
 
@@ -15,6 +18,7 @@ import norc
 from norc import reports
 from norc.daemon import configure_stderr_logging
 from norc.errors import DatabaseUnreachable
+from norc.store.schema import instances as instances_table
 from norc.testing import NoopTask
 from norc.web import create_app, server
 from norc.web.api import ENDPOINTS
@@ -354,3 +358,80 @@ def test_serve_answers_to_its_own_host(monkeypatch: pytest.MonkeyPatch) -> None:
         socket.gethostname(),
         socket.getfqdn(),
     }
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+
+def _instance_with_log(app: norc.Norc, name: str) -> tuple[int, Path]:
+    app.save_task(NoopTask(name=name))
+    instance_id = app.enqueue(name)
+    return instance_id, app.log_path(app.instance(instance_id))
+
+
+def test_a_symlink_out_of_the_log_dir_is_not_followed(
+    sqlite_app: norc.Norc, tmp_path: Path, log_dir: Path
+) -> None:
+    """A log file, or a directory on its way, linking out of the log store is not served."""
+    app = sqlite_app
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.txt"
+    secret.write_text("root:x:0:0:TOP SECRET\n")
+    linked, path = _instance_with_log(app, "linked")
+    path.parent.mkdir(parents=True)
+    path.symlink_to(secret)
+    ex = live_daemon(app)
+    daemon_log = log_dir / "executors" / f"executor-{ex}"
+    daemon_log.parent.mkdir(parents=True)
+    daemon_log.symlink_to("/etc/passwd")
+    via_dir, dir_path = _instance_with_log(app, "via-dir")
+    (outside / dir_path.name).write_text("TOP SECRET by directory\n")
+    dir_path.parent.symlink_to(outside, target_is_directory=True)
+    with local_client(app) as web:
+        for url in (
+            f"/api/instances/{linked}/log",
+            f"/api/instances/{linked}/log?offset=-10",
+            f"/api/daemons/{ex}/log",
+            f"/api/instances/{via_dir}/log",
+        ):
+            response = web.get(url)
+            assert response.status_code == 404, (url, response.text)
+            assert "SECRET" not in response.text and "root:" not in response.text
+            assert str(log_dir) not in response.text and str(tmp_path) not in response.text
+
+
+def test_a_symlink_inside_the_log_dir_and_fifos(sqlite_app: norc.Norc, log_dir: Path) -> None:
+    """A link to another log inside the store is served; a FIFO is refused, never waited on."""
+    app = sqlite_app
+    _, path = _instance_with_log(app, "inside")
+    path.parent.mkdir(parents=True)
+    path.write_text("the real log\n")
+    second = app.enqueue("inside")
+    app.log_path(app.instance(second)).symlink_to(path)
+    third = app.enqueue("inside")
+    os.mkfifo(app.log_path(app.instance(third)))
+    with local_client(app) as web:
+        assert web.get(f"/api/instances/{second}/log").json()["text"] == "the real log\n"
+        fifo = web.get(f"/api/instances/{third}/log")
+        assert fifo.status_code == 404
+
+
+def test_log_errors_do_not_reveal_the_log_dir(sqlite_app: norc.Norc, log_dir: Path) -> None:
+    """No log yet, or a stored key leaving the log directory: the message hides its path."""
+    app = sqlite_app
+    missing, _ = _instance_with_log(app, "missing")
+    sneaky, _ = _instance_with_log(app, "sneaky")
+    with app.db.transaction() as tx:
+        tx.conn.execute(
+            sa.update(instances_table)
+            .where(instances_table.c.id == sneaky)
+            .values(log_key="../../elsewhere")
+        )
+    with local_client(app) as web:
+        for instance_id, status in ((missing, 404), (sneaky, 400)):
+            response = web.get(f"/api/instances/{instance_id}/log")
+            assert response.status_code == status, response.text
+            message = response.json()["error"]
+            assert str(log_dir.resolve()) not in message and str(log_dir) not in message
+            assert f"instance {instance_id}" in message or "log" in message

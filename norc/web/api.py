@@ -679,7 +679,7 @@ def make_endpoint(
         except HTTPProblem as problem:
             return error_response(problem.status, problem.message, problem.headers)
         except NorcError as exc:
-            return error_response(status_for(exc), guard.scrub(str(exc)))
+            return error_response(status_for(exc), _public_message(app, guard, exc))
         except Exception as exc:  # noqa: BLE001 (logged by log_crash)
             log_crash(guard, request, exc)
             return error_response(500, "internal error (details are in the server's log)")
@@ -759,6 +759,15 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise HTTPProblem(400, "the request body must be a JSON object")
     return parsed
+
+
+def _public_message(app: Norc, guard: Guard, exc: NorcError) -> str:
+    """A Norc error's message for a client: no secrets, no absolute log directory."""
+    text = guard.scrub(str(exc))
+    log_dir = app.settings.log_dir
+    for place in sorted({str(log_dir.resolve()), str(log_dir)}, key=len, reverse=True):
+        text = text.replace(place, "<log dir>")
+    return text
 
 
 def log_crash(guard: Guard, request: Request, exc: BaseException) -> None:
