@@ -133,22 +133,32 @@ class Context:
         return parse_when(name, text)
 
 
+#: Times in queries are clamped to this range, which every database stores.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
 def parse_when(name: str, text: str) -> datetime:
-    """``10m``, ``2h``, ``1d``, ``1w`` ago, or an ISO 8601 time (UTC if it has no zone)."""
+    """``10m``, ``2h``, ``1d``, ``1w`` ago, or an ISO 8601 time (UTC if it has no zone),
+    in UTC and clamped to ``[EARLIEST, LATEST]`` (no instance is older or newer)."""
     match = _DURATION.match(text)
     if match:
         try:
             ago = timedelta(seconds=float(match[1]) * _UNITS[match[2].lower()])
-            return datetime.now(UTC) - ago
-        except (OverflowError, ValueError):
-            raise HTTPProblem(400, f"{name}={text!r} reaches too far into the past") from None
+            return max(datetime.now(UTC) - ago, EARLIEST)
+        except OverflowError:
+            return EARLIEST
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise HTTPProblem(
             400, f"{name}={text!r} is neither a duration like 10m/1h/1d nor an ISO time"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:  # beyond year 1 or 9999 once in UTC
+        return LATEST if moment.year > 5000 else EARLIEST
+    return min(max(moment, EARLIEST), LATEST)
 
 
 def status_for(exc: NorcError) -> int:
@@ -450,8 +460,16 @@ def _offset(c: Context) -> int:
 
 # -- the table -----------------------------------------------------------------------------
 
-_SINCE = Param("since", description="10m, 1h, 1d, 1w ago, or an ISO 8601 time", max_length=64)
-_UNTIL = Param("until", description="an ISO 8601 time (default: now)", max_length=64)
+_SINCE = Param(
+    "since",
+    description="10m, 1h, 1d, 1w ago, or an ISO 8601 time (clamped to 1970-01-01..9999-01-01)",
+    max_length=64,
+)
+_UNTIL = Param(
+    "until",
+    description="an ISO 8601 time (default: now; clamped to 1970-01-01..9999-01-01)",
+    max_length=64,
+)
 _ROWS = Param("limit", "integer", "at most this many rows", minimum=1, maximum=queries.MAX_PAGE)
 _DAEMON_ROWS = Param("limit", "integer", "at most this many rows", minimum=1, maximum=1000)
 _LOG_LIMIT = Param(
