@@ -94,14 +94,20 @@ def test_bad_query_parameters_are_400_naming_them(
 
 
 def test_empty_query_parameters_are_the_defaults(app: norc.Norc) -> None:
-    """`since=`, `limit=`, `buckets=` are schema-valid and mean 'not given'; far times clamp."""
+    """`since=`, `status=` are schema-valid and mean 'not given'; far times clamp; RFC 3339
+    times parse; an empty integer (`limit=`) is not an integer."""
     with local_client(app) as web:
         for url in (
             "/api/status?since=",
-            "/api/executors?since=&limit=",
-            "/api/instances?since=&until=&limit=&before_id=&task=&queue=",
-            "/api/charts/instances?since=&buckets=",
+            "/api/executors?since=",
+            "/api/instances?since=&until=&task=&queue=&status=",
+            "/api/charts/instances?since=",
             "/api/tasks?since=",
+            "/api/status?since=2000-01-01t00:00:00z",
+            "/api/status?since=2016-12-31T23:59:60Z",
+            "/api/status?since=0000-01-01T00:00:00Z",
+            "/api/status?since=2000-01-01",
+            "/api/status?since=%2010M%20",
             # Times beyond what databases store are clamped to 1970..9999, not a 500.
             "/api/status?since=99999999999999999w",
             "/api/status?since=" + "9" * 60 + "w",
@@ -112,6 +118,13 @@ def test_empty_query_parameters_are_the_defaults(app: norc.Norc) -> None:
             "/api/charts/instances?since=0001-01-01&until=9999-12-31&buckets=120",
         ):
             assert web.get(url).status_code == 200, url
+        for url in (
+            "/api/executors?limit=",
+            "/api/instances?before_id=",
+            "/api/charts/instances?buckets=",
+        ):
+            response = web.get(url)
+            assert response.status_code == 400 and "integer" in response.json()["error"], url
         assert web.get("/api/instances?limit=1").status_code == 200
         assert web.get("/api/instances?limit=500").status_code == 200
         assert web.get("/api/charts/instances?buckets=120").status_code == 200
@@ -233,6 +246,8 @@ def test_openapi_states_bounds_and_formats() -> None:
         "maximum": 2**63 - 1,
     }
     params = {p["name"]: p["schema"] for p in paths["/api/instances"]["get"]["parameters"]}
+    assert {"format": "date-time", "type": "string", "maxLength": 64} in params["since"]["anyOf"]
+    assert "failed" in params["status"]["enum"] and "TIMEDOUT" in params["status"]["enum"]
     assert params["limit"]["minimum"] == 1 and params["limit"]["maximum"] == 500
     assert params["before_id"]["maximum"] == 2**63 - 1
     assert params["queue"]["maxLength"] == 255 and "pattern" in params["queue"]

@@ -26,8 +26,8 @@ from starlette.routing import Route
 from norc import control, reports
 from norc.control import ControlError
 from norc.errors import DatabaseError, LogNotFound, NorcError, UnknownName
+from norc.status import STATUS_GROUPS, InstanceStatus, statuses_for
 from norc.status import Request as DaemonRequest
-from norc.status import statuses_for
 from norc.web import queries
 from norc.web.security import CSRF_HEADER, Guard, HTTPProblem
 from norc.web.validation import (
@@ -48,7 +48,9 @@ log = structlog.get_logger("norc.web")
 
 Handler = Callable[["Context"], Any]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_DURATION_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*([smhdwSMHDW])\s*$"
+_DURATION = re.compile(_DURATION_PATTERN)
+_LEAP_SECOND = re.compile(r"(T\d\d:\d\d):60")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -56,7 +58,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 class Param:
     """A query parameter: what OpenAPI says about it, and what the API accepts.
 
-    An empty value (``?limit=``) is the same as leaving the parameter out.
+    An empty string value (``?since=``) is the same as leaving the parameter out; an
+    integer parameter must be an integer.
     """
 
     name: str
@@ -65,9 +68,13 @@ class Param:
     minimum: int | None = None
     maximum: int | None = None
     max_length: int = 200
+    #: A string's schema when more is known than its length (formats, choices).
+    string_schema: dict[str, Any] | None = attrs.field(default=None, eq=False)
 
     def schema(self) -> dict[str, Any]:
         """Its JSON schema, as the OpenAPI document states it."""
+        if self.string_schema is not None:
+            return self.string_schema
         if self.type == "integer":
             out: dict[str, Any] = {"type": "integer", "format": "int64"}
             if self.minimum is not None:
@@ -141,6 +148,7 @@ LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 def parse_when(name: str, text: str) -> datetime:
     """``10m``, ``2h``, ``1d``, ``1w`` ago, or an ISO 8601 time (UTC if it has no zone),
     in UTC and clamped to ``[EARLIEST, LATEST]`` (no instance is older or newer)."""
+    text = text.strip()
     match = _DURATION.match(text)
     if match:
         try:
@@ -148,9 +156,13 @@ def parse_when(name: str, text: str) -> datetime:
             return max(datetime.now(UTC) - ago, EARLIEST)
         except OverflowError:
             return EARLIEST
+    # RFC 3339 as well: a lowercase t or z, a leap second (read as :59), year 0000.
+    iso = _LEAP_SECOND.sub(r"\1:59", text.upper().replace("Z", "+00:00"))
     try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(iso)
     except ValueError:
+        if iso.startswith("0000-"):
+            return EARLIEST
         raise HTTPProblem(
             400, f"{name}={text!r} is neither a duration like 10m/1h/1d nor an ISO time"
         ) from None
@@ -460,15 +472,27 @@ def _offset(c: Context) -> int:
 
 # -- the table -----------------------------------------------------------------------------
 
+#: A time: empty (the default), a duration ago, or an ISO 8601 / RFC 3339 time.
+_WHEN = {
+    "anyOf": [
+        {"type": "string", "maxLength": 0},
+        {"type": "string", "pattern": _DURATION_PATTERN, "maxLength": 64},
+        {"type": "string", "format": "date-time", "maxLength": 64},
+        {"type": "string", "format": "date"},
+    ]
+}
 _SINCE = Param(
     "since",
     description="10m, 1h, 1d, 1w ago, or an ISO 8601 time (clamped to 1970-01-01..9999-01-01)",
     max_length=64,
+    string_schema=_WHEN,
 )
 _UNTIL = Param(
     "until",
-    description="an ISO 8601 time (default: now; clamped to 1970-01-01..9999-01-01)",
+    description="10m, 1h, 1d, 1w ago, or an ISO 8601 time (default: now; clamped to"
+    " 1970-01-01..9999-01-01)",
     max_length=64,
+    string_schema=_WHEN,
 )
 _ROWS = Param("limit", "integer", "at most this many rows", minimum=1, maximum=queries.MAX_PAGE)
 _DAEMON_ROWS = Param("limit", "integer", "at most this many rows", minimum=1, maximum=1000)
@@ -581,7 +605,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Param(
                 "status",
                 description="a group (active, running, succeeded, failed, final,"
-                " error) or a status",
+                " error) or a status, case-insensitive",
+                string_schema={
+                    "type": "string",
+                    "enum": ["", *STATUS_GROUPS, *(s.value for s in InstanceStatus)],
+                },
             ),
             Param("task", description="task names containing this", max_length=MAX_NAME),
             _id_param("task_id", "task id"),
@@ -744,8 +772,9 @@ def _checked_query(endpoint: Endpoint, query: dict[str, str]) -> dict[str, str]:
     for name, text in query.items():
         check_text("a query parameter's name", name)
         if name in declared:
-            if text != "":
-                declared[name].check(text)
+            param = declared[name]
+            if text != "" or param.type == "integer":
+                param.check(text)
         else:
             check_text(name[:40], text)
     return query
