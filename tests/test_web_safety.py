@@ -80,6 +80,8 @@ def test_ids_out_of_range_are_not_found_on_every_id_route(app: norc.Norc) -> Non
         ("/api/instances?task=%1b[31m", "task"),
         ("/api/schedules?task=" + "x" * 300, "task"),
         ("/api/status?since=1h%00", "since"),
+        ("/api/status?since=%091h", "since"),
+        ("/api/status?since=1%0Ah", "since"),
         ("/api/status?other=%00", "other"),
     ],
 )

@@ -48,7 +48,7 @@ log = structlog.get_logger("norc.web")
 
 Handler = Callable[["Context"], Any]
 
-_DURATION_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*([smhdwSMHDW])\s*$"
+_DURATION_PATTERN = r"^ *([0-9]+(?:\.[0-9]+)?) *([smhdwSMHDW]) *$"
 _DURATION = re.compile(_DURATION_PATTERN)
 _LEAP_SECOND = re.compile(r"(T\d\d:\d\d):60")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -455,7 +455,8 @@ def host_request(c: Context) -> dict[str, Any]:
 
 
 def chart_instances(c: Context) -> dict[str, Any]:
-    """Instances created per status and time bucket, over ``[since, until)``."""
+    """Instances created per status and time bucket, over ``[since, until)``; ``until``
+    must be after ``since`` (a 400 otherwise)."""
     since = c.when("since", "1h")
     assert since is not None
     until = c.when("until", None) or datetime.now(UTC)
@@ -683,7 +684,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/api/charts/instances",
         chart_instances,
-        "Instances per status and time bucket",
+        "Instances per status and time bucket (until must be after since)",
         params=(
             _SINCE,
             _UNTIL,
