@@ -459,3 +459,20 @@ def test_log_errors_do_not_reveal_the_log_dir(sqlite_app: norc.Norc, log_dir: Pa
             message = response.json()["error"]
             assert str(log_dir.resolve()) not in message and str(log_dir) not in message
             assert f"instance {instance_id}" in message or "log" in message
+
+
+def test_malformed_host_and_origin_headers_are_refused_not_crashes(sqlite_app: norc.Norc) -> None:
+    """A Host or Origin with an unclosed IPv6 bracket is a 403, never a 500."""
+    ex = live_daemon(sqlite_app)
+    with local_client(sqlite_app) as web:
+        headers = csrf(web)
+        for host in ("[::1", "[bad", "a]b", ""):
+            assert web.get("/api/session", headers={"Host": host}).status_code == 403, host
+            assert web.get("/api/status", headers={"Host": host}).status_code == 403, host
+        response = web.post(
+            f"/api/daemons/{ex}/request",
+            json={"request": "STOP"},
+            headers={**headers, "Origin": "http://[::1"},
+        )
+        assert response.status_code == 403 and "Origin" in response.json()["error"]
+    assert sqlite_app.daemons()[0].request is None

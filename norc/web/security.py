@@ -78,8 +78,11 @@ def _host_set(hosts: Iterable[str]) -> frozenset[str]:
 
 
 def _host_name(host_header: str) -> str:
-    """The host part of a ``Host`` header (``[::1]:8000`` → ``::1``)."""
-    return urlsplit(f"//{host_header}").hostname or ""
+    """The host part of a ``Host`` header (``[::1]:8000`` → ``::1``; ``""`` if malformed)."""
+    try:
+        return urlsplit(f"//{host_header}").hostname or ""
+    except ValueError:  # an unclosed IPv6 bracket
+        return ""
 
 
 @attrs.frozen
@@ -217,8 +220,12 @@ class Guard:
             return
         # Hosts only: a proxy may end TLS, so the scheme seen here can differ.
         host = request.headers.get("host", "").lower()
-        if urlsplit(origin).netloc.lower() != host:
-            raise HTTPProblem(403, f"cross-origin request refused (Origin {origin})")
+        try:
+            netloc = urlsplit(origin).netloc.lower()
+        except ValueError:  # an unclosed IPv6 bracket
+            netloc = None
+        if netloc != host:
+            raise HTTPProblem(403, f"cross-origin request refused (Origin {origin[:200]!r})")
 
     def _refuse_remote(self) -> None:
         raise HTTPProblem(
