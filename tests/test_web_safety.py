@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import structlog
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 import norc
@@ -476,3 +478,53 @@ def test_malformed_host_and_origin_headers_are_refused_not_crashes(sqlite_app: n
         )
         assert response.status_code == 403 and "Origin" in response.json()["error"]
     assert sqlite_app.daemons()[0].request is None
+
+
+# -- no input is a 500 ---------------------------------------------------------------------
+
+_FIELDS = ["request", "force", "wait", "timeout", "queue", "priority", "other"]
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+    | st.sampled_from(["STOP", "pause", "default", "\x00"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=6,
+)
+_BODIES = st.dictionaries(st.sampled_from(_FIELDS) | st.text(max_size=8), _JSON, max_size=4) | _JSON
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(body=_BODIES, index=st.integers(min_value=0, max_value=100))
+def test_no_request_body_is_a_server_error(sqlite_app: norc.Norc, body: Any, index: int) -> None:
+    """Whatever JSON a change is sent, the answer is a 2xx, 4xx: never a 500."""
+    app = sqlite_app
+    if not app.tasks():
+        app.save_task(NoopTask(name="fuzz"))
+        app.add_schedule("fuzz", cron="@daily")
+        app.enqueue("fuzz")
+        live_daemon(app)
+    task, schedule = app.tasks()[0], app.schedules()[0]
+    instance, daemon = app.instances()[0], app.daemons()[0]
+    posts = [e for e in ENDPOINTS if e.method == "POST"]
+    e = posts[index % len(posts)]
+    url = (
+        e.path.replace("{task_id:id}", str(task.id))
+        .replace("{schedule_id:id}", str(schedule.id))
+        .replace("{instance_id:id}", str(instance.id))
+        .replace("{daemon_id:id}", str(daemon.id))
+        .replace("{host}", "web-test-host")
+    )
+    with local_client(app) as web:
+        headers = {**csrf(web), "Content-Type": "application/json"}
+        response = web.post(url, content=json.dumps(body), headers=headers)
+    assert response.status_code < 500, (url, body, response.text)
+    assert set(response.json()) == {"error"} or response.status_code == 200
