@@ -562,7 +562,7 @@ def test_openapi_describes_every_route(sqlite_app: norc.Norc) -> None:
         doc = web.get("/api/openapi.json").json()
     assert doc["openapi"].startswith("3.1")
     for e in ENDPOINTS:
-        path = e.path.replace(":int}", "}")
+        path = e.path.replace(":id}", "}")
         assert e.method.lower() in doc["paths"][path], path
     post = doc["paths"]["/api/daemons/{daemon_id}/request"]["post"]
     assert any(p["name"] == "X-Norc-CSRF" for p in post["parameters"])

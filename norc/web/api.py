@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import structlog
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -24,10 +26,20 @@ from starlette.routing import Route
 from norc import control, reports
 from norc.control import ControlError
 from norc.errors import DatabaseError, LogNotFound, NorcError, UnknownName
+from norc.status import STATUS_GROUPS, InstanceStatus, statuses_for
 from norc.status import Request as DaemonRequest
-from norc.status import statuses_for
 from norc.web import queries
 from norc.web.security import CSRF_HEADER, Guard, HTTPProblem
+from norc.web.validation import (
+    MAX_ID,
+    MAX_INT32,
+    MAX_NAME,
+    MIN_INT32,
+    NO_CONTROL,
+    check_text,
+    check_value,
+    parse_integer,
+)
 
 if TYPE_CHECKING:
     from norc.app import Norc
@@ -36,17 +48,49 @@ log = structlog.get_logger("norc.web")
 
 Handler = Callable[["Context"], Any]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_DURATION_PATTERN = r"^ *([0-9]+(?:\.[0-9]+)?) *([smhdwSMHDW]) *$"
+_DURATION = re.compile(_DURATION_PATTERN)
+_LEAP_SECOND = re.compile(r"(T\d\d:\d\d):60")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @attrs.frozen
 class Param:
-    """A query parameter, for the OpenAPI description."""
+    """A query parameter: what OpenAPI says about it, and what the API accepts.
+
+    An empty string value (``?since=``) is the same as leaving the parameter out; an
+    integer parameter must be an integer.
+    """
 
     name: str
     type: str = "string"
     description: str = ""
+    minimum: int | None = None
+    maximum: int | None = None
+    max_length: int = 200
+    #: A string's schema when more is known than its length (formats, choices).
+    string_schema: dict[str, Any] | None = attrs.field(default=None, eq=False)
+
+    def schema(self) -> dict[str, Any]:
+        """Its JSON schema, as the OpenAPI document states it."""
+        if self.string_schema is not None:
+            return self.string_schema
+        if self.type == "integer":
+            out: dict[str, Any] = {"type": "integer", "format": "int64"}
+            if self.minimum is not None:
+                out["minimum"] = self.minimum
+            if self.maximum is not None:
+                out["maximum"] = self.maximum
+            return out
+        return {"type": "string", "maxLength": self.max_length, "pattern": NO_CONTROL}
+
+    def check(self, text: str) -> None:
+        """Refuse a value this parameter does not accept (a 400 naming it)."""
+        check_text(self.name, text)
+        if self.type == "integer":
+            parse_integer(self.name, text, self.minimum, self.maximum)
+        elif len(text) > self.max_length:
+            raise HTTPProblem(400, f"{self.name} must be at most {self.max_length} characters")
 
 
 @attrs.frozen
@@ -63,6 +107,13 @@ class Endpoint:
     #: Reachable without credentials even when reads need them (how to authenticate).
     public: bool = False
 
+    @property
+    def body_schema(self) -> dict[str, Any] | None:
+        """The JSON schema of the body a change accepts (``{}`` when it takes none)."""
+        if not self.change:
+            return None
+        return self.body if self.body is not None else NO_BODY
+
 
 @attrs.frozen
 class Context:
@@ -74,18 +125,12 @@ class Context:
     query: dict[str, str]
     body: dict[str, Any]
 
-    def integer(self, name: str, default: int | None = None, *, low: int = 1) -> int | None:
-        """An integer query parameter (400 if it is not one, or below ``low``)."""
+    def integer(self, name: str, default: int | None = None) -> int | None:
+        """An integer query parameter (its range was checked against its :class:`Param`)."""
         text = self.query.get(name)
         if text is None or text == "":
             return default
-        try:
-            value = int(text)
-        except ValueError:
-            raise HTTPProblem(400, f"{name}={text!r} is not an integer") from None
-        if value < low:
-            raise HTTPProblem(400, f"{name} must be >= {low}, got {value}")
-        return value
+        return parse_integer(name, text, None, None)
 
     def when(self, name: str, default: str | None) -> datetime | None:
         """A time parameter: ``10m``/``2h``/``1d``/``1w`` ago, or an ISO 8601 time."""
@@ -95,18 +140,37 @@ class Context:
         return parse_when(name, text)
 
 
+#: Times in queries are clamped to this range, which every database stores.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
 def parse_when(name: str, text: str) -> datetime:
-    """``10m``, ``2h``, ``1d``, ``1w`` ago, or an ISO 8601 time (UTC if it has no zone)."""
+    """``10m``, ``2h``, ``1d``, ``1w`` ago, or an ISO 8601 time (UTC if it has no zone),
+    in UTC and clamped to ``[EARLIEST, LATEST]`` (no instance is older or newer)."""
+    text = text.strip()
     match = _DURATION.match(text)
     if match:
-        return datetime.now(UTC) - timedelta(seconds=float(match[1]) * _UNITS[match[2].lower()])
+        try:
+            ago = timedelta(seconds=float(match[1]) * _UNITS[match[2].lower()])
+            return max(datetime.now(UTC) - ago, EARLIEST)
+        except OverflowError:
+            return EARLIEST
+    # RFC 3339 as well: a lowercase t or z, a leap second (read as :59), year 0000.
+    iso = _LEAP_SECOND.sub(r"\1:59", text.upper().replace("Z", "+00:00"))
     try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(iso)
     except ValueError:
+        if iso.startswith("0000-"):
+            return EARLIEST
         raise HTTPProblem(
             400, f"{name}={text!r} is neither a duration like 10m/1h/1d nor an ISO time"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:  # beyond year 1 or 9999 once in UTC
+        return LATEST if moment.year > 5000 else EARLIEST
+    return min(max(moment, EARLIEST), LATEST)
 
 
 def status_for(exc: NorcError) -> int:
@@ -224,10 +288,8 @@ def task_runs(c: Context) -> dict[str, Any]:
 def run_task(c: Context) -> dict[str, Any]:
     """Enqueue one instance of a task now."""
     task_id = int(c.path["task_id"])
-    queue = c.body.get("queue") or "default"
+    queue = c.body.get("queue") or "default"  # types and ranges checked against the schema
     priority = c.body.get("priority", 0)
-    if not isinstance(queue, str) or not isinstance(priority, int):
-        raise HTTPProblem(400, "queue must be a string and priority an integer")
     instance_id = c.app.enqueue(task_id, queue=queue, priority=priority)
     return {
         "instance_id": instance_id,
@@ -371,21 +433,12 @@ def _request_from_body(c: Context) -> DaemonRequest:
 def daemon_request(c: Context) -> dict[str, Any]:
     """Send STOP, KILL, PAUSE, RESUME or RELOAD to a live daemon."""
     daemon_id = int(c.path["daemon_id"])
-    force, wait, timeout = (
-        c.body.get("force", False),
-        c.body.get("wait", False),
-        c.body.get("timeout", 10.0),
-    )
-    if not isinstance(force, bool) or not isinstance(wait, bool):
-        raise HTTPProblem(400, "force and wait must be true or false")
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise HTTPProblem(400, "timeout must be a positive number of seconds")
     record = c.app.request(
         daemon_id,
         _request_from_body(c),
-        force=force,
-        wait=wait,
-        timeout=min(float(timeout), 15.0),
+        force=c.body.get("force", False),
+        wait=c.body.get("wait", False),
+        timeout=float(c.body.get("timeout", 10.0)),
     )
     return {"daemon": record.to_json()}
 
@@ -402,7 +455,8 @@ def host_request(c: Context) -> dict[str, Any]:
 
 
 def chart_instances(c: Context) -> dict[str, Any]:
-    """Instances created per status and time bucket, over ``[since, until)``."""
+    """Instances created per status and time bucket, over ``[since, until)``; ``until``
+    must be after ``since`` (a 400 otherwise)."""
     since = c.when("since", "1h")
     assert since is not None
     until = c.when("until", None) or datetime.now(UTC)
@@ -414,26 +468,93 @@ def chart_instances(c: Context) -> dict[str, Any]:
 
 
 def _offset(c: Context) -> int:
-    text = c.query.get("offset", "0")
-    try:
-        return int(text)
-    except ValueError:
-        raise HTTPProblem(400, f"offset={text!r} is not an integer") from None
+    return c.integer("offset", 0) or 0
 
 
 # -- the table -----------------------------------------------------------------------------
 
-_SINCE = Param("since", description="10m, 1h, 1d, 1w ago, or an ISO 8601 time")
-_UNTIL = Param("until", description="an ISO 8601 time (default: now)")
-_LIMIT = Param("limit", "integer", "at most this many rows")
-_OFFSET = Param("offset", "integer", "first byte to return; negative counts from the end")
+#: A time: empty (the default), a duration ago, or an ISO 8601 / RFC 3339 time.
+_WHEN = {
+    "anyOf": [
+        {"type": "string", "maxLength": 0},
+        {"type": "string", "pattern": _DURATION_PATTERN, "maxLength": 64},
+        {"type": "string", "format": "date-time", "maxLength": 64},
+        {"type": "string", "format": "date"},
+    ]
+}
+_SINCE = Param(
+    "since",
+    description="10m, 1h, 1d, 1w ago, or an ISO 8601 time (clamped to 1970-01-01..9999-01-01)",
+    max_length=64,
+    string_schema=_WHEN,
+)
+_UNTIL = Param(
+    "until",
+    description="10m, 1h, 1d, 1w ago, or an ISO 8601 time (default: now; clamped to"
+    " 1970-01-01..9999-01-01)",
+    max_length=64,
+    string_schema=_WHEN,
+)
+_ROWS = Param("limit", "integer", "at most this many rows", minimum=1, maximum=queries.MAX_PAGE)
+_DAEMON_ROWS = Param("limit", "integer", "at most this many rows", minimum=1, maximum=1000)
+_LOG_LIMIT = Param(
+    "limit",
+    "integer",
+    "at most this many bytes (default 256 KiB)",
+    minimum=1,
+    maximum=queries.MAX_LOG_CHUNK,
+)
+_OFFSET = Param(
+    "offset",
+    "integer",
+    "first byte to return; negative counts from the end",
+    minimum=-MAX_ID,
+    maximum=MAX_ID,
+)
+
+
+def _id_param(name: str, description: str = "") -> Param:
+    return Param(name, "integer", description, minimum=1, maximum=MAX_ID)
+
+
+#: A change without parameters takes no body, or ``{}``.
+NO_BODY: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {}}
 _REQUEST_BODY = {
     "type": "object",
     "required": ["request"],
+    "additionalProperties": False,
     "properties": {
-        "request": {"type": "string", "enum": [r.value for r in DaemonRequest]},
+        "request": {
+            "type": "string",
+            "enum": [r.value for r in DaemonRequest] + [r.value.lower() for r in DaemonRequest],
+        },
         "force": {"type": "boolean", "description": "end a daemon that is no longer alive"},
-        "wait": {"type": "boolean", "description": "return once carried out (at most 15 s)"},
+        "wait": {"type": "boolean", "description": "return once carried out"},
+        "timeout": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 15,
+            "description": "with wait: seconds to wait at most (default 10)",
+        },
+    },
+}
+_RUN_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "queue": {
+            "type": "string",
+            "maxLength": MAX_NAME,
+            "pattern": NO_CONTROL,
+            "description": "the queue (default: default; an empty string is the default)",
+        },
+        "priority": {
+            "type": "integer",
+            "format": "int32",
+            "minimum": MIN_INT32,
+            "maximum": MAX_INT32,
+            "description": "higher is claimed first (default 0)",
+        },
     },
 }
 
@@ -442,42 +563,37 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET", "/api/status", status, "Overview: live daemons, queues, counts", params=(_SINCE,)
     ),
-    Endpoint("GET", "/api/executors", executors, "Executors", params=(_SINCE, _LIMIT)),
-    Endpoint("GET", "/api/schedulers", schedulers, "Schedulers", params=(_SINCE, _LIMIT)),
+    Endpoint("GET", "/api/executors", executors, "Executors", params=(_SINCE, _DAEMON_ROWS)),
+    Endpoint("GET", "/api/schedulers", schedulers, "Schedulers", params=(_SINCE, _DAEMON_ROWS)),
     Endpoint("GET", "/api/queues", queues_, "Queues with depth and consumers"),
     Endpoint("GET", "/api/tasks", tasks_, "Tasks with counts since `since`", params=(_SINCE,)),
-    Endpoint("GET", "/api/tasks/{task_id:int}", task, "One task", params=(_SINCE,)),
+    Endpoint("GET", "/api/tasks/{task_id:id}", task, "One task", params=(_SINCE,)),
     Endpoint(
         "GET",
-        "/api/tasks/{task_id:int}/runs",
+        "/api/tasks/{task_id:id}/runs",
         task_runs,
         "A task's latest runs: duration and lateness",
-        params=(_SINCE, _UNTIL, _LIMIT),
+        params=(_SINCE, _UNTIL, _ROWS),
     ),
     Endpoint(
         "POST",
-        "/api/tasks/{task_id:int}/run",
+        "/api/tasks/{task_id:id}/run",
         run_task,
         "Enqueue one instance now",
         change=True,
-        body={
-            "type": "object",
-            "properties": {"queue": {"type": "string"}, "priority": {"type": "integer"}},
-        },
+        body=_RUN_BODY,
     ),
     Endpoint(
         "GET",
         "/api/schedules",
         schedules_,
         "Schedules",
-        params=(Param("task", description="only this task's (its name)"),),
+        params=(Param("task", description="only this task's (its name)", max_length=MAX_NAME),),
     ),
-    Endpoint("GET", "/api/schedules/{schedule_id:int}", schedule, "One schedule and next fires"),
+    Endpoint("GET", "/api/schedules/{schedule_id:id}", schedule, "One schedule and next fires"),
+    Endpoint("POST", "/api/schedules/{schedule_id:id}/pause", pause_schedule, "Pause", change=True),
     Endpoint(
-        "POST", "/api/schedules/{schedule_id:int}/pause", pause_schedule, "Pause", change=True
-    ),
-    Endpoint(
-        "POST", "/api/schedules/{schedule_id:int}/resume", resume_schedule, "Resume", change=True
+        "POST", "/api/schedules/{schedule_id:id}/resume", resume_schedule, "Resume", change=True
     ),
     Endpoint(
         "GET",
@@ -490,56 +606,60 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Param(
                 "status",
                 description="a group (active, running, succeeded, failed, final,"
-                " error) or a status",
+                " error) or a status, case-insensitive",
+                string_schema={
+                    "type": "string",
+                    "enum": ["", *STATUS_GROUPS, *(s.value for s in InstanceStatus)],
+                },
             ),
-            Param("task", description="task names containing this"),
-            Param("task_id", "integer"),
-            Param("queue"),
-            Param("executor", "integer", "executor id"),
-            Param("schedule", "integer", "schedule id"),
-            Param("before_id", "integer", "the next page: `next_before_id` of the last"),
-            _LIMIT,
+            Param("task", description="task names containing this", max_length=MAX_NAME),
+            _id_param("task_id", "task id"),
+            Param("queue", max_length=MAX_NAME),
+            _id_param("executor", "executor id"),
+            _id_param("schedule", "schedule id"),
+            _id_param("before_id", "the next page: `next_before_id` of the last"),
+            _ROWS,
         ),
     ),
-    Endpoint("GET", "/api/instances/{instance_id:int}", instance, "One instance"),
+    Endpoint("GET", "/api/instances/{instance_id:id}", instance, "One instance"),
     Endpoint(
         "GET",
-        "/api/instances/{instance_id:int}/log",
+        "/api/instances/{instance_id:id}/log",
         instance_log,
         "A chunk of an instance's log",
-        params=(_OFFSET, _LIMIT),
+        params=(_OFFSET, _LOG_LIMIT),
     ),
     Endpoint(
         "POST",
-        "/api/instances/{instance_id:int}/handle",
+        "/api/instances/{instance_id:id}/handle",
         handle_instance,
         "Mark a failed instance HANDLED",
         change=True,
     ),
     Endpoint(
         "POST",
-        "/api/instances/{instance_id:int}/stop",
+        "/api/instances/{instance_id:id}/stop",
         stop_instance,
         "Stop a queued or running instance (a Job run with all its nodes)",
         change=True,
     ),
     Endpoint(
         "GET",
-        "/api/jobs/{instance_id:int}",
+        "/api/jobs/{instance_id:id}",
         job_run,
         "A Job run: its instance and its nodes in dependency order",
     ),
-    Endpoint("GET", "/api/daemons/{daemon_id:int}", daemon, "One executor or scheduler"),
+    Endpoint("GET", "/api/daemons/{daemon_id:id}", daemon, "One executor or scheduler"),
     Endpoint(
         "GET",
-        "/api/daemons/{daemon_id:int}/log",
+        "/api/daemons/{daemon_id:id}/log",
         daemon_log,
         "A chunk of a daemon's own log",
-        params=(_OFFSET, _LIMIT),
+        params=(_OFFSET, _LOG_LIMIT),
     ),
     Endpoint(
         "POST",
-        "/api/daemons/{daemon_id:int}/request",
+        "/api/daemons/{daemon_id:id}/request",
         daemon_request,
         "STOP, KILL, PAUSE, RESUME or RELOAD a daemon",
         change=True,
@@ -547,7 +667,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "POST",
-        "/api/daemons/{daemon_id:int}/handle",
+        "/api/daemons/{daemon_id:id}/handle",
         handle_daemon,
         "Mark a daemon that ended in ERROR as HANDLED",
         change=True,
@@ -564,8 +684,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/api/charts/instances",
         chart_instances,
-        "Instances per status and time bucket",
-        params=(_SINCE, _UNTIL, Param("buckets", "integer", "how many buckets (at most 120)")),
+        "Instances per status and time bucket (until must be after since)",
+        params=(
+            _SINCE,
+            _UNTIL,
+            Param(
+                "buckets",
+                "integer",
+                "how many buckets (default 30)",
+                minimum=1,
+                maximum=queries.MAX_BUCKETS,
+            ),
+        ),
     ),
 )
 
@@ -579,38 +709,126 @@ def make_endpoint(
         try:
             if endpoint.change:
                 guard.check_change(request)
-            elif not endpoint.public:
+            elif endpoint.public:
+                guard.check_host(request)  # the CSRF token goes to this server's names only
+            else:
                 guard.check_read(request)
+            path = _checked_path(endpoint, dict(request.path_params))
+            query = _checked_query(endpoint, dict(request.query_params))
             body: dict[str, Any] = {}
-            if endpoint.change:
-                raw = await request.body()
-                if raw.strip():
-                    try:
-                        parsed = json.loads(raw)
-                    except ValueError:
-                        raise HTTPProblem(400, "the request body is not JSON") from None
-                    if not isinstance(parsed, dict):
-                        raise HTTPProblem(400, "the request body must be a JSON object")
-                    body = parsed
-            ctx = Context(
-                app=app,
-                guard=guard,
-                path=dict(request.path_params),
-                query=dict(request.query_params),
-                body=body,
-            )
+            schema = endpoint.body_schema
+            if schema is not None:
+                body = _parse_body(await _read_body(request))
+                check_value("the request body", body, schema)
+            ctx = Context(app=app, guard=guard, path=path, query=query, body=body)
             result = await run_in_threadpool(endpoint.handler, ctx)
             return JSONResponse(reports.jsonable(result), headers={"Cache-Control": "no-store"})
         except HTTPProblem as problem:
             return error_response(problem.status, problem.message, problem.headers)
         except NorcError as exc:
-            return error_response(status_for(exc), str(exc))
-        except Exception:
-            log.exception("web API request failed", path=request.url.path)
+            return error_response(status_for(exc), _public_message(app, guard, exc))
+        except Exception as exc:  # noqa: BLE001 (logged by log_crash)
+            log_crash(guard, request, exc)
             return error_response(500, "internal error (details are in the server's log)")
 
     run.__name__ = endpoint.handler.__name__
     return run
+
+
+#: The largest request body a change accepts.
+MAX_BODY = 64 * 1024
+#: What a path's id is named in a 404 (``task_id`` → ``task``).
+_ID_NAMES = {"task_id": "task", "schedule_id": "schedule", "daemon_id": "daemon"}
+
+
+class IdConvertor(Convertor[int]):
+    """``{name:id}``: a positive decimal id of at most 19 digits (longer ones are a 404)."""
+
+    regex = "[0-9]{1,19}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", IdConvertor())
+
+
+def _checked_path(endpoint: Endpoint, path: dict[str, Any]) -> dict[str, Any]:
+    for name, value in path.items():
+        if isinstance(value, int) and not 1 <= value <= MAX_ID:
+            what = _ID_NAMES.get(name, "instance")
+            raise HTTPProblem(404, f"unknown {what} {value}")
+        if isinstance(value, str):
+            check_text(name, value)
+            if len(value) > MAX_NAME:
+                raise HTTPProblem(400, f"{name} must be at most {MAX_NAME} characters")
+    return path
+
+
+def _checked_query(endpoint: Endpoint, query: dict[str, str]) -> dict[str, str]:
+    declared = {p.name: p for p in endpoint.params}
+    for name, text in query.items():
+        check_text("a query parameter's name", name)
+        if name in declared:
+            param = declared[name]
+            if text != "" or param.type == "integer":
+                param.check(text)
+        else:
+            check_text(name[:40], text)
+    return query
+
+
+async def _read_body(request: Request) -> bytes:
+    size = request.headers.get("content-length", "")
+    if size.isdigit() and int(size) > MAX_BODY:
+        raise HTTPProblem(413, f"the request body is larger than {MAX_BODY} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise HTTPProblem(413, f"the request body is larger than {MAX_BODY} bytes")
+    return raw
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        return {}
+    try:
+        parsed = json.loads(raw, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        raise HTTPProblem(400, "the request body is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise HTTPProblem(400, "the request body must be a JSON object")
+    return parsed
+
+
+def _public_message(app: Norc, guard: Guard, exc: NorcError) -> str:
+    """A Norc error's message for a client: no secrets, no absolute log directory."""
+    text = guard.scrub(str(exc))
+    log_dir = app.settings.log_dir
+    for place in sorted({str(log_dir.resolve()), str(log_dir)}, key=len, reverse=True):
+        text = text.replace(place, "<log dir>")
+    return text
+
+
+def log_crash(guard: Guard, request: Request, exc: BaseException) -> None:
+    """Log an unexpected failure: its traceback as text, without any frame's locals
+    (structlog's ``dict_tracebacks`` and rich tracebacks would print them, and with them
+    the guard's secrets), and with the guard's secrets and URL passwords scrubbed."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    log.error(
+        "web API request failed",
+        path=request.url.path,
+        error=guard.scrub(f"{type(exc).__name__}: {exc}"),
+        exception=guard.scrub(text),
+    )
 
 
 def routes(app: Norc, guard: Guard) -> list[Route]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from norc.web.api import ENDPOINTS, Endpoint
 from norc.web.security import CSRF_HEADER
+from norc.web.validation import MAX_ID, MAX_NAME, NO_CONTROL
 
 _PATH_PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
 
@@ -24,13 +25,19 @@ _ERROR = {
 }
 
 
+def _path_schema(kind: str) -> dict[str, Any]:
+    if kind == "id":
+        return {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID}
+    return {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": NO_CONTROL}
+
+
 def _operation(endpoint: Endpoint) -> dict[str, Any]:
     params: list[dict[str, Any]] = [
         {
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "integer" if kind == "int" else "string"},
+            "schema": _path_schema(kind),
         }
         for name, kind in _PATH_PARAM.findall(endpoint.path)
     ]
@@ -40,7 +47,7 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
             "in": "query",
             "required": False,
             "description": p.description,
-            "schema": {"type": p.type},
+            "schema": p.schema(),
         }
         for p in endpoint.params
     ]
@@ -68,10 +75,11 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         )
         responses.update({"401": _ERROR, "403": _ERROR, "409": _ERROR})
         op["security"] = [{"bearer": []}, {"basic": []}, {}]
-        if endpoint.body is not None:
+        if endpoint.body_schema is not None:
+            responses["413"] = _ERROR
             op["requestBody"] = {
                 "required": False,
-                "content": {"application/json": {"schema": endpoint.body}},
+                "content": {"application/json": {"schema": endpoint.body_schema}},
             }
     return op
 

@@ -8,16 +8,18 @@ logs are read in byte ranges, never whole.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import sqlalchemy as sa
 
 from norc.control import get_daemon
-from norc.errors import NorcError
+from norc.errors import LogNotFound, NorcError
 from norc.records import InstanceRecord
 from norc.status import InstanceStatus
 from norc.store.schema import instances
@@ -232,34 +234,64 @@ def _incomplete_tail(data: bytes) -> int:
     return 0
 
 
+def open_in_log_dir(log_dir: Path | None, path: Path) -> BinaryIO | None:
+    """``path`` opened for reading, or None when nothing is there.
+
+    Raises :class:`norc.errors.LogNotFound` when something is there but is not a regular
+    file inside ``log_dir`` once every symlink is resolved: a symlink (of the file or of
+    a directory on its way) out of the log store is never followed, and a FIFO never
+    waited on. ``log_dir`` None skips the containment check.
+    """
+    if not os.path.lexists(path):
+        return None
+    real = os.path.realpath(path)
+    refused = LogNotFound("the log is not a regular file inside the log directory")
+    if log_dir is not None:
+        root = os.path.realpath(log_dir)
+        if not real.startswith(root + os.sep):
+            raise refused
+    try:
+        # O_NOFOLLOW: the resolved path must not have become a symlink meanwhile;
+        # O_NONBLOCK: a FIFO must not hang the request (it is refused below).
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        raise refused from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise refused
+    return os.fdopen(fd, "rb")
+
+
 def read_chunk(
     path: Path | None,
     fallback: Callable[[], str],
     *,
     offset: int,
     limit: int,
+    log_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Bytes ``[offset, offset + limit)`` of a log (a negative offset counts from the end).
 
-    ``path`` is the local file (already resolved inside the log directory); when it
-    does not exist, ``fallback()`` returns the whole log text from the log store (or
-    raises :class:`norc.errors.LogNotFound`). Returns the text and ``next_offset``, the
-    byte to continue from, so a page can follow a growing log. A chunk never splits a
-    UTF-8 character.
+    ``path`` is the local file, read only if it is a regular file inside ``log_dir``
+    with every symlink resolved (:func:`open_in_log_dir`, which refuses anything else
+    there); when it does not exist, ``fallback()`` returns the whole log text from the
+    log store (or raises :class:`norc.errors.LogNotFound`). Returns the text and
+    ``next_offset``, the byte to continue from, so a page can follow a growing log. A
+    chunk never splits a UTF-8 character.
     """
     limit = max(4, min(limit, MAX_LOG_CHUNK))  # room for one whole character
     raw: bytes | None = None
     source = "local"
     size = start = 0
-    if path is not None:
-        try:
-            with open(path, "rb") as f:
-                size = f.seek(0, 2)
-                start = max(0, size + offset) if offset < 0 else min(offset, size)
-                f.seek(start)
-                raw = f.read(limit)
-        except FileNotFoundError:
-            raw = None
+    f = open_in_log_dir(log_dir, path) if path is not None else None
+    if f is not None:
+        with f:
+            size = f.seek(0, 2)
+            start = max(0, size + offset) if offset < 0 else min(offset, size)
+            f.seek(start)
+            raw = f.read(limit)
     if raw is None:
         whole = fallback().encode("utf-8")
         size = len(whole)
@@ -287,7 +319,13 @@ def instance_log(app: Norc, instance_id: int, *, offset: int, limit: int) -> dic
         path: Path | None = app.log_path(record)
     except NorcError:  # a stored key that would leave the log directory: store only
         path = None
-    out = read_chunk(path, lambda: app.logs(instance_id), offset=offset, limit=limit)
+    out = read_chunk(
+        path,
+        lambda: app.logs(instance_id, remote=True),  # the local file was tried above
+        offset=offset,
+        limit=limit,
+        log_dir=app.settings.log_dir,
+    )
     out["final"] = record.status.is_final
     out["status"] = record.status.value
     return out
@@ -296,8 +334,13 @@ def instance_log(app: Norc, instance_id: int, *, offset: int, limit: int) -> dic
 def daemon_log(app: Norc, daemon_id: int, *, offset: int, limit: int) -> dict[str, Any]:
     """A chunk of an executor's or scheduler's own log."""
     daemon = get_daemon(app, daemon_id)
-    path = app.daemon_log_path(daemon.kind, daemon.id)
-    out = read_chunk(path, lambda: app.daemon_logs(daemon_id), offset=offset, limit=limit)
+    out = read_chunk(
+        app.daemon_log_path(daemon.kind, daemon.id),
+        lambda: app.daemon_logs(daemon_id, remote=True),
+        offset=offset,
+        limit=limit,
+        log_dir=app.settings.log_dir,
+    )
     out["final"] = daemon.ended_at is not None
     out["status"] = daemon.status
     return out

@@ -24,7 +24,9 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import re
 import secrets
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import attrs
@@ -46,6 +48,14 @@ class HTTPProblem(Exception):
         self.headers = headers or {}
 
 
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^@/\s]+@")
+
+
+def mask_url_passwords(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` URL as ``***``."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
 def is_loopback(host: str | None) -> bool:
     """Whether ``host`` (a name or address, maybe bracketed) is this machine's loopback."""
     if not host:
@@ -59,9 +69,20 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def _normal(host: str) -> str:
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+def _host_set(hosts: Iterable[str]) -> frozenset[str]:
+    return frozenset(_normal(h) for h in hosts)
+
+
 def _host_name(host_header: str) -> str:
-    """The host part of a ``Host`` header (``[::1]:8000`` → ``::1``)."""
-    return urlsplit(f"//{host_header}").hostname or ""
+    """The host part of a ``Host`` header (``[::1]:8000`` → ``::1``; ``""`` if malformed)."""
+    try:
+        return urlsplit(f"//{host_header}").hostname or ""
+    except ValueError:  # an unclosed IPv6 bracket
+        return ""
 
 
 @attrs.frozen
@@ -69,12 +90,16 @@ class Guard:
     """The web app's security settings and the checks built on them."""
 
     read_only: bool = False
-    token: str | None = None
+    #: Secrets are left out of the repr, so no log line or traceback shows them.
+    token: str | None = attrs.field(default=None, repr=False)
     user: str | None = None
-    password: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
     require_auth: bool = False
     #: Handed to the page by ``GET /api/session``; every change must echo it.
-    csrf_token: str = attrs.field(factory=lambda: secrets.token_urlsafe(32))
+    csrf_token: str = attrs.field(factory=lambda: secrets.token_urlsafe(32), repr=False)
+    #: Host names (beyond loopback names and IP addresses) this server answers to;
+    #: ``"*"`` is any.
+    allowed_hosts: frozenset[str] = attrs.field(default=frozenset(), converter=_host_set)
 
     def __attrs_post_init__(self) -> None:
         if (self.user is None) != (self.password is None):
@@ -83,6 +108,13 @@ class Guard:
             raise ConfigurationError("web: the token must be at least 8 characters long")
         if self.require_auth and not self.has_credentials:
             raise ConfigurationError("web: require_auth needs a token or a user and password")
+
+    def scrub(self, text: str) -> str:
+        """``text`` without this guard's secrets and without passwords in URLs."""
+        for secret in (self.token, self.password, self.csrf_token):
+            if secret:
+                text = text.replace(secret, "***")
+        return mask_url_passwords(text)
 
     @property
     def has_credentials(self) -> bool:
@@ -113,6 +145,29 @@ class Guard:
             return bool(sep) and ok_user and ok_password
         return False
 
+    def check_host(self, request: Request) -> None:
+        """Refuse a ``Host`` header naming a host this server was not told it is.
+
+        Loopback names and IP addresses are always accepted (DNS rebinding needs a name
+        the attacker controls); any other name must be in ``allowed_hosts``. Guards the
+        CSRF token (``GET /api/session``) and every change.
+        """
+        name = _normal(_host_name(request.headers.get("host", "")))
+        if is_loopback(name) or "*" in self.allowed_hosts or name in self.allowed_hosts:
+            return
+        try:
+            ipaddress.ip_address(name)
+            return
+        except ValueError:
+            pass
+        shown = repr(name[:100]) if name else "(none)"
+        raise HTTPProblem(
+            403,
+            f"Host {shown} is not a name this server answers to: it answers to loopback"
+            " names, IP addresses and its allowed hosts (serve(allowed_hosts=...),"
+            " NORC_WEB_ALLOWED_HOSTS)",
+        )
+
     def is_local(self, request: Request) -> bool:
         """A loopback client that addressed the server by a loopback name."""
         client = request.client.host if request.client else None
@@ -140,6 +195,7 @@ class Guard:
         """Refuse a change that is not allowed, not authenticated or not from this page."""
         if self.read_only:
             raise HTTPProblem(403, "this Norc web server is read-only")
+        self.check_host(request)
         if not self.authenticated(request):
             if self.has_credentials:
                 raise HTTPProblem(
@@ -164,8 +220,12 @@ class Guard:
             return
         # Hosts only: a proxy may end TLS, so the scheme seen here can differ.
         host = request.headers.get("host", "").lower()
-        if urlsplit(origin).netloc.lower() != host:
-            raise HTTPProblem(403, f"cross-origin request refused (Origin {origin})")
+        try:
+            netloc = urlsplit(origin).netloc.lower()
+        except ValueError:  # an unclosed IPv6 bracket
+            netloc = None
+        if netloc != host:
+            raise HTTPProblem(403, f"cross-origin request refused (Origin {origin[:200]!r})")
 
     def _refuse_remote(self) -> None:
         raise HTTPProblem(

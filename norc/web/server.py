@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from norc.errors import ConfigurationError
-from norc.web.api import error_response, routes
+from norc.web.api import error_response, log_crash, routes
 from norc.web.openapi import openapi_document
 from norc.web.security import Guard, is_loopback
 
@@ -63,6 +66,38 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class CatchCrashes:
+    """ASGI middleware answering an unexpected failure with a bare JSON 500.
+
+    It logs the failure itself (:func:`norc.web.api.log_crash`: no frame locals, secrets
+    scrubbed) and does not re-raise, so the server does not print the traceback again.
+    """
+
+    def __init__(self, app: ASGIApp, guard: Guard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:  # noqa: BLE001 (logged by log_crash)
+            log_crash(self.guard, Request(scope), exc)
+            if not started:
+                response = error_response(500, "internal error (details are in the server's log)")
+                await response(scope, receive, send)
+
+
 def create_app(
     app: Norc,
     *,
@@ -71,16 +106,24 @@ def create_app(
     user: str | None = None,
     password: str | None = None,
     require_auth: bool = False,
+    allowed_hosts: Iterable[str] = (),
 ) -> Starlette:
     """The web page and JSON API for ``app``, as an ASGI app an existing service can mount.
 
     Without credentials it serves local access only (a loopback client using a loopback
     host name). With a ``token`` or ``user``/``password``, changes need them, and with
-    ``require_auth`` reads do too. ``read_only`` refuses every change. Raises
+    ``require_auth`` reads do too. ``read_only`` refuses every change. The CSRF token
+    and changes are served only to requests whose ``Host`` is a loopback name, an IP
+    address, or one of ``allowed_hosts`` (``"*"``: any). Raises
     :class:`norc.errors.ConfigurationError` for an incomplete configuration.
     """
     guard = Guard(
-        read_only=read_only, token=token, user=user, password=password, require_auth=require_auth
+        read_only=read_only,
+        token=token,
+        user=user,
+        password=password,
+        require_auth=require_auth,
+        allowed_hosts=frozenset(allowed_hosts),
     )
     document = openapi_document()
 
@@ -96,9 +139,6 @@ def create_app(
             return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
         return Response(str(exc.detail), status_code=exc.status_code, headers=exc.headers)
 
-    async def crash(request: Request, exc: Exception) -> Response:
-        return error_response(500, "internal error (details are in the server's log)")
-
     web = Starlette(
         routes=[
             Route("/", index, methods=["GET"]),
@@ -106,11 +146,23 @@ def create_app(
             *routes(app, guard),
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ],
-        exception_handlers={HTTPException: http_error, Exception: crash},
-        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={HTTPException: http_error},
+        middleware=[Middleware(SecurityHeaders), Middleware(CatchCrashes, guard=guard)],
     )
     web.state.guard = guard
     return web
+
+
+def served_hosts(host: str, allowed_hosts: Iterable[str] | None = None) -> set[str]:
+    """The ``Host`` names :func:`serve` answers to besides loopback names and addresses."""
+    if allowed_hosts is None:
+        allowed_hosts = os.environ.get("NORC_WEB_ALLOWED_HOSTS", "").split(",")
+    names = {h.strip() for h in allowed_hosts if h.strip()}
+    if host.strip("[]") in ("", "0.0.0.0", "::"):
+        names |= {socket.gethostname(), socket.getfqdn()}
+    else:
+        names.add(host)
+    return names
 
 
 def serve(
@@ -122,12 +174,16 @@ def serve(
     token: str | None = None,
     user: str | None = None,
     password: str | None = None,
+    allowed_hosts: Iterable[str] | None = None,
 ) -> None:
     """Serve the web page and API with uvicorn until interrupted (``norc web``).
 
     On a loopback address anonymous local users may read and steer; beyond loopback
     every API call needs the token or user/password, and without either this refuses to
-    start with :class:`norc.errors.ConfigurationError`.
+    start with :class:`norc.errors.ConfigurationError`. Besides loopback names and IP
+    addresses, the page is served to the ``Host`` names in ``allowed_hosts`` (default:
+    ``$NORC_WEB_ALLOWED_HOSTS``, comma-separated), ``host`` itself when it is a name,
+    and this machine's host names when ``host`` is a wildcard (``0.0.0.0``, ``::``).
     """
     import uvicorn
 
@@ -144,5 +200,6 @@ def serve(
         user=user,
         password=password,
         require_auth=not local,
+        allowed_hosts=served_hosts(host, allowed_hosts),
     )
     uvicorn.run(asgi, host=host, port=port, log_level="info")
