@@ -14,6 +14,7 @@ Keys (environment variable / TOML key under ``[norc]``):
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,11 +33,17 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -
         raise ConfigurationError(f"{attribute.name} must be > 0, got {value!r}")
 
 
+def _without_password(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
+    return repr(re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1***@", url))
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """Everything a :class:`norc.Norc` handle is configured with."""
 
-    database_url: str = DEFAULT_DATABASE_URL
+    # A URL may carry a password: never in a repr (logs, tracebacks, error reports).
+    database_url: str = attrs.field(default=DEFAULT_DATABASE_URL, repr=_without_password)
     log_dir: Path = attrs.field(default=Path(DEFAULT_LOG_DIR), converter=Path)
     log_store: str = "local"
     log_store_settings: Mapping[str, Any] = attrs.Factory(dict)

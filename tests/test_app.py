@@ -188,3 +188,12 @@ def test_enqueue_many_creates_queued_instances(app: norc.Norc) -> None:
     assert ids == sorted(ids) and len(set(ids)) == 25
     assert app.db.count_by_status(ids) == {"QUEUED": 25}
     assert app.queue("default").count() == 25
+
+
+def test_settings_never_show_a_database_password() -> None:
+    """A URL's password stays out of the settings' repr (logs, tracebacks, bug reports)."""
+    from norc.config import Settings
+
+    shown = repr(Settings(database_url="postgresql://norc:s3cret@db.example/norc"))
+    assert "s3cret" not in shown
+    assert "postgresql://norc:***@db.example/norc" in shown
