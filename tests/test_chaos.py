@@ -6,10 +6,11 @@ database of their own (``norc_chaos_ci``, created here on the server that
 a scheduler or an executor (in turn) SIGKILLed and replaced every 3-6 s (an executor
 just after a burst of short instances was enqueued). The run is checked once (a module
 fixture); each test asserts one property of it, so that a known bug marks only the
-property it breaks. The strict xfails name the bugs the code still has (see
-docs/reliability.md): when one is fixed its test passes, fails as XPASS, and its xfail
-must go. (Fixed since e9ae268, their xfails gone: the scheduler's catch-up insert, and
-workers outliving their SIGKILLed executor.)
+property it breaks. The xfails name the bugs the code still has (see
+docs/reliability.md); they are not strict, since whether a one-minute storm meets a
+timing bug is chance: when one is fixed, remove its xfail. (Fixed since e9ae268, their
+xfails gone: the scheduler's catch-up insert, and workers outliving their SIGKILLed
+executor.)
 
 It runs where CI runs the PostgreSQL suite (``NORC_TEST_POSTGRES_URL`` set); there an
 unreachable server fails the test instead of skipping it.
@@ -88,7 +89,7 @@ def test_every_instance_is_final(chaos: Result) -> None:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # timing decides whether a one-minute run meets the bug; an XPASS is no fix
     reason="known bug: work an executor had claimed (ahead, or for a slot whose worker was"
     " still starting) and not started when it was SIGKILLed is settled INTERRUPTED by the"
     " survivor instead of going back to the queue, so a max_retries=0 task never runs",
@@ -123,7 +124,7 @@ def test_no_process_outlives_its_killed_executor(chaos: Result) -> None:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # timing decides whether a one-minute run meets the bug; an XPASS is no fix
     reason="known bug: a body that finished just before its executor was SIGKILLed (its"
     " result not yet written) is settled INTERRUPTED, and run again when retries allow",
 )

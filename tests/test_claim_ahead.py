@@ -213,7 +213,7 @@ def test_pausing_gives_back_work_claimed_ahead_and_starts_nothing(app: norc.Norc
         wait_until(
             lambda: bool(_claimed_ahead(app, short, executor)), 5
         )  # behind the long one, in its buffer
-        executor.pause()  # returns once the buffer has gone back
+        executor.pause(timeout=120)  # returns once the buffer has gone back
         assert _claimed_ahead(app, short, executor) == []
         wait_until(lambda: app.instance(long_id).status.is_final, 60)
         time.sleep(0.5)
