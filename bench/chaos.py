@@ -134,6 +134,15 @@ class Result:
 # -- databases -------------------------------------------------------------------------
 
 
+#: Seconds after a SIGKILL by which every process of the killed daemon must be gone
+#: ("within a second or two"; the runs in docs/reliability.md before this round used 1).
+OUTLIVE_AFTER = 2.0
+#: A body that ends this soon after its executor's SIGKILL ended as the worker was being
+#: killed (a worker needs tens of milliseconds to see its executor gone and kill its
+#: group): it counts as finished at the kill (a result not recorded), not as outliving.
+REACTION = 0.5
+
+
 def engine_for(url: str) -> sa.Engine:
     from norc.store.connections import normalise_url
 
@@ -565,7 +574,7 @@ class Chaos:
         finally:
             os.close(fd)
 
-    def check_children(self, after: float = 1.0, force: bool = False) -> None:
+    def check_children(self, after: float = OUTLIVE_AFTER, force: bool = False) -> None:
         """Processes of a killed daemon still alive ``after`` seconds after the kill."""
         now = time.time()
         keep = []
@@ -1049,8 +1058,8 @@ def verify(
             if got and r["status"] == "INTERRUPTED":
                 died = _executor_death(r, daemon_by_id, kills)
                 gap = (died - got[0]["end"]) if died else None
-                if gap is not None and gap < 0:
-                    # the body ended after its executor died: its worker outlived it
+                if gap is not None and gap < -REACTION:
+                    # the body ended well after its executor died: its worker outlived it
                     after_death += 1
                     kind = "body finished AFTER its executor died, recorded INTERRUPTED"
                 else:
@@ -1141,7 +1150,7 @@ def verify(
     outlived = [e for e in chaos.events if e["what"] == "outlived"]
     for e in outlived:
         res.add(
-            "processes of a killed daemon alive 1 s later",
+            f"processes of a killed daemon alive {OUTLIVE_AFTER:g} s later",
             f"daemon pid {e['pid']} killed {_fmt_t(e['killed_at'])}: pids {e['alive']}"
             f" still alive {e['after']:.1f} s later",
         )
@@ -1352,7 +1361,7 @@ ROWS = [
     ("daemon outputs with a traceback", "daemon_logs_with_traceback"),
     ("daemon logs with errors/retries", "daemon_logs_with_errors"),
     ("daemons settled dead while alive", "condemned_alive"),
-    ("kills leaving processes alive 1 s on", "kills_leaving_processes"),
+    (f"kills leaving processes alive {OUTLIVE_AFTER:g} s on", "kills_leaving_processes"),
     ("processes left after clean stop", "leftover_processes"),
     ("partition: cut-off rows settled dead", "cut_daemon_rows_settled_dead"),
     ("partition: claims after settled dead", "claims_after_settled_dead"),

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bench.chaos import Chaos, Config, Result, print_result
+from bench.chaos import OUTLIVE_AFTER, Chaos, Config, Result, print_result
 
 pytestmark = [
     pytest.mark.slow,
@@ -117,7 +117,7 @@ def test_no_process_outlives_its_killed_executor(chaos: Result) -> None:
     counts = chaos.counts
     problems = chaos.problems
     assert counts["kills_leaving_processes"] == 0, problems.get(
-        "processes of a killed daemon alive 1 s later"
+        f"processes of a killed daemon alive {OUTLIVE_AFTER:g} s later"
     )
     assert counts["finished_after_death"] == 0
     assert counts["leftover_processes"] == 0

@@ -81,7 +81,9 @@ EXIT = {"op": "exit"}
 #: host takes seconds; its watchdog thread (:func:`_watch_executor`) takes over from
 #: there and turns that off. So a worker whose executor dies while it is still starting
 #: goes at once, not once its imports are done (it has no task yet: killing it alone is
-#: enough). ``ctypes`` is all it imports before the switch.
+#: enough); one that finds its job pipe already hung up (the executor died while the
+#: interpreter started, before the signal was asked for) exits. ``ctypes`` and
+#: ``select`` are all it imports before that.
 _BOOTSTRAP = """\
 import sys
 if sys.platform.startswith("linux"):
@@ -90,6 +92,11 @@ if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
     except Exception:
         pass
+import os, select
+_hangup = select.poll()
+_hangup.register(int(sys.argv[1]), 0)
+if _hangup.poll(0):  # the job pipe's writer is gone: the executor died as this started
+    os._exit(1)
 import runpy
 runpy.run_module("norc.executor.worker", run_name="__main__", alter_sys=True)
 """
