@@ -72,8 +72,12 @@ def configure_stderr_logging(fmt: LogFormat | None = None, stream: TextIO | None
     for the whole process, which a library embedded in an application must never do."""
     out = stream or sys.stderr
     chosen = fmt or ("console" if out.isatty() else "json")
+    # Tracebacks without the frames' local variables, which can hold secrets (a database
+    # URL's password, a token): structlog's dict tracebacks and rich's show them.
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        structlog.dev.ConsoleRenderer(
+            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
         if chosen == "console"
         else structlog.processors.JSONRenderer()
     )
@@ -83,7 +87,8 @@ def configure_stderr_logging(fmt: LogFormat | None = None, stream: TextIO | None
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if chosen == "json":
-        processors += [structlog.processors.dict_tracebacks]
+        no_locals = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        processors += [structlog.processors.ExceptionRenderer(no_locals)]
     structlog.configure(
         processors=[*processors, renderer],
         logger_factory=structlog.PrintLoggerFactory(out),

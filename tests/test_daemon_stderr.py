@@ -119,3 +119,28 @@ def test_a_schedule_set_aside_is_an_error_line_on_stderr(
     assert "cannot be timed" in str(line["error"])
     wait_until(lambda: sqlite_app.daemons(kind="scheduler")[0].status == "ERROR", 30)
     assert d.stop() == 0
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_logged_traceback_on_stderr_holds_no_local_variables(fmt: str) -> None:
+    """A daemon's error with a traceback shows where it failed, never the frames' local
+    variables (a password in a URL, a token)."""
+    import io
+
+    import structlog
+
+    from norc.daemon import configure_stderr_logging
+
+    out = io.StringIO()
+    configure_stderr_logging(fmt, out)  # type: ignore[arg-type]
+    try:
+        url = "postgresql://norc:s3cret-password@db/norc"
+        try:
+            raise RuntimeError(f"cannot reach {url.split('@')[1]}")
+        except RuntimeError:
+            structlog.get_logger("norc.test").exception("loop failed")
+    finally:
+        structlog.reset_defaults()
+    text = out.getvalue()
+    assert "loop failed" in text and "RuntimeError" in text
+    assert "s3cret-password" not in text
