@@ -20,6 +20,7 @@ from norc.records import DaemonRecord
 from norc.status import DaemonStatus, InstanceStatus, Request
 
 if TYPE_CHECKING:
+    from norc.abc import Queue
     from norc.app import Norc
 
 log = structlog.get_logger("norc.control")
@@ -131,24 +132,33 @@ def handle_instance(app: Norc, instance_id: int) -> None:
 
 
 def settle(app: Norc, daemon: DaemonRecord, *, threshold: float | None, reason: str) -> list[int]:
-    """End a dead daemon's row and interrupt its RUNNING instances; returns their ids.
+    """End a dead daemon's row and interrupt the instances it had started; returns their ids.
 
     Interrupted instances are handed to the retry policy; their queue items are
-    released in the same transaction, so nothing stays claimed by the dead.
+    released in the same transaction, so nothing stays claimed by the dead. Instances
+    it had claimed but never started (no start mark, see ``Database.mark_started``) go
+    back to their queues as they were: QUEUED, no attempt used, no INTERRUPTED row.
+    Where a queue cannot take work back, they are interrupted like the rest.
     """
     status = DaemonStatus.ERROR.value if threshold is not None else DaemonStatus.KILLED.value
     with app.db.transaction() as tx:
-        interrupted = app.db.end_dead_daemon(
+        interrupted, unstarted = app.db.end_dead_daemon(
             tx, daemon.id, threshold=threshold, status=status, reason=reason
         )
-        by_queue: dict[str, list[int]] = defaultdict(list)
-        for instance_id, queue in interrupted:
-            by_queue[queue].append(instance_id)
-        for queue, ids in by_queue.items():
-            try:
-                app.queue(queue).release(ids, tx)
-            except NorcError as exc:  # its plugin is not installed here: items stay
-                log.warning("cannot release queue items", queue=queue, error=str(exc))
+        given_back: list[int] = []
+        for queue_name, ids in _by_queue(unstarted).items():
+            queue = _queue_or_none(app, queue_name)
+            if queue is not None and queue.can_give_back:
+                back = app.db.give_back(tx, ids, daemon.id)
+                queue.give_back(back, tx)
+                given_back += back
+            else:
+                app.db.interrupt(tx, ids, reason)
+                interrupted += [(i, queue_name) for i in ids]
+        for queue_name, ids in _by_queue(interrupted).items():
+            queue = _queue_or_none(app, queue_name)
+            if queue is not None:  # its plugin is not installed here: items stay
+                queue.release(ids, tx)
         if interrupted:
             # Retries (as the task's policy allows) and Job progress, in this transaction.
             after_end(
@@ -160,10 +170,32 @@ def settle(app: Norc, daemon: DaemonRecord, *, threshold: float | None, reason: 
                 ],
             )
     ids = [i for i, _ in interrupted]
+    if ids or given_back:
+        log.warning(
+            "settled a dead daemon",
+            daemon=daemon.id,
+            instances=ids,
+            given_back=given_back,
+            reason=reason,
+        )
     if ids:
-        log.warning("settled a dead daemon", daemon=daemon.id, instances=ids, reason=reason)
         app.after_interrupt(ids)
     return ids
+
+
+def _by_queue(pairs: list[tuple[int, str]]) -> dict[str, list[int]]:
+    by_queue: dict[str, list[int]] = defaultdict(list)
+    for instance_id, queue in pairs:
+        by_queue[queue].append(instance_id)
+    return by_queue
+
+
+def _queue_or_none(app: Norc, name: str) -> Queue | None:
+    try:
+        return app.queue(name)
+    except NorcError as exc:  # its plugin is not installed here
+        log.warning("cannot reach queue", queue=name, error=str(exc))
+        return None
 
 
 def settle_dead(app: Norc) -> list[int]:

@@ -187,9 +187,12 @@ def start(app: Norc, tx: Transaction, job_instance_ids: Iterable[int]) -> None:
     ids = sorted(job_instance_ids)
     if not ids:
         return
-    # RUNNING, but owned by nobody: no executor's death may interrupt a Job itself.
+    # RUNNING, but owned by nobody: no executor's death may interrupt a Job itself. It
+    # starts now (its timeout counts from here): a claim leaves started_at unset.
     tx.conn.execute(
-        sa.update(instances).where(instances.c.id.in_(ids)).values(executor_id=None, pid=None)
+        sa.update(instances)
+        .where(instances.c.id.in_(ids))
+        .values(executor_id=None, pid=None, started_at=utcnow())
     )
     advance(app, tx, ids)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
 import norc
 from norc.executor.dispatch import MAX_CLAIM, RATE_WINDOW, Dispatch
@@ -14,6 +16,20 @@ from tests.tasks import Echo, Sleep
 class _Item:
     def __init__(self, claimed_at: float) -> None:
         self.claimed_at = claimed_at
+
+
+def _dispatch(slots: int, **kwargs: Any) -> Dispatch[_Item]:
+    """A dispatch with a marker thread that records every start it is asked for at once,
+    as the executor's marker does with the database (see Dispatch.to_mark)."""
+    dispatch: Dispatch[_Item] = Dispatch(slots, **kwargs)
+
+    def mark() -> None:
+        while (step := dispatch.to_mark()) is not None:
+            items, surplus = step
+            dispatch.marked(items, len(items) + len(surplus), surplus)
+
+    threading.Thread(target=mark, daemon=True).start()
+    return dispatch
 
 
 def _finished(app: norc.Norc, ids: list[int]) -> bool:
@@ -31,7 +47,7 @@ def _claimed_ahead(app: norc.Norc, ids: list[int], executor: norc.Executor) -> l
 
 def test_without_recent_throughput_only_idle_slots_are_claimed_for() -> None:
     """A fresh or slow executor claims one instance per idle slot, as with no claim-ahead."""
-    dispatch: Dispatch[_Item] = Dispatch(4, ahead_seconds=0.1, max_wait=1.0)
+    dispatch = _dispatch(4, ahead_seconds=0.1, max_wait=1.0)
     assert dispatch.wanted() == 4
     dispatch.put([_Item(time.monotonic()) for _ in range(4)])
     for _ in range(4):
@@ -41,7 +57,7 @@ def test_without_recent_throughput_only_idle_slots_are_claimed_for() -> None:
 
 def test_claim_ahead_follows_the_recent_rate() -> None:
     """After many quick completions the executor asks for more than its idle slots."""
-    dispatch: Dispatch[_Item] = Dispatch(2, ahead_seconds=0.1, max_wait=1.0)
+    dispatch = _dispatch(2, ahead_seconds=0.1, max_wait=1.0)
     dispatch.wanted()
     for _ in range(5):
         # 2,000 completions in 0.3 s: a rate in the thousands per second.
@@ -75,7 +91,7 @@ def test_a_burst_of_short_instances_gets_a_claim_ahead_before_a_rate_window_ends
     """Enough quick completions (four per slot) size the claims within tens of
     milliseconds of a burst's start, not after the quarter-second rate window."""
     clock = _Clock()
-    dispatch: Dispatch[_Item] = Dispatch(8, ahead_seconds=0.1, max_wait=1.0, clock=clock)
+    dispatch = _dispatch(8, ahead_seconds=0.1, max_wait=1.0, clock=clock)
     _complete(dispatch, 4 * 8)
     clock.now = RATE_WINDOW / 10
     assert dispatch.wanted() > 8
@@ -85,7 +101,7 @@ def test_a_few_completions_do_not_size_the_claims_early() -> None:
     """Fewer completions than four per slot leave the claims at one per idle slot until
     the rate window ends: slow tasks are never claimed ahead on a small sample."""
     clock = _Clock()
-    dispatch: Dispatch[_Item] = Dispatch(8, ahead_seconds=0.1, max_wait=1.0, clock=clock)
+    dispatch = _dispatch(8, ahead_seconds=0.1, max_wait=1.0, clock=clock)
     _complete(dispatch, 4 * 8 - 1)
     clock.now = RATE_WINDOW * 0.9  # past the early sample's time gate, not the window
     assert dispatch.wanted() == 8
@@ -95,7 +111,7 @@ def test_a_few_completions_do_not_size_the_claims_early() -> None:
 
 def test_work_waiting_too_long_is_taken_out_to_give_back() -> None:
     """Only work older than max_wait comes out of the buffer; the rest stays in order."""
-    dispatch: Dispatch[_Item] = Dispatch(1, ahead_seconds=0.1, max_wait=1.0)
+    dispatch = _dispatch(1, ahead_seconds=0.1, max_wait=1.0)
     old, new = _Item(time.monotonic() - 5), _Item(time.monotonic())
     dispatch.put([old, new])
     assert dispatch.stale() == [old]
@@ -106,7 +122,7 @@ def test_after_giving_back_busy_slots_claim_nothing_ahead() -> None:
     """Once work waited too long, an executor whose slots are all busy claims nothing
     more until one finishes, however fast it was before: other executors take it."""
     clock = _Clock()
-    dispatch: Dispatch[_Item] = Dispatch(1, ahead_seconds=0.1, max_wait=1.0, clock=clock)
+    dispatch = _dispatch(1, ahead_seconds=0.1, max_wait=1.0, clock=clock)
     _complete(dispatch, 400)
     clock.now = RATE_WINDOW
     assert dispatch.wanted() > 1  # a fast executor claims ahead

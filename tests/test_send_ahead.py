@@ -96,11 +96,29 @@ class _Executor:
         self._dispatch.finished()
         self.outcomes[work.instance.id] = outcome
 
+    def put_marked(self, works: list[Work]) -> None:
+        """Hand ``works`` over with their starts recorded, for a test that takes the
+        loop's steps itself (no marker thread running)."""
+        self._dispatch.put(works)
+        self._dispatch.want(len(works))
+        batch, _ = self._dispatch.to_mark(0) or ([], [])
+        self._dispatch.marked(batch, len(batch))
+        self._dispatch.want(0)
+
+    def _mark(self) -> None:
+        """Record every start asked for at once (the executor's marker writes them to
+        the database first)."""
+        while (step := self._dispatch.to_mark()) is not None:
+            works, surplus = step
+            self._dispatch.marked(works, len(works) + len(surplus), surplus)
+
     def __enter__(self) -> _Executor:
         self.loop.thread.start()
+        threading.Thread(target=self._mark, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._dispatch.stop_marking()
         self._dispatch.close()
         self.loop.thread.join(30)
 
@@ -200,7 +218,7 @@ def test_a_kill_interrupts_an_instance_sent_ahead_without_starting_it(tmp_path: 
         executor.warm(task, tmp_path)
         hold.touch()
         works = [_work(1, task, tmp_path), _work(2, task, tmp_path)]
-        executor._dispatch.put(works)
+        executor.put_marked(works)
         wait_until(lambda: not hold.exists())  # the first one is asleep
         assert executor.stats["sent_ahead"] == 1
         executor._kill = True
@@ -240,7 +258,7 @@ def test_a_lane_is_sent_what_its_short_runs_get_through_soon(
     try:
         lane.worker.ensure()  # started beforehand: the run below begins "now", not after a spawn
         loop._typical[1] = typical
-        executor._dispatch.put([_work(i, task, tmp_path) for i in range(1, SEND_AHEAD_DEPTH + 3)])
+        executor.put_marked([_work(i, task, tmp_path) for i in range(1, SEND_AHEAD_DEPTH + 3)])
         loop._start(lane, executor._dispatch.take_nowait())  # type: ignore[arg-type]
         loop._send_ahead()
         assert len(lane.ahead_ids) == expected
@@ -262,7 +280,7 @@ def test_nothing_is_sent_ahead_behind_an_instance_sent_ahead_whose_task_is_long(
         lane.worker.ensure()  # started beforehand: the run below begins "now", not after a spawn
         loop._typical.update({1: 0.0001, 2: 1.0})
         behind = _work(3, quick, tmp_path, task_id=1)
-        executor._dispatch.put(
+        executor.put_marked(
             [_work(1, quick, tmp_path, task_id=1), _work(2, slow, tmp_path, task_id=2), behind]
         )
         loop._start(lane, executor._dispatch.take_nowait())  # type: ignore[arg-type]
@@ -295,7 +313,7 @@ def test_instances_the_worker_may_have_begun_when_killed_end_interrupted(tmp_pat
         hold.touch()
         first = _work(1, NoopTask(name="quick"), tmp_path, task_id=2)
         begun, behind = _work(2, task, tmp_path), _work(3, task, tmp_path)
-        executor._dispatch.put([first, begun, behind])
+        executor.put_marked([first, begun, behind])
         loop._start(lane, executor._dispatch.take_nowait())  # type: ignore[arg-type]
         for _ in range(2):
             loop._send(lane, executor._dispatch.take_nowait())  # type: ignore[arg-type]

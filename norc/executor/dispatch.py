@@ -7,11 +7,16 @@ instances then arrive in claims of tens or hundreds (one round trip for many), w
 an executor of long instances claims only for its idle slots, as if there were no
 claim-ahead at all, since its recent rate times 0.1 s rounds down to nothing.
 
-An instance claimed ahead is RUNNING in the database from its claim (the claim is
-what makes it this executor's, exactly once); the real start replaces ``started_at``
-when its end is recorded. If it still waits after ``max_wait`` seconds (all slots
-became busy with long instances), the executor gives it back to its queue so that
-another executor can run it.
+A claimed instance is RUNNING in the database from its claim (the claim is what makes
+it this executor's, exactly once), with no ``started_at``: the executor records its
+start, durably, just before a slot begins it (``Database.mark_started``). So the buffer
+has two parts: claimed work waiting for a slot, and *marked* work, whose start is
+recorded, which is all the slots ever take. The executor's marker thread marks, in one
+statement, as many as there are idle slots to take them (plus what the worker loop asks
+for to send ahead, see :mod:`norc.executor.workerloop`), so a kill finds the rest
+unmarked and a survivor gives them back to their queue untouched. If claimed work
+still waits after ``max_wait`` seconds (all slots became busy with long instances),
+the executor gives it back to its queue so that another executor can run it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ class _Claimed(Protocol):
 
 W = TypeVar("W", bound=_Claimed)
 
+#: Marked work that no taker wants any more (the worker loop's short runs turned long)
+#: for this many seconds has its start mark taken back, so that a kill finds it unmarked.
+SURPLUS_AGE = 0.02
 #: Never claim more than this at once, whatever the rate.
 MAX_CLAIM = 256
 #: How often the rate estimate is refreshed (seconds).
@@ -63,7 +71,14 @@ class Dispatch(Generic[W]):
         self._lock = threading.Lock()
         self._has_work = threading.Condition(self._lock)
         self._has_room = threading.Condition(self._lock)
-        self._ready: deque[W | None] = deque()
+        self._wants_marks = threading.Condition(self._lock)
+        self._ready: deque[W] = deque()  # claimed, start not recorded
+        self._marked: deque[W | None] = deque()  # start recorded; None: a slot should end
+        self._marked_at: dict[int, float] = {}  # id(work) -> time.monotonic() of its mark
+        self._marking = 0  # taken by the marker, start being recorded
+        self._takers = 0  # slot threads waiting in take() for marked work
+        self._loop_wants = 0  # marked work the worker loop could start or send ahead now
+        self._marking_stopped = False
         self._idle = slots
         self._done = 0
         self._rate = 0.0
@@ -84,7 +99,7 @@ class Dispatch(Generic[W]):
             self._sample()
             ahead = min(MAX_CLAIM, int(self._rate * self.ahead_seconds))
             self._refill_at = ahead // 2
-            buffered = len(self._ready)
+            buffered = len(self._ready) + len(self._marked) + self._marking
             if self._idle <= buffered and buffered > self._refill_at:
                 return 0
             return max(0, min(MAX_CLAIM, self._idle + ahead - buffered))
@@ -97,11 +112,8 @@ class Dispatch(Generic[W]):
     def put(self, works: Iterable[W]) -> None:
         """Hand claimed work to the slots, in claim order."""
         with self._lock:
-            before = len(self._ready)
             self._ready.extend(works)
-            self._has_work.notify(len(self._ready) - before)
-        if self._on_work is not None:
-            self._on_work()
+            self._wants_marks.notify()
 
     def stale(self) -> list[W]:
         """Take out the work that has waited longer than ``max_wait`` (to give it back).
@@ -110,11 +122,10 @@ class Dispatch(Generic[W]):
         """
         cutoff = time.monotonic() - self.max_wait
         with self._lock:
-            if not self._ready or self._ready[0] is None or self._ready[0].claimed_at > cutoff:
+            if not self._ready or self._ready[0].claimed_at > cutoff:
                 return []
-            old = [w for w in self._ready if w is not None and w.claimed_at <= cutoff]
-            keep = [w for w in self._ready if w is None or w.claimed_at > cutoff]
-            self._ready = deque(keep)
+            old = [w for w in self._ready if w.claimed_at <= cutoff]
+            self._ready = deque(w for w in self._ready if w.claimed_at > cutoff)
             # The slots are held up: the recent rate says nothing about the next second.
             # Kept, it decays by half per RATE_WINDOW, and the claim loop would claim the
             # given-back work again at once, hold it max_wait and give it back again,
@@ -127,65 +138,154 @@ class Dispatch(Generic[W]):
     def waiting(self) -> list[W]:
         """The work no slot has started yet (a snapshot; it stays in the buffer)."""
         with self._lock:
-            return [w for w in self._ready if w is not None]
+            return [w for w in (*self._marked, *self._ready) if w is not None]
 
     def remove(self, works: Iterable[W]) -> list[W]:
         """Take these out of the buffer if no slot has started them; returns those taken."""
         gone = {id(w) for w in works}
         with self._lock:
-            taken = [w for w in self._ready if w is not None and id(w) in gone]
+            taken = [w for w in (*self._marked, *self._ready) if w is not None and id(w) in gone]
+            for work in taken:
+                self._marked_at.pop(id(work), None)
             if taken:
-                self._ready = deque(w for w in self._ready if w is None or id(w) not in gone)
+                self._ready = deque(w for w in self._ready if id(w) not in gone)
+                self._marked = deque(w for w in self._marked if w is None or id(w) not in gone)
             return taken
 
     def unstarted(self) -> list[W]:
-        """Take out every piece of work no slot has started."""
+        """Take out every piece of work no slot has started (marked or not: the executor
+        is alive to give it back, so a recorded start of work it never began is undone)."""
         with self._lock:
-            taken = [w for w in self._ready if w is not None]
-            self._ready = deque(w for w in self._ready if w is None)
+            taken = [w for w in (*self._marked, *self._ready) if w is not None]
+            self._ready = deque()
+            self._marked = deque(w for w in self._marked if w is None)
+            self._marked_at.clear()
             return taken
 
     def close(self) -> None:
         """Let each slot end once the work already handed over is done."""
         with self._lock:
             self.closed = True
-            self._ready.extend([None] * self.slots)
+            self._marked.extend([None] * self.slots)
             self._has_work.notify_all()
         if self._on_work is not None:
             self._on_work()
+
+    # -- the marker's side -------------------------------------------------------------
+
+    def to_mark(self, timeout: float | None = None) -> tuple[list[W], list[W]] | None:
+        """Wait for the marker's next step: ``(to_mark, to_unmark)``.
+
+        To mark: claimed work, once takers want more than is marked (slot threads
+        waiting in :meth:`take`, or what the worker loop said it could start:
+        :meth:`want`). To unmark: marked work that no taker has wanted for
+        :data:`SURPLUS_AGE` (the last ones marked first), whose start mark is taken
+        back. ``([], [])`` after ``timeout``; None once marking is stopped.
+        """
+        with self._lock:
+            while not self._marking_stopped:
+                want = self._takers + self._loop_wants - len(self._marked) - self._marking
+                if want > 0 and self._ready:
+                    batch = [self._ready.popleft() for _ in range(min(want, len(self._ready)))]
+                    self._marking += len(batch)
+                    return batch, []
+                wait = timeout
+                if want < 0:
+                    surplus = self._surplus(-want)
+                    if surplus:
+                        return [], surplus
+                    wait = SURPLUS_AGE if timeout is None else min(timeout, SURPLUS_AGE)
+                if not self._wants_marks.wait(wait) and wait == timeout:
+                    return [], []
+            return None
+
+    def _surplus(self, count: int) -> list[W]:
+        """Take out up to ``count`` marked works from the back that were marked at least
+        SURPLUS_AGE ago (called with the lock held)."""
+        cutoff = time.monotonic() - SURPLUS_AGE
+        taken: list[W] = []
+        while len(taken) < count and self._marked:
+            last = self._marked[-1]
+            if last is None or self._marked_at.get(id(last), 0.0) > cutoff:
+                break
+            self._marked.pop()
+            self._marked_at.pop(id(last), None)
+            taken.append(last)
+        taken.reverse()
+        self._marking += len(taken)
+        return taken
+
+    def marked(self, works: list[W], count: int, unmarked: Iterable[W] = ()) -> None:
+        """The marker recorded the start of ``works`` (of ``count`` it took): the slots may
+        take them; ``unmarked`` go back to the front of the claimed work (the write
+        failed, or their start mark was taken back)."""
+        now = time.monotonic()
+        with self._lock:
+            self._marking -= count
+            self._marked.extend(works)
+            for work in works:
+                self._marked_at[id(work)] = now
+            self._ready.extendleft(reversed(list(unmarked)))
+            self._has_work.notify(len(works))
+        if works and self._on_work is not None:
+            self._on_work()
+
+    def stop_marking(self) -> None:
+        """End the marker (before the executor gives back what it did not start)."""
+        with self._lock:
+            self._marking_stopped = True
+            self._wants_marks.notify_all()
+
+    def want(self, count: int) -> None:
+        """The worker loop could start (or send ahead to busy workers) ``count``
+        instances now: have that many marked. Marked work is started or sent within a
+        turn of the loop, so little more than that is ever marked and not begun."""
+        with self._lock:
+            self._loop_wants = count
+            if count and self._ready and count > len(self._marked) + self._marking:
+                self._wants_marks.notify()
 
     # -- the slots' side ---------------------------------------------------------------
 
     def take(self) -> W | None:
         """The next piece of work, waiting for one; None means the slot should end."""
         with self._lock:
-            while not self._ready:
-                self._has_work.wait()
-            work = self._ready.popleft()
+            if not self._marked:
+                self._takers += 1
+                self._wants_marks.notify()
+                while not self._marked:
+                    self._has_work.wait()
+                self._takers -= 1
+            work = self._marked.popleft()
             if work is not None:
                 self._idle -= 1
+                self._marked_at.pop(id(work), None)
             return work
 
     def take_nowait(self) -> W | None:
-        """The next piece of work if one is ready, else None (see :attr:`closed`)."""
+        """The next piece of marked work if one is ready, else None (see :attr:`closed`)."""
         with self._lock:
-            while self._ready:
-                work = self._ready.popleft()
+            while self._marked:
+                work = self._marked.popleft()
                 if work is not None:
                     self._idle -= 1
+                    self._marked_at.pop(id(work), None)
+                    if self._ready:  # what is marked is short of what the loop wants now
+                        self._wants_marks.notify()
                     return work
             return None
 
     def any_ready(self) -> bool:
-        """Whether anything waits to be taken: a hint, read without the lock, for a taker
-        that has a price to pay before taking (the worker loop sizing up its lanes)."""
-        return bool(self._ready)
+        """Whether anything waits to be taken or marked: a hint, read without the lock,
+        for a taker that has a price to pay before taking (the worker loop sizing up its
+        lanes)."""
+        return bool(self._marked) or bool(self._ready)
 
     def put_back(self, work: W) -> None:
         """Work a slot took but could not start (its worker was killed first): it goes
-        first, for the next free slot."""
+        first, for the next free slot (still marked: it is this executor's to start)."""
         with self._lock:
-            self._ready.appendleft(work)
+            self._marked.appendleft(work)
             self._idle += 1
             self._has_work.notify()
 

@@ -4,6 +4,9 @@ Threads, all inside the embedding process:
 
 - the *claim loop* takes as many instances as there are idle slots, plus a claim-ahead
   sized by the recent rate (see :mod:`norc.executor.dispatch`), in one claim;
+- the *marker* records, in one statement, the start of the claimed instances that idle
+  slots are about to begin, before they begin: a survivor gives back to their queue
+  the instances a dead executor claimed and never started, and interrupts the others;
 - the *runners* take the next claimed instance as a slot frees up: with
   ``isolation="process"`` (the default) one thread drives ``concurrency`` reusable worker
   processes (:mod:`norc.executor.workerloop`); with ``"thread"`` each slot is a thread
@@ -263,7 +266,11 @@ class Executor:
         )
         self._heartbeat.start()
         self._taking.set()
-        for target, name in ((self._claim_loop, "claim"), (self._recorder, "recorder")):
+        for target, name in (
+            (self._claim_loop, "claim"),
+            (self._recorder, "recorder"),
+            (self._marker, "marker"),
+        ):
             thread = threading.Thread(target=target, name=f"norc-executor-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -385,11 +392,8 @@ class Executor:
             if instance_id not in running:
                 slot.interrupt(instance_id, "stopped from outside: the instance was ended")
         ended = self._dispatch.remove(w for w in waiting if w.instance.id not in running)
-        for work in ended:
-            # Through the recorder so its queue item is released; the end already
-            # recorded from outside stays (the write only touches RUNNING rows).
-            result = outcome(InstanceStatus.INTERRUPTED, "ended before it started")
-            self._results.put((work, result))
+        if ended:
+            self._forget(ended)
 
     def _hold(self, status: DaemonStatus) -> None:
         """Take no new work: the claim loop acknowledges through ``_held``."""
@@ -573,6 +577,59 @@ class Executor:
             self._templates[task.id] = (task, cls, template_key, template)
         return cls, template_key, template, error
 
+    def _marker(self) -> None:
+        """Record the starts of claimed work the slots are about to take (see
+        :mod:`norc.executor.dispatch`), until the shutdown stops it."""
+        dispatch = self._dispatch
+        assert self.id is not None
+        while (step := dispatch.to_mark(0.5)) is not None:
+            works, surplus = step
+            if surplus:
+                self._unmark(surplus)
+            if not works:
+                continue
+            try:
+                marked = self.app.db.mark_started([w.instance.id for w in works], self.id)
+            except (SQLAlchemyError, DatabaseError) as exc:
+                # Nothing starts while its start cannot be recorded: they wait, claimed.
+                self.log.warning(
+                    "recording starts failed; retrying", error=str(exc).splitlines()[0]
+                )
+                dispatch.marked([], len(works), works)
+                self._stopping.wait(0.5)
+                continue
+            ours = [w for w in works if w.instance.id in marked]
+            dispatch.marked(ours, len(works))
+            if len(ours) < len(works):
+                self._forget([w for w in works if w.instance.id not in marked])
+
+    def _unmark(self, works: list[Work]) -> None:
+        """Take back the start marks of marked work no slot wants any more (see
+        ``Dispatch.to_mark``): unstarted again, it goes back to a dead executor's queue."""
+        assert self.id is not None
+        try:
+            self.app.db.unmark_started([w.instance.id for w in works], self.id)
+        except (SQLAlchemyError, DatabaseError):
+            self._dispatch.marked(works, len(works))  # still marked: it starts here later
+            return
+        self._dispatch.marked([], len(works), works)
+
+    def _forget(self, works: list[Work]) -> None:
+        """Claimed work that is no longer this executor's to start: it was ended from
+        outside (its queue item is released through the recorder; the end recorded from
+        outside stays, the write only touches RUNNING rows), or given back by a survivor
+        that took this executor for dead (the item is the queue's again: left alone)."""
+        try:
+            with self.app.db.transaction() as tx:
+                queued = self.app.db.still_queued(tx, [w.instance.id for w in works])
+        except (SQLAlchemyError, DatabaseError):
+            queued = {w.instance.id for w in works}  # unknown: leave the items alone
+        for work in works:
+            if work.instance.id not in queued:
+                self._results.put(
+                    (work, outcome(InstanceStatus.INTERRUPTED, "ended before it started"))
+                )
+
     def _record(self, work: Work, outcome: dict[str, Any]) -> None:
         """Called by a slot: queue the outcome for the recorder, free the slot."""
         self._results.put((work, outcome))
@@ -657,6 +714,10 @@ class Executor:
 
     def _shutdown(self) -> None:
         """Runs on the claim thread once stopping: drain slots, flush, record the end."""
+        self._dispatch.stop_marking()
+        for thread in self._threads:
+            if thread.name == "norc-executor-marker":
+                thread.join()
         unstarted = self._dispatch.unstarted()
         if unstarted:  # claimed ahead: not this executor's to run any more
             self._give_back(unstarted)

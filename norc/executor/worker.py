@@ -121,6 +121,11 @@ class WorkerProcess:
         self._templates: set[int] = set()
 
     @property
+    def ready(self) -> bool:
+        """Whether the worker is running and has said "ready" (it can start a job now)."""
+        return self.answered > 0 and self.proc is not None and self.proc.poll() is None
+
+    @property
     def pid(self) -> int | None:
         """The worker's pid (also its process group id), if it is running."""
         return self.proc.pid if self.proc else None

@@ -92,6 +92,12 @@ class _Lane(SlotState):
         #: The outcome reported by ``run`` (or decided by Norc) while ``finally_`` runs.
         self.outcome: dict[str, Any] = {}
         self.fd: int | None = None  # the answer pipe the loop polls for this lane
+        #: A worker started with no work, not "ready" yet (see WorkerLoop._spawn_idle).
+        self.spawning = False
+        #: Its worker failed to start (repeatedly): the next instance is sent anyway and
+        #: fails as the host's fault (ERROR, the executor SUSPENDED), as without spawning.
+        self.broken = False
+        self.failed_spawns = 0
 
 
 class WorkerLoop:
@@ -123,15 +129,19 @@ class WorkerLoop:
         try:
             while True:
                 try:
+                    openings = 0
                     for lane in self.lanes:
-                        if lane.work is None:
+                        if lane.work is None and (lane.broken or not lane.spawning):
                             work = dispatch.take_nowait()
                             if work is None:
                                 break
                             self._guard(lane, self._start, lane, work)
                     else:  # every lane has work: maybe more is waiting
-                        self._send_ahead()
+                        openings = self._send_ahead()
                     busy = [lane for lane in self.lanes if lane.work is not None]
+                    # What the loop could begin now: the marker records the starts of
+                    # that many claimed instances, and the poll wakes when it has.
+                    dispatch.want(self._spawn_idle() + openings)
                     if not busy and dispatch.closed:
                         return
                     self._wait(busy)
@@ -165,10 +175,54 @@ class WorkerLoop:
             answering = self._lanes_by_fd.get(fd)
             if answering is None:  # a pipe of a worker that is gone
                 self._poll.unregister(fd)
+            elif answering.work is None and answering.spawning:
+                self._spawned(answering)
             elif answering.work is None:  # an idle worker died (killed from outside)
                 self._retire(answering)
             else:
                 self._guard(answering, self._readable, answering)
+
+    def _spawn_idle(self) -> int:
+        """Start a worker in each idle lane that has none; returns how many idle lanes
+        can start an instance at once (their worker said "ready").
+
+        Only those are given work: an instance is marked started (see
+        :mod:`norc.executor.dispatch`) when its lane takes it, and a worker takes a
+        second or more to start on a busy host, so an executor killed while its workers
+        start must hold no instance it has marked and not begun.
+        """
+        ready = 0
+        for lane in self.lanes:
+            if lane.work is not None:
+                continue
+            if lane.broken or lane.worker.ready:
+                ready += 1
+            elif not lane.spawning:
+                try:
+                    lane.worker.ensure()
+                except OSError as exc:
+                    log.warning("cannot start a worker process", error=str(exc))
+                    lane.broken = True
+                    ready += 1
+                    continue
+                lane.spawning = True
+                self._watch(lane)
+        return ready
+
+    def _spawned(self, lane: _Lane) -> None:
+        """A worker started with no work answered: "ready", or it died starting."""
+        try:
+            lane.worker.read_ready()
+        except WorkerDied as exc:
+            lane.spawning = False
+            self._retire(lane)
+            lane.failed_spawns += 1
+            if lane.failed_spawns >= 3:
+                log.warning("worker processes fail to start", error=str(exc))
+                lane.broken = True
+            return
+        if lane.worker.answered:
+            lane.spawning, lane.failed_spawns = False, 0
 
     def _check_deadlines(self, busy: list[_Lane]) -> None:
         now = time.monotonic()
@@ -199,6 +253,7 @@ class WorkerLoop:
         lane.work = work
         lane.busy_with = work.instance.id
         lane.t0 = time.time()
+        lane.spawning = False
         timeout = work.task.timeout
         if self.executor._kill:  # claimed ahead, and the executor was killed meanwhile
             reason = "the executor was killed before it started"
@@ -213,6 +268,7 @@ class WorkerLoop:
         except OSError as exc:
             self._complete(lane, self._host_broken(work, f"cannot start a worker process: {exc}"))
             return
+        lane.broken = False
         self._watch(lane)
         lane.pid = worker.pid
         try:
@@ -270,12 +326,14 @@ class WorkerLoop:
             return
         lane.deadline = time.monotonic() + (began - time.time()) + limit if limit else None
 
-    def _send_ahead(self) -> None:
+    def _send_ahead(self) -> int:
         """Send waiting work to lanes whose runs in front are known to be short (see the
-        module doc): one more to each such lane in turn, while it stays short."""
+        module doc): one more to each such lane in turn, while it stays short. Returns
+        how many more the lanes still open could take, had their starts been recorded
+        (marked): a lane's room in its pipe, at most :data:`SEND_AHEAD_DEPTH`."""
         executor = self.executor
         if executor._kill or not executor._taking.is_set() or not executor._dispatch.any_ready():
-            return
+            return 0
         now = time.time()
         # Each lane with the seconds its next job would wait behind the runs in front.
         fronts = [(lane, self._front(lane, now)) for lane in self.lanes]
@@ -286,11 +344,11 @@ class WorkerLoop:
                 if lane.work is None:  # its worker failed just now (see _guard)
                     continue
                 work = executor._dispatch.take_nowait()
-                if work is None:
-                    return
+                if work is None:  # have starts recorded for what these lanes could take
+                    return sum(SEND_AHEAD_DEPTH - len(lane.ahead) for lane, _ in open_lanes)
                 if work.load_error is not None:  # nothing to send: an idle lane records it
                     executor._dispatch.put_back(work)
-                    return
+                    return 0
                 self._guard(lane, self._send, lane, work)
                 if not lane.ahead or lane.ahead[-1] is not work:
                     continue  # not delivered (the worker is gone): it went back
@@ -302,6 +360,7 @@ class WorkerLoop:
                 ):
                     still_open.append((lane, wait + typical))
             open_lanes = still_open
+        return 0
 
     def _front(self, lane: _Lane, now: float) -> float | None:
         """The seconds a job sent to ``lane`` now is expected to wait before it starts,

@@ -238,13 +238,11 @@ class Database(Connections):
             ids = self._within_limits(tx, ids)
             if not ids:
                 return []
-        now = utcnow()
         statement, bound = self.for_ids(_MARK_RUNNING, ids)
         result = tx.conn.execute(
             statement,
             {
                 "ids": bound,
-                "now": now,
                 "by": claimant.executor_id,
                 "host": claimant.host,
                 "pid": claimant.pid,
@@ -257,7 +255,7 @@ class Database(Connections):
                 instances.c.id.in_(ids),
                 instances.c.executor_id == claimant.executor_id,
                 instances.c.status == InstanceStatus.RUNNING.value,
-                instances.c.started_at == now,
+                instances.c.started_at.is_(None),
             )
         ).scalars()
         return sorted(int(i) for i in won)
@@ -372,6 +370,51 @@ class Database(Connections):
                 )
             ).rowcount
         )
+
+    def mark_started(self, ids: Sequence[int], executor_id: int) -> set[int]:
+        """Record, durably, that this executor starts these claimed instances now.
+
+        Written (and committed) before the bodies begin: a claimed instance whose start
+        is not recorded never began, so a survivor settling a dead executor gives it
+        back to its queue untouched instead of interrupting it (see ``end_dead_daemon``).
+        Returns the ids marked; the others were ended from outside meanwhile (a stop, a
+        Job's end) or are no longer this executor's (it was settled dead).
+        """
+        if not ids:
+            return set()
+        statement, bound = self.for_ids(_MARK_STARTED, ids)
+        with self.transaction() as tx:
+            marked = tx.conn.execute(
+                statement, {"ids": bound, "now": utcnow(), "by": executor_id}
+            ).rowcount
+            if marked == len(ids):
+                return set(ids)
+            return {
+                int(i)
+                for i in tx.conn.execute(
+                    sa.select(instances.c.id).where(
+                        instances.c.id.in_(list(ids)),
+                        instances.c.executor_id == executor_id,
+                        instances.c.status == InstanceStatus.RUNNING.value,
+                        instances.c.started_at.is_not(None),
+                    )
+                ).scalars()
+            }
+
+    def unmark_started(self, ids: Sequence[int], executor_id: int) -> None:
+        """Undo :meth:`mark_started` for claimed instances this executor did not begin
+        after all (they wait for a slot again)."""
+        if ids:
+            with self.transaction() as tx:
+                tx.conn.execute(
+                    sa.update(instances)
+                    .where(
+                        instances.c.id.in_(list(ids)),
+                        instances.c.executor_id == executor_id,
+                        instances.c.status == InstanceStatus.RUNNING.value,
+                    )
+                    .values(started_at=None)
+                )
 
     def give_back(self, tx: Transaction, ids: Sequence[int], executor_id: int) -> list[int]:
         """Make RUNNING instances this executor claimed but never started QUEUED again.
@@ -708,12 +751,15 @@ class Database(Connections):
         threshold: float | None,
         status: str,
         reason: str,
-    ) -> list[tuple[int, str]]:
-        """End a daemon that stopped beating and interrupt its RUNNING instances.
+    ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+        """End a daemon that stopped beating and interrupt the instances it had started.
 
         The update is conditional (still not ended, still stale when ``threshold`` is
         given), so of several survivors racing, exactly one settles it. Returns the
-        (instance id, queue) pairs it interrupted; empty when another got there first.
+        (instance id, queue) pairs it interrupted, and those it had claimed but not
+        started (see :meth:`mark_started`), left RUNNING for the caller to give back to
+        their queues (or to interrupt, where a queue cannot take work back); both empty
+        when another got there first.
         """
         now = utcnow()
         where = [daemons.c.id == daemon_id, daemons.c.ended_at.is_(None)]
@@ -725,26 +771,34 @@ class Database(Connections):
             .values(status=status, ended_at=now, error=reason, request=None)
         ).rowcount
         if not won:
-            return []
-        running = [
-            (int(i), str(q))
-            for i, q in tx.conn.execute(
-                sa.select(instances.c.id, instances.c.queue).where(
-                    instances.c.executor_id == daemon_id,
-                    instances.c.status == InstanceStatus.RUNNING.value,
-                )
-            ).all()
-        ]
-        if running:
+            return [], []
+        running: list[tuple[int, str]] = []
+        unstarted: list[tuple[int, str]] = []
+        for i, q, started in tx.conn.execute(
+            sa.select(instances.c.id, instances.c.queue, instances.c.started_at).where(
+                instances.c.executor_id == daemon_id,
+                instances.c.status == InstanceStatus.RUNNING.value,
+            )
+        ).all():
+            (unstarted if started is None else running).append((int(i), str(q)))
+        self.interrupt(tx, [i for i, _ in running], reason, now)
+        return running, unstarted
+
+    def interrupt(
+        self, tx: Transaction, ids: Sequence[int], reason: str, now: datetime | None = None
+    ) -> None:
+        """End these RUNNING instances INTERRUPTED with ``reason``."""
+        if ids:
             tx.conn.execute(
                 sa.update(instances)
                 .where(
-                    instances.c.id.in_([i for i, _ in running]),
+                    instances.c.id.in_(list(ids)),
                     instances.c.status == InstanceStatus.RUNNING.value,
                 )
-                .values(status=InstanceStatus.INTERRUPTED.value, ended_at=now, error=reason)
+                .values(
+                    status=InstanceStatus.INTERRUPTED.value, ended_at=now or utcnow(), error=reason
+                )
             )
-        return running
 
     def mark_handled(self, instance_ids: Collection[int]) -> int:
         """Mark failed instances HANDLED (somebody dealt with them); returns how many."""
@@ -907,11 +961,13 @@ def ids_in(column: sa.ColumnElement[Any], *, json_text: bool) -> sa.ColumnElemen
 
 def running_values() -> dict[str, Any]:
     """What a claim sets on an instance it moves QUEUED → RUNNING (``mark_running`` and
-    PostgreSQL's one-statement claim), bound as ``now``, ``by`` (the executor's id),
-    ``host`` and ``pid``."""
+    PostgreSQL's one-statement claim), bound as ``by`` (the executor's id), ``host`` and
+    ``pid``; ``started_at`` stays NULL until :meth:`Database.mark_started`."""
     return {
         "status": InstanceStatus.RUNNING.value,
-        "started_at": sa.bindparam("now"),
+        # Claimed, not started: the executor writes the start (mark_started) just before
+        # the body begins, so a survivor can give back what a dead executor never began.
+        "started_at": sa.null(),
         "executor_id": sa.bindparam("by"),
         "host": sa.bindparam("host"),
         "pid": sa.bindparam("pid"),
@@ -937,6 +993,18 @@ _MARK_RUNNING = by_ids(
             ids_in(instances.c.id, json_text=json_text), unindexed_status_is(InstanceStatus.QUEUED)
         )
         .values(running_values())
+    )
+)
+_MARK_STARTED = by_ids(
+    lambda json_text: (
+        sa.update(instances)
+        .where(
+            ids_in(instances.c.id, json_text=json_text),
+            instances.c.executor_id == sa.bindparam("by"),
+            instances.c.status == InstanceStatus.RUNNING.value,
+            instances.c.started_at.is_(None),
+        )
+        .values(started_at=sa.bindparam("now"))
     )
 )
 _CLAIMED_WORK = by_ids(
