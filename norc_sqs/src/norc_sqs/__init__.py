@@ -10,7 +10,7 @@ How the queue keeps Norc's guarantees on a service that delivers *at least once*
   enqueuing transaction committed (``tx.after_commit``), so no message ever announces
   an instance that was rolled back.
 - :meth:`SQSQueue.claim` receives messages, then moves their instances QUEUED → RUNNING
-  with :meth:`norc.store.database.Database.mark_running`, whose conditional update only
+  with :meth:`norc.store.seam.QueueStore.mark_running`, whose conditional update only
   one claimant can win. A message delivered twice, or for an instance that already ran,
   loses that race and is simply deleted: running stays exactly-once.
 - Messages are deleted as soon as the claim is committed, so :meth:`SQSQueue.release`
@@ -46,7 +46,7 @@ from norc.abc import Claimant, Queue, QueueItem
 from norc.errors import ConfigurationError, NorcError
 from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
-from norc.store.connections import Transaction
+from norc.store.seam import Transaction
 
 __all__ = ["BODY_VERSION", "SQSError", "SQSQueue", "norc_register_types"]
 
