@@ -6,7 +6,7 @@ import http.client
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import norc
 from norc.config import Settings
 from norc.errors import ConfigurationError, LogNotFound
 from norc.status import InstanceStatus
-from norc.testing import NoopTask, wait_until
+from norc.testing import LogStoreContract, NoopTask, wait_until
 from norc_s3 import InvalidLogKey, MiB, S3LogError, S3LogStore
 from tests.tasks import Echo
 
@@ -147,6 +147,15 @@ def s3_app(db_url: str, log_dir: Path, **store_settings: Any) -> norc.Norc:
             log_store_settings=store_settings,
         )
     )
+
+
+class TestS3LogStoreContract(LogStoreContract):
+    """The shared LogStore contract, on moto's S3 over HTTP (a fresh bucket per test)."""
+
+    @pytest.fixture
+    def make_store(self, moto_endpoint: str, bucket: str) -> Callable[[Path], S3LogStore]:
+        """An S3 store on the test bucket, for the log directory it is given."""
+        return lambda log_dir: store(moto_endpoint, bucket, log_dir)
 
 
 # -- settings --------------------------------------------------------------------------
