@@ -126,11 +126,12 @@ class QueueContract:
         assert 1 <= len(queue.claim(_claimant(1), 2, timeout=5.0)) <= 2
 
     def test_empty_claim_waits_then_returns_nothing(self, app: Any, make_queue: Any) -> None:
-        """On an empty queue a claim returns [] after about its timeout."""
+        """On an empty queue a claim waits out its timeout, then returns []."""
         queue = make_queue("contract-c")
         start = time.monotonic()
         assert queue.claim(_claimant(1), 5, timeout=0.3) == []
-        assert 0.25 <= time.monotonic() - start < 5
+        # No upper bound: how late a loaded machine returns says nothing of the queue.
+        assert time.monotonic() - start >= 0.25
 
     def test_concurrent_claimants_never_share_an_instance(self, app: Any, make_queue: Any) -> None:
         """Four claimants racing over one queue each get disjoint instances, all of them."""
