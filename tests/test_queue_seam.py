@@ -14,6 +14,7 @@ import inspect
 from pathlib import Path
 from types import ModuleType
 
+import norc_example.spool
 import pytest
 
 import norc.plugins.dbqueue
@@ -25,6 +26,7 @@ from norc.store.seam import QueueStore, SQLQueueStore
 QUEUE_MODULES: list[tuple[ModuleType, type]] = [
     (norc.plugins.dbqueue, SQLQueueStore),
     (norc_sqs, QueueStore),
+    (norc_example.spool, QueueStore),  # docs/plugins.md's worked example
 ]
 
 
