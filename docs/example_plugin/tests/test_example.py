@@ -3,6 +3,7 @@ log store, its task type run by an executor, and its entry point found by Norc."
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,22 @@ def test_greet_runs_through_the_spool_queue(app: norc.Norc, tmp_path: Path) -> N
         wait_until(lambda: app.instance(instance_id).status.is_final)
     assert app.instance(instance_id).status is InstanceStatus.SUCCESS
     assert "hello, world!" in app.logs(instance_id)
+
+
+def test_a_concurrency_limit_holds_spooled_work_back_without_losing_it(
+    app: norc.Norc, tmp_path: Path
+) -> None:
+    """Instances held back by their task's limit (still QUEUED after mark_running) go back
+    to the spool and all run, never two at once."""
+    app.create_queue("spooled", type="spool", path=str(tmp_path / "spool"), poll=0.01)
+    app.save_task(Greet(name="one-at-a-time", who="you", concurrency_limit=1))
+    ids = list(app.enqueue_many("one-at-a-time", 4, queue="spooled"))
+    with app.executor(queue="spooled", concurrency=3, isolation="thread"):
+        wait_until(lambda: all(r.status.is_final for r in app.db.instances_by_id(ids)))
+    records = sorted(app.db.instances_by_id(ids), key=lambda r: r.id)
+    assert [r.status for r in records] == [InstanceStatus.SUCCESS] * 4
+    spans = sorted((r.started_at, r.ended_at) for r in records)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # one at a time
 
 
 def test_greeting_nobody_fails_with_its_reason(app: norc.Norc) -> None:

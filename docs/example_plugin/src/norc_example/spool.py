@@ -86,12 +86,8 @@ class SpoolQueue(Queue):
         config = SpoolSettings.parse(self.settings)
         self.poll = DEFAULT_POLL if config.poll is None else config.poll
         root = Path(config.path) / safe_component(name)
-        self.waiting, self.claimed, self.incoming = (
-            root / "waiting",
-            root / "claimed",
-            root / "incoming",
-        )
-        for folder in (self.waiting, self.claimed, self.incoming):
+        self.waiting, self.claimed = root / "waiting", root / "claimed"
+        for folder in (self.waiting, self.claimed):
             folder.mkdir(parents=True, exist_ok=True)
         self._interrupted = False
 
@@ -110,9 +106,8 @@ class SpoolQueue(Queue):
 
     def _write(self, names: list[str]) -> None:
         for name in names:
-            # Written aside, then renamed in: a claimant never sees half a file.
-            (self.incoming / name).touch()
-            (self.incoming / name).replace(self.waiting / name)
+            # The name is the whole item, so creating the (empty) file publishes it at once.
+            (self.waiting / name).touch()
         self.db.wakeups.notify(self.name)  # an executor of this process starts at once
 
     # -- claiming --------------------------------------------------------------------
