@@ -33,8 +33,7 @@ from norc.records import Claimant as Claimant
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-    from norc.store.connections import Transaction
-    from norc.store.database import Database
+    from norc.store.seam import QueueStore, Transaction
 
 MAX_NAME_LENGTH = 200
 # Checked on every task construction, i.e. once per instance run: a regex, not a loop.
@@ -338,13 +337,18 @@ class Queue(abc.ABC):
 
     Delivery may be at-least-once (SQS); running is exactly-once because :meth:`claim`
     must move each instance QUEUED → RUNNING with the conditional update
-    :meth:`norc.store.database.Database.mark_running`, which only one claimant wins.
+    :meth:`norc.store.seam.QueueStore.mark_running`, which only one claimant wins.
+
+    ``db`` is the queue's way to Norc's database: a :class:`norc.store.seam.QueueStore`
+    (a queue that keeps its items in Norc's own database may rely on the wider
+    :class:`~norc.store.seam.SQLQueueStore`). A queue may call what those protocols
+    list and nothing else of the store.
     """
 
     #: The name queues of this type are created with (``norc queue create -t NAME``).
     type_name: ClassVar[str]
 
-    def __init__(self, *, name: str, settings: Mapping[str, Any], db: Database) -> None:
+    def __init__(self, *, name: str, settings: Mapping[str, Any], db: QueueStore) -> None:
         self.name = name
         self.settings = dict(settings)
         self.db = db

@@ -161,6 +161,10 @@ class LogNotFound(NorcError, LookupError):
     """An instance's log is neither on local disk nor in the remote log store."""
 
 
+class InvalidLogKey(NorcError, ValueError):
+    """A log key that could address something outside a log store (see ``logs.check_key``)."""
+
+
 class QueueGroupPush(NorcError, ValueError):
     """Instances go to a queue, never to a queue group."""
 

@@ -29,7 +29,7 @@ import attrs
 import structlog
 from structlog.typing import FilteringBoundLogger, Processor
 
-from norc.errors import NorcError
+from norc.errors import InvalidLogKey, NorcError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_COMPONENT = 100
@@ -115,6 +115,26 @@ def open_new_log(path: str) -> IO[bytes]:
     if moved_to is not None:
         write_event(stream, "an older log at this path was moved aside", "", {"moved_to": moved_to})
     return stream
+
+
+def check_key(key: object) -> str:
+    """Return ``key`` if it is a safe relative log key, else raise :class:`InvalidLogKey`.
+
+    What log stores accept (``LogStore.save`` and ``open``). Norc builds keys from
+    sanitised names, so this is defence in depth: a key must be a non-empty relative
+    path without ``..`` segments, backslashes or control characters.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidLogKey(f"invalid log key {key!r}: must be a non-empty string")
+    if key.startswith("/"):
+        raise InvalidLogKey(f"invalid log key {key!r}: must be relative, not start with '/'")
+    if "\\" in key:
+        raise InvalidLogKey(f"invalid log key {key!r}: backslashes are not allowed")
+    if ".." in key.split("/"):
+        raise InvalidLogKey(f"invalid log key {key!r}: '..' segments are not allowed")
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise InvalidLogKey(f"invalid log key {key!r}: control characters are not allowed")
+    return key
 
 
 def resolve_key(log_dir: Path, key: str) -> Path:

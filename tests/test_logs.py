@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,9 +20,21 @@ from norc.logs import (
     resolve_key,
     safe_component,
 )
+from norc.plugins.local_logs import LocalLogStore
 from norc.status import InstanceStatus
-from norc.testing import wait_until
+from norc.testing import LogStoreContract, wait_until
 from tests.tasks import Echo
+
+
+class TestLocalLogStoreContract(LogStoreContract):
+    """The shared LogStore contract, on the built-in ``local`` store."""
+
+    shared = False  # logs stay on the host that wrote them
+
+    @pytest.fixture
+    def make_store(self) -> Callable[[Path], LocalLogStore]:
+        """A local store on the log directory it is given."""
+        return lambda log_dir: LocalLogStore(settings={}, log_dir=log_dir)
 
 
 @pytest.mark.parametrize(

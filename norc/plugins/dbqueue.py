@@ -33,15 +33,21 @@ from norc.abc import INDEPENDENT_OVERLAP, Claimant, Queue, QueueItem
 from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
 from norc.status import InstanceStatus
-from norc.store.connections import Transaction, driver_sql
-from norc.store.database import (
+from norc.store.seam import (
+    SQLQueueStore,
+    Transaction,
     by_ids,
+    driver_sql,
     ids_in,
+    instances,
+    naive_utc,
+    queue_items,
     raw_columns,
     running_values,
+    tasks,
     unindexed_status_is,
+    utcnow,
 )
-from norc.store.schema import instances, naive_utc, queue_items, tasks, utcnow
 
 CHANNEL = "norc_queue"
 MIN_POLL = 0.002
@@ -138,6 +144,8 @@ class DBQueue(Queue):
     """A queue whose items are rows of ``norc_queue_items``."""
 
     type_name = "dbqueue"
+    #: Its items live in Norc's own database: it uses the SQL tier of the queue seam.
+    db: SQLQueueStore
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -5,23 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from norc.abc import LogStore
-from norc.logs import resolve_key
+from norc.logs import check_key, resolve_key
 from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
 
 
 class LocalLogStore(LogStore):
-    """Keeps each log where the executor wrote it; reads refuse keys outside the log dir."""
+    """Keeps each log where the executor wrote it; keys that could leave the log directory
+    are refused (:func:`norc.logs.check_key`)."""
 
     store_name = "local"
 
     def save(self, key: str, local_path: Path) -> str | None:
         """Nothing to copy: the local file is the stored log."""
+        check_key(key)
         return str(local_path)
 
     def open(self, key: str) -> bytes | None:
         """The local file's bytes, or None if there is no such file."""
-        path = resolve_key(self.log_dir, key)
+        path = resolve_key(self.log_dir, check_key(key))
         try:
             return path.read_bytes()
         except FileNotFoundError:

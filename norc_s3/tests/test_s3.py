@@ -6,7 +6,7 @@ import http.client
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import norc
 from norc.config import Settings
 from norc.errors import ConfigurationError, LogNotFound
 from norc.status import InstanceStatus
-from norc.testing import NoopTask, wait_until
+from norc.testing import LogStoreContract, NoopTask, wait_until
 from norc_s3 import InvalidLogKey, MiB, S3LogError, S3LogStore
 from tests.tasks import Echo
 
@@ -130,8 +130,7 @@ def log_file(tmp_path: Path) -> Path:
 
 
 def store(endpoint: str, bucket: str, log_dir: Path, **settings: Any) -> S3LogStore:
-    """An S3LogStore on ``endpoint`` with quick retries."""
-    settings.setdefault("backoff", 0.01)
+    """An S3LogStore on ``endpoint``."""
     return S3LogStore(
         settings={"bucket": bucket, "endpoint_url": endpoint, "region": "us-east-1", **settings},
         log_dir=log_dir,
@@ -148,6 +147,15 @@ def s3_app(db_url: str, log_dir: Path, **store_settings: Any) -> norc.Norc:
             log_store_settings=store_settings,
         )
     )
+
+
+class TestS3LogStoreContract(LogStoreContract):
+    """The shared LogStore contract, on moto's S3 over HTTP (a fresh bucket per test)."""
+
+    @pytest.fixture
+    def make_store(self, moto_endpoint: str, bucket: str) -> Callable[[Path], S3LogStore]:
+        """An S3 store on the test bucket, for the log directory it is given."""
+        return lambda log_dir: store(moto_endpoint, bucket, log_dir)
 
 
 # -- settings --------------------------------------------------------------------------
@@ -179,6 +187,22 @@ def test_invalid_settings_are_refused_naming_the_key(
     with pytest.raises(ConfigurationError) as info:
         S3LogStore(settings=settings, log_dir=tmp_path)
     assert message in str(info.value)
+
+
+def test_valid_settings_come_back_as_given(tmp_path: Path) -> None:
+    """validate_settings returns what was given, checked, and no defaults (so a default
+    changed later applies to configurations written before)."""
+    given = {"bucket": "ok-bucket", "prefix": "", "tries": 5, "region": "eu-west-1"}
+    assert S3LogStore.validate_settings(given) == given
+    assert S3LogStore.validate_settings({"bucket": "ok-bucket"}) == {"bucket": "ok-bucket"}
+
+
+def test_backoff_is_accepted_but_says_it_has_no_effect(tmp_path: Path) -> None:
+    """A configuration from before botocore's retries still loads; a warning names the
+    setting it ignores."""
+    with structlog.testing.capture_logs() as logs:
+        S3LogStore(settings={"bucket": "ok-bucket", "backoff": 2}, log_dir=tmp_path)
+    assert any("'backoff' is ignored" in e["event"] for e in logs)
 
 
 def test_defaults_follow_the_seed(tmp_path: Path) -> None:
@@ -226,18 +250,15 @@ def test_missing_bucket_is_an_error_naming_bucket_and_key(
 def test_transient_failures_are_retried(
     moto_endpoint: str, bucket: str, s3: Any, log_file: Path, tmp_path: Path
 ) -> None:
-    """Two 500 answers, then success: the third try uploads, after two logged retries."""
+    """Two 500 answers, then success: botocore's third attempt uploads (``tries`` = 3)."""
     proxy = FlakyProxy(moto_endpoint, failures=2)
     try:
         s = store(proxy.url, bucket, tmp_path, tries=3)
-        with structlog.testing.capture_logs() as logs:
-            location = s.save("tasks/T/n/n-2", log_file)
+        location = s.save("tasks/T/n/n-2", log_file)
     finally:
         proxy.close()
     assert location == f"s3://{bucket}/norc_logs/tasks/T/n/n-2"
-    assert proxy.requests == 3  # botocore did not retry on its own: `tries` is the only knob
-    retries = [e for e in logs if e["event"] == "S3 call failed; retrying"]
-    assert [e["attempt"] for e in retries] == [1, 2]
+    assert proxy.requests == 3  # `tries` counts every attempt, the first one included
     body = s3.get_object(Bucket=bucket, Key="norc_logs/tasks/T/n/n-2")["Body"].read()
     assert body == log_file.read_bytes()
 

@@ -19,96 +19,100 @@ Credentials never appear in settings: boto3 finds them through its standard chai
 
 from __future__ import annotations
 
-import re
+import contextlib
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+import attrs
 import boto3
 import structlog
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from norc.abc import LogStore
-from norc.errors import ConfigurationError, NorcError
+from norc.aws import AWSSettings
+from norc.errors import ConfigurationError, InvalidLogKey, NorcError
+from norc.logs import check_key
+from norc.plugin_settings import number, one_of, optional, refuse, text, whole_number
 from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
 
-__all__ = ["InvalidLogKey", "MiB", "S3LogError", "S3LogStore", "check_key", "norc_register_types"]
+# InvalidLogKey and check_key are the core's (norc.errors, norc.logs), named here as
+# well for code written when they were this plugin's own.
+__all__ = [
+    "InvalidLogKey",
+    "MiB",
+    "S3LogError",
+    "S3LogStore",
+    "S3Settings",
+    "check_key",
+    "norc_register_types",
+]
 
 log = structlog.get_logger("norc.s3")
-
-T = TypeVar("T")
 
 MiB = 1024 * 1024
 #: S3's smallest part (every part of a multipart upload but the last is at least this).
 MIN_PART_SIZE = 5 * MiB
 DEFAULT_PREFIX = "norc_logs/"
 DEFAULT_TRIES = 3
-DEFAULT_BACKOFF = 1.0
 DEFAULT_MULTIPART_THRESHOLD = 8 * MiB
-#: The longest pause between two tries, whatever ``backoff`` and ``tries`` say.
+#: The largest ``backoff`` accepted (the setting no longer has an effect).
 MAX_PAUSE = 30.0
 
-SETTINGS = (
-    "bucket",
-    "prefix",
-    "region",
-    "endpoint_url",
-    "tries",
-    "backoff",
-    "multipart_threshold",
-    "addressing_style",
-)
-_CREDENTIAL_WORDS = ("secret", "access_key", "accesskey", "token", "password", "credential")
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_URL = re.compile(r"https?://\S+")
 _MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
-_TRANSIENT_CODES = frozenset(
-    {
-        "InternalError",
-        "ServiceUnavailable",
-        "SlowDown",
-        "RequestTimeout",
-        "RequestTimeTooSkewed",
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-    }
-)
 
 
 class S3LogError(NorcError):
     """Reading or writing a log in S3 failed; the message names the bucket and key."""
 
 
-class InvalidLogKey(NorcError, ValueError):
-    """A log key that could address something outside the store's prefix."""
+def _prefix(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """A prefix is empty, or a safe relative key (:func:`check_key`)."""
+    if not isinstance(value, str):
+        refuse(instance, attribute.name, "a string", value)
+    if value:
+        try:
+            check_key(value)
+        except InvalidLogKey as exc:
+            raise ConfigurationError(f"S3 log store setting 'prefix': {exc}") from None
 
 
-def check_key(key: object) -> str:
-    """Return ``key`` if it is a safe relative log key, else raise :class:`InvalidLogKey`.
+@attrs.frozen(kw_only=True)
+class S3Settings(AWSSettings):
+    """The S3 log store's settings (see :meth:`S3LogStore.validate_settings`)."""
 
-    Norc builds keys from sanitised names, so this is defence in depth: a key must be
-    a non-empty relative path without ``..`` segments, backslashes or control characters.
-    """
-    if not isinstance(key, str) or not key:
-        raise InvalidLogKey(f"invalid log key {key!r}: must be a non-empty string")
-    if key.startswith("/"):
-        raise InvalidLogKey(f"invalid log key {key!r}: must be relative, not start with '/'")
-    if "\\" in key:
-        raise InvalidLogKey(f"invalid log key {key!r}: backslashes are not allowed")
-    if ".." in key.split("/"):
-        raise InvalidLogKey(f"invalid log key {key!r}: '..' segments are not allowed")
-    if any(ord(c) < 32 or ord(c) == 127 for c in key):
-        raise InvalidLogKey(f"invalid log key {key!r}: control characters are not allowed")
-    return key
+    kind = "S3 log store"
+
+    bucket: str = attrs.field(
+        validator=text(
+            r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
+            "a bucket name (3-63 lowercase letters, digits, '.' or '-')",
+        )
+    )
+    prefix: str | None = attrs.field(default=None, validator=optional(_prefix))
+    addressing_style: str | None = attrs.field(
+        default=None, validator=optional(one_of("auto", "path", "virtual"))
+    )
+    tries: int | None = attrs.field(default=None, validator=optional(whole_number(1, 20)))
+    #: Accepted for configurations written before botocore's retry modes took over the
+    #: pauses; it has no effect (a warning says so).
+    backoff: float | None = attrs.field(
+        default=None, validator=optional(number(0, MAX_PAUSE, f"seconds from 0 to {MAX_PAUSE:g}"))
+    )
+    multipart_threshold: int | None = attrs.field(
+        default=None,
+        validator=optional(
+            whole_number(
+                MIN_PART_SIZE,
+                what=f"a whole number of bytes >= {MIN_PART_SIZE} (5 MiB, S3's smallest part)",
+            )
+        ),
+    )
 
 
 class S3LogStore(LogStore):
@@ -118,15 +122,18 @@ class S3LogStore(LogStore):
 
     def __init__(self, *, settings: Mapping[str, Any], log_dir: Path) -> None:
         super().__init__(settings=settings, log_dir=log_dir)
-        config = self.validate_settings(settings)
-        self.bucket: str = config["bucket"]
-        self.prefix: str = config.get("prefix", DEFAULT_PREFIX)
-        self.tries: int = config.get("tries", DEFAULT_TRIES)
-        self.backoff: float = config.get("backoff", DEFAULT_BACKOFF)
-        self._region: str | None = config.get("region")
-        self._endpoint_url: str | None = config.get("endpoint_url")
-        self._addressing_style: str | None = config.get("addressing_style")
-        threshold: int = config.get("multipart_threshold", DEFAULT_MULTIPART_THRESHOLD)
+        config = S3Settings.parse(settings)
+        self.config = config
+        self.bucket: str = config.bucket
+        self.prefix: str = DEFAULT_PREFIX if config.prefix is None else config.prefix
+        self.tries: int = config.tries or DEFAULT_TRIES
+        if config.backoff is not None:
+            log.warning(
+                "S3 log store setting 'backoff' is ignored: botocore's standard retry mode"
+                " chooses the pauses",
+                bucket=self.bucket,
+            )
+        threshold = config.multipart_threshold or DEFAULT_MULTIPART_THRESHOLD
         # Parts as large as the threshold: a log just over it goes in two parts.
         self.transfer = TransferConfig(multipart_threshold=threshold, multipart_chunksize=threshold)
         self._lock = threading.Lock()
@@ -141,96 +148,16 @@ class S3LogStore(LogStore):
         - ``region``: AWS region; default: boto3's chain.
         - ``endpoint_url``: an S3-compatible store (MinIO, Ceph, R2...).
         - ``addressing_style``: ``auto`` (default), ``path`` or ``virtual``.
-        - ``tries``: attempts per upload or read on transient errors (default 3).
-        - ``backoff``: seconds before the second try, doubling after (default 1.0).
+        - ``tries``: attempts in all per request on transient errors (default 3), made
+          by botocore's standard retry mode.
+        - ``backoff``: accepted and ignored (botocore chooses the pauses: exponential,
+          with jitter).
         - ``multipart_threshold``: bytes from which a log goes up in parts of this size
           (default 8 MiB, at least 5 MiB, S3's smallest part).
 
         Keys that look like credentials are refused: they only come from boto3's chain.
         """
-        for key in settings:
-            if any(word in str(key).lower() for word in _CREDENTIAL_WORDS):
-                raise ConfigurationError(
-                    f"S3 log store setting {key!r} looks like a credential: Norc never keeps"
-                    " credentials in its settings; give them to boto3 through its standard"
-                    " chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and"
-                    " ~/.aws/credentials, or an instance, task or pod role)"
-                )
-        unknown = sorted(str(k) for k in set(settings) - set(SETTINGS))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown S3 log store setting(s) {', '.join(map(repr, unknown))}"
-                f" (known: {', '.join(SETTINGS)})"
-            )
-        out: dict[str, Any] = {}
-        bucket = settings.get("bucket")
-        if bucket is None:
-            raise ConfigurationError("the S3 log store needs the setting 'bucket'")
-        if not isinstance(bucket, str) or not _BUCKET.fullmatch(bucket):
-            raise ConfigurationError(
-                f"S3 setting 'bucket' must be a bucket name (3-63 lowercase letters, digits,"
-                f" '.' or '-'), got {bucket!r}"
-            )
-        out["bucket"] = bucket
-        prefix = settings.get("prefix")
-        if prefix is not None:
-            if not isinstance(prefix, str):
-                raise ConfigurationError(f"S3 setting 'prefix' must be a string, got {prefix!r}")
-            if prefix:
-                try:
-                    check_key(prefix)
-                except InvalidLogKey as exc:
-                    raise ConfigurationError(f"S3 setting 'prefix': {exc}") from None
-            out["prefix"] = prefix
-        for key in ("region", "endpoint_url"):
-            value = settings.get(key)
-            if value is None:
-                continue
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigurationError(
-                    f"S3 setting {key!r} must be a non-empty string, got {value!r}"
-                )
-            if key == "endpoint_url" and not _URL.fullmatch(value):
-                raise ConfigurationError(
-                    f"S3 setting 'endpoint_url' must be an http(s) URL, got {value!r}"
-                )
-            out[key] = value
-        style = settings.get("addressing_style")
-        if style is not None:
-            if style not in ("auto", "path", "virtual"):
-                raise ConfigurationError(
-                    "S3 setting 'addressing_style' must be 'auto', 'path' or 'virtual',"
-                    f" got {style!r}"
-                )
-            out["addressing_style"] = style
-        tries = settings.get("tries")
-        if tries is not None:
-            if type(tries) is not int or not 1 <= tries <= 20:
-                raise ConfigurationError(
-                    f"S3 setting 'tries' must be a whole number from 1 to 20, got {tries!r}"
-                )
-            out["tries"] = tries
-        backoff = settings.get("backoff")
-        if backoff is not None:
-            if (
-                isinstance(backoff, bool)
-                or not isinstance(backoff, (int, float))
-                or not 0 <= backoff <= MAX_PAUSE
-            ):
-                raise ConfigurationError(
-                    f"S3 setting 'backoff' must be seconds from 0 to {MAX_PAUSE:g}, got {backoff!r}"
-                )
-            out["backoff"] = float(backoff)
-        threshold = settings.get("multipart_threshold")
-        if threshold is not None:
-            if type(threshold) is not int or threshold < MIN_PART_SIZE:
-                raise ConfigurationError(
-                    "S3 setting 'multipart_threshold' must be a whole number of bytes"
-                    f" >= {MIN_PART_SIZE}"
-                    f" (5 MiB, S3's smallest part), got {threshold!r}"
-                )
-            out["multipart_threshold"] = threshold
-        return out
+        return S3Settings.parse(settings).given()
 
     # -- the LogStore contract -------------------------------------------------------
 
@@ -241,14 +168,13 @@ class S3LogStore(LogStore):
     def save(self, key: str, local_path: Path) -> str:
         """Upload the log; return ``s3://bucket/object-key``.
 
-        Transient failures (network, throttling, 5xx) are retried up to ``tries`` times
-        with a doubling pause; the last failure, or any other, raises :class:`S3LogError`.
-        Logs from ``multipart_threshold`` bytes on go up in parts.
+        Transient failures (network, throttling, 5xx) are retried by botocore, ``tries``
+        attempts in all per request; the last failure, or any other, raises
+        :class:`S3LogError`. Logs from ``multipart_threshold`` bytes on go up in parts.
         """
         object_key = self.object_key(key)
         client = self._s3()
-
-        def upload() -> None:
+        with self._errors(f"upload {local_path} to", object_key):
             client.upload_file(
                 str(local_path),
                 self.bucket,
@@ -256,8 +182,6 @@ class S3LogStore(LogStore):
                 Config=self.transfer,
                 ExtraArgs={"ContentType": "text/plain; charset=utf-8"},
             )
-
-        self._retrying(f"upload {local_path} to", object_key, upload)
         return f"s3://{self.bucket}/{object_key}"
 
     def open(self, key: str) -> bytes | None:
@@ -268,8 +192,7 @@ class S3LogStore(LogStore):
         """
         object_key = self.object_key(key)
         client = self._s3()
-
-        def read() -> bytes | None:
+        with self._errors("read", object_key):
             try:
                 answer = client.get_object(Bucket=self.bucket, Key=object_key)
             except ClientError as exc:
@@ -277,59 +200,40 @@ class S3LogStore(LogStore):
                     return None
                 raise
             data: bytes = answer["Body"].read()
-            return data
-
-        return self._retrying("read", object_key, read)
+        return data
 
     # -- internals -------------------------------------------------------------------
 
-    def _retrying(self, action: str, object_key: str, call: Callable[[], T]) -> T:
-        """Run ``call``; on a transient failure, pause and try again, ``tries`` times in all."""
-        where = f"s3://{self.bucket}/{object_key}"
-        for attempt in range(1, self.tries + 1):
-            try:
-                return call()
-            except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
-                reason = _describe(exc)
-                if not _is_transient(exc):
-                    raise S3LogError(f"cannot {action} {where}: {reason}") from exc
-                if attempt == self.tries:
-                    raise S3LogError(
-                        f"cannot {action} {where} after {self.tries} tries: {reason}"
-                    ) from exc
-                pause = min(self.backoff * 2 ** (attempt - 1), MAX_PAUSE)
-                log.warning(
-                    "S3 call failed; retrying",
-                    action=action,
-                    location=where,
-                    attempt=attempt,
-                    tries=self.tries,
-                    pause=pause,
-                    error=reason,
-                )
-                time.sleep(pause)
-        raise AssertionError("unreachable: tries >= 1")  # pragma: no cover
+    @contextlib.contextmanager
+    def _errors(self, action: str, object_key: str) -> Iterator[None]:
+        """Raise boto3's errors (after botocore's retries) as :class:`S3LogError`, naming
+        the object and, if the error was retried, the number of tries."""
+        try:
+            yield
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
+            where = f"s3://{self.bucket}/{object_key}"
+            tries = _tries(exc)
+            after = f" after {tries} tries" if tries > 1 else ""
+            raise S3LogError(f"cannot {action} {where}{after}: {_describe(exc)}") from exc
 
     def _s3(self) -> Any:
         with self._lock:
             if self._client is None:
-                s3_options = (
-                    {"addressing_style": self._addressing_style} if self._addressing_style else None
-                )
+                style = self.config.addressing_style
                 try:
                     # A session of our own: boto3's default session is not thread-safe
                     # and uploads run in Norc's background threads.
                     self._client = boto3.session.Session().client(
                         "s3",
-                        region_name=self._region,
-                        endpoint_url=self._endpoint_url,
+                        **self.config.client_options(),
                         config=Config(
-                            # ``tries`` is the only retry knob: botocore retrying inside
-                            # each of our tries would multiply the attempts.
-                            retries={"mode": "standard", "total_max_attempts": 1},
+                            # botocore retries what is transient (network errors,
+                            # throttling, 5xx), pausing exponentially with jitter;
+                            # ``tries`` counts the first attempt too.
+                            retries={"mode": "standard", "total_max_attempts": self.tries},
                             connect_timeout=10,
                             read_timeout=60,
-                            s3=s3_options,
+                            s3={"addressing_style": style} if style else None,
                         ),
                     )
                 except BotoCoreError as exc:
@@ -369,14 +273,13 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
-def _is_transient(exc: BaseException) -> bool:
-    """Whether trying again may succeed: network trouble, throttling, 5xx answers."""
+def _tries(exc: BaseException) -> int:
+    """How many attempts botocore made of the request that failed (1 if it was not retried)."""
     client_error = _client_error(exc)
-    if client_error is not None:
-        meta = client_error.response.get("ResponseMetadata", {})
-        status = int(meta.get("HTTPStatusCode", 0) or 0)
-        return status >= 500 or _code(client_error) in _TRANSIENT_CODES
-    return any(isinstance(c, (BotoConnectionError, HTTPClientError)) for c in _chain(exc))
+    if client_error is None:
+        return 1
+    meta = client_error.response.get("ResponseMetadata", {})
+    return 1 + int(meta.get("RetryAttempts", 0) or 0)
 
 
 @hookimpl

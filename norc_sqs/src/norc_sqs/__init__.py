@@ -10,7 +10,7 @@ How the queue keeps Norc's guarantees on a service that delivers *at least once*
   enqueuing transaction committed (``tx.after_commit``), so no message ever announces
   an instance that was rolled back.
 - :meth:`SQSQueue.claim` receives messages, then moves their instances QUEUED → RUNNING
-  with :meth:`norc.store.database.Database.mark_running`, whose conditional update only
+  with :meth:`norc.store.seam.QueueStore.mark_running`, whose conditional update only
   one claimant can win. A message delivered twice, or for an instance that already ran,
   loses that race and is simply deleted: running stays exactly-once.
 - Messages are deleted as soon as the claim is committed, so :meth:`SQSQueue.release`
@@ -36,6 +36,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import boto3
 import structlog
 from botocore.config import Config
@@ -43,12 +44,14 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from norc.abc import Claimant, Queue, QueueItem
+from norc.aws import AWSSettings
 from norc.errors import ConfigurationError, NorcError
+from norc.plugin_settings import boolean, http_url, optional, refuse, text, whole_number
 from norc.pluginmarkers import hookimpl
 from norc.registry import PluginRegistry
-from norc.store.connections import Transaction
+from norc.store.seam import Transaction
 
-__all__ = ["BODY_VERSION", "SQSError", "SQSQueue", "norc_register_types"]
+__all__ = ["BODY_VERSION", "SQSError", "SQSQueue", "SQSSettings", "norc_register_types"]
 
 log = structlog.get_logger("norc.sqs")
 
@@ -75,21 +78,9 @@ SHORT_POLL_PAUSE = 0.25
 #: Largest instance id a message may name (the id column is a signed 64-bit integer).
 MAX_INSTANCE_ID = 2**63 - 1
 
-SETTINGS = (
-    "queue_url",
-    "queue_name",
-    "region",
-    "endpoint_url",
-    "visibility_timeout",
-    "wait_time",
-    "fifo",
-    "message_group",
-    "create",
-)
-_CREDENTIAL_WORDS = ("secret", "access_key", "accesskey", "token", "password", "credential")
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]+(\.fifo)?")
 _MAX_QUEUE_NAME = 80
-_URL = re.compile(r"https?://\S+")
+#: A queue name: letters, digits, '-' and '_', ending in '.fifo' for a FIFO queue.
+_QUEUE_NAME = rf"(?=.{{1,{_MAX_QUEUE_NAME}}}\Z)[A-Za-z0-9_-]+(\.fifo)?"
 _REGION_IN_URL = re.compile(r"^https?://sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
 _MISSING_QUEUE_CODES = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
@@ -123,6 +114,84 @@ class SQSError(NorcError):
         self.code = code
 
 
+def _named_fifo(settings: SQSSettings) -> bool:
+    return (settings.queue_url or settings.queue_name or "").endswith(".fifo")
+
+
+def _queue_url(instance: SQSSettings, attribute: attrs.Attribute[Any], value: object) -> None:
+    if (value is None) == (instance.queue_name is None):
+        raise ConfigurationError(
+            "SQS queue settings need exactly one of 'queue_url' or 'queue_name'"
+            + (", not both" if value is not None else "")
+        )
+    if value is not None:
+        http_url(instance, attribute, value)
+
+
+def _fifo(instance: SQSSettings, attribute: attrs.Attribute[Any], value: object) -> None:
+    boolean(instance, attribute, value)
+    if value != _named_fifo(instance):
+        raise ConfigurationError(
+            "SQS queue setting 'fifo' is true but the queue name does not end in '.fifo'"
+            if value
+            else "SQS queue setting 'fifo' is false but the queue name ends in '.fifo'"
+            " (a FIFO queue)"
+        )
+
+
+def _message_group(instance: SQSSettings, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not instance.fifo:
+        raise ConfigurationError("SQS queue setting 'message_group' only applies to FIFO queues")
+    if not isinstance(value, str) or not 1 <= len(value) <= 128 or not value.isprintable():
+        refuse(instance, attribute.name, "1-128 printable characters", value)
+
+
+def _create(instance: SQSSettings, attribute: attrs.Attribute[Any], value: object) -> None:
+    boolean(instance, attribute, value)
+    if value and instance.queue_name is None:
+        raise ConfigurationError(
+            "SQS queue setting 'create' needs 'queue_name' (a queue URL cannot be created)"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class SQSSettings(AWSSettings):
+    """An SQS queue's settings (see :meth:`SQSQueue.validate_settings`)."""
+
+    kind = "SQS queue"
+
+    queue_url: str | None = attrs.field(default=None, validator=_queue_url)
+    queue_name: str | None = attrs.field(
+        default=None,
+        validator=optional(
+            text(
+                _QUEUE_NAME,
+                f"1-{_MAX_QUEUE_NAME} letters, digits, '-' or '_' (FIFO queues end in '.fifo')",
+            )
+        ),
+    )
+    visibility_timeout: int | None = attrs.field(
+        default=None,
+        validator=optional(
+            whole_number(
+                0,
+                MAX_VISIBILITY_TIMEOUT,
+                f"a whole number of seconds from 0 to {MAX_VISIBILITY_TIMEOUT}",
+            )
+        ),
+    )
+    wait_time: int | None = attrs.field(
+        default=None,
+        validator=optional(
+            whole_number(0, MAX_WAIT_TIME, f"a whole number of seconds from 0 to {MAX_WAIT_TIME}")
+        ),
+    )
+    #: Always set once parsed: from the queue's name when not given.
+    fifo: bool = attrs.field(default=attrs.Factory(_named_fifo, takes_self=True), validator=_fifo)
+    message_group: str | None = attrs.field(default=None, validator=optional(_message_group))
+    create: bool | None = attrs.field(default=None, validator=optional(_create))
+
+
 class SQSQueue(Queue):
     """A Norc queue whose items are messages in one SQS queue.
 
@@ -138,16 +207,17 @@ class SQSQueue(Queue):
         super().__init__(**kwargs)
         # Settings come back from the database: check them again, so a hand-edited row
         # fails here with the key named rather than deep inside boto3.
-        config = self.validate_settings(self.settings)
-        self._queue_url: str | None = config.get("queue_url")
-        self._queue_name: str | None = config.get("queue_name")
-        self._region: str | None = config.get("region") or _region_from_url(self._queue_url)
-        self._endpoint_url: str | None = config.get("endpoint_url")
-        self._visibility_timeout: int | None = config.get("visibility_timeout")
-        self._wait_time: int = config.get("wait_time", DEFAULT_WAIT_TIME)
-        self._fifo: bool = config["fifo"]
-        self._message_group: str = config.get("message_group", DEFAULT_MESSAGE_GROUP)
-        self._create: bool = config.get("create", False)
+        config = SQSSettings.parse(self.settings)
+        self.config = config
+        self._queue_url: str | None = config.queue_url
+        self._queue_name: str | None = config.queue_name
+        self._region: str | None = config.region or _region_from_url(self._queue_url)
+        self._endpoint_url: str | None = config.endpoint_url
+        self._visibility_timeout: int | None = config.visibility_timeout
+        self._wait_time: int = DEFAULT_WAIT_TIME if config.wait_time is None else config.wait_time
+        self._fifo: bool = config.fifo
+        self._message_group: str = config.message_group or DEFAULT_MESSAGE_GROUP
+        self._create: bool = bool(config.create)
         self._lock = threading.Lock()
         self._client: Any = None
         self._resolved_url: str | None = None
@@ -173,105 +243,7 @@ class SQSQueue(Queue):
         Raises :class:`norc.errors.ConfigurationError` naming the bad key; keys that look
         like credentials are refused, as credentials only come from boto3's chain.
         """
-        for key in settings:
-            lowered = str(key).lower()
-            if any(word in lowered for word in _CREDENTIAL_WORDS):
-                raise ConfigurationError(
-                    f"SQS queue setting {key!r} looks like a credential: Norc never keeps"
-                    " credentials in queue settings (everyone who can read the database"
-                    " could read them); give them to boto3 through its standard chain"
-                    " (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and"
-                    " ~/.aws/credentials, or an instance, task or pod role)"
-                )
-        unknown = sorted(str(k) for k in set(settings) - set(SETTINGS))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown SQS queue setting(s) {', '.join(map(repr, unknown))}"
-                f" (known: {', '.join(SETTINGS)})"
-            )
-        out: dict[str, Any] = {}
-        url, name = settings.get("queue_url"), settings.get("queue_name")
-        if (url is None) == (name is None):
-            raise ConfigurationError(
-                "SQS queue settings need exactly one of 'queue_url' or 'queue_name'"
-                + (", not both" if url is not None else "")
-            )
-        if url is not None:
-            if not isinstance(url, str) or not _URL.fullmatch(url):
-                raise ConfigurationError(
-                    f"SQS setting 'queue_url' must be an http(s) URL, got {url!r}"
-                )
-            out["queue_url"] = url
-        if name is not None:
-            if (
-                not isinstance(name, str)
-                or not _QUEUE_NAME.fullmatch(name)
-                or len(name) > _MAX_QUEUE_NAME
-            ):
-                raise ConfigurationError(
-                    f"SQS setting 'queue_name' must be 1-{_MAX_QUEUE_NAME} letters, digits,"
-                    f" '-' or '_' (FIFO queues end in '.fifo'), got {name!r}"
-                )
-            out["queue_name"] = name
-        for key in ("region", "endpoint_url"):
-            value = settings.get(key)
-            if value is None:
-                continue
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigurationError(
-                    f"SQS setting {key!r} must be a non-empty string, got {value!r}"
-                )
-            if key == "endpoint_url" and not _URL.fullmatch(value):
-                raise ConfigurationError(
-                    f"SQS setting 'endpoint_url' must be an http(s) URL, got {value!r}"
-                )
-            out[key] = value
-        for key, high in (
-            ("visibility_timeout", MAX_VISIBILITY_TIMEOUT),
-            ("wait_time", MAX_WAIT_TIME),
-        ):
-            value = settings.get(key)
-            if value is None:
-                continue
-            if type(value) is not int or not 0 <= value <= high:
-                raise ConfigurationError(
-                    f"SQS setting {key!r} must be a whole number of seconds from 0 to {high},"
-                    f" got {value!r}"
-                )
-            out[key] = value
-        for key in ("fifo", "create"):
-            value = settings.get(key)
-            if value is not None and not isinstance(value, bool):
-                raise ConfigurationError(
-                    f"SQS setting {key!r} must be true or false, got {value!r}"
-                )
-        named_fifo = (url or name or "").endswith(".fifo")
-        fifo = settings.get("fifo")
-        if fifo is None:
-            fifo = named_fifo
-        elif fifo != named_fifo:
-            raise ConfigurationError(
-                "SQS setting 'fifo' is true but the queue name does not end in '.fifo'"
-                if fifo
-                else "SQS setting 'fifo' is false but the queue name ends in '.fifo' (a FIFO queue)"
-            )
-        out["fifo"] = fifo
-        group = settings.get("message_group")
-        if group is not None:
-            if not fifo:
-                raise ConfigurationError("SQS setting 'message_group' only applies to FIFO queues")
-            if not isinstance(group, str) or not 1 <= len(group) <= 128 or not group.isprintable():
-                raise ConfigurationError(
-                    f"SQS setting 'message_group' must be 1-128 printable characters, got {group!r}"
-                )
-            out["message_group"] = group
-        if settings.get("create") is not None:
-            if settings["create"] and name is None:
-                raise ConfigurationError(
-                    "SQS setting 'create' needs 'queue_name' (a queue URL cannot be created)"
-                )
-            out["create"] = settings["create"]
-        return out
+        return SQSSettings.parse(settings).given()
 
     # -- the Queue contract ----------------------------------------------------------
 
