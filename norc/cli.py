@@ -209,6 +209,25 @@ _log_format_option = click.option(
 )
 
 
+def _check_stop_timeout(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """``--stop-timeout``: seconds > 0, ``inf`` for no bound."""
+    if not value > 0:  # also NaN, which FloatRange lets through
+        raise click.BadParameter(f"{value!r} is not a number of seconds > 0 (or inf)")
+    return value
+
+
+_stop_timeout_option = click.option(
+    "--stop-timeout",
+    default=30.0,
+    show_default=True,
+    type=float,
+    callback=_check_stop_timeout,
+    metavar="SECONDS",
+    help="After a SIGTERM or SIGINT, wait this long for running instances, then kill them"
+    " (inf: wait for ever). A second signal, or SIGQUIT, kills at once.",
+)
+
+
 def _log_to_stderr(log_format: str) -> None:
     from norc.daemon import configure_stderr_logging
 
@@ -246,6 +265,7 @@ def _log_to_stderr(log_format: str) -> None:
     type=click.FloatRange(0, min_open=True),
     help="Give back instances claimed ahead that have not started after this many seconds.",
 )
+@_stop_timeout_option
 @_log_format_option
 @pass_ctx
 def executor(
@@ -255,9 +275,16 @@ def executor(
     isolation: Isolation,
     claim_ahead: float,
     max_claim_wait: float,
+    stop_timeout: float,
     log_format: str,
 ) -> None:
-    """Run an executor until stopped (SIGINT: stop after running instances; SIGTERM: kill).
+    """Run an executor until stopped.
+
+    The first SIGTERM or SIGINT stops it gracefully: it takes nothing new, gives back
+    what it claimed ahead and lets running instances finish, for at most --stop-timeout
+    seconds, then kills them (INTERRUPTED, finally_ still runs). A second signal, or
+    SIGQUIT, kills at once. Exit code 0 once it has ended so. Under systemd it notifies
+    READY, STOPPING and WATCHDOG ($NOTIFY_SOCKET; see `norc service unit`).
 
     Its events go to stderr as well as to its log in the log store."""
     _log_to_stderr(log_format)
@@ -274,7 +301,9 @@ def executor(
         on_started=lambda: click.echo(
             f"executor {ex.id} on queue {queue!r} (concurrency {concurrency}, pid {os.getpid()})",
             err=True,
-        )
+        ),
+        stop_timeout=stop_timeout,
+        notify=True,
     )
     if ex.settled is not None:  # a supervisor should start a fresh one
         fail(f"{ex.settled}; this executor ended, start a new one")
@@ -288,17 +317,27 @@ def executor(
     type=click.FloatRange(min=0),
     help="Seconds late after which a fire counts as missed (see make_up).",
 )
+@_stop_timeout_option
 @_log_format_option
 @pass_ctx
-def scheduler(c: Ctx, misfire_grace: float, log_format: str) -> None:
-    """Run a scheduler until stopped (SIGINT or SIGTERM); any number may run at once.
+def scheduler(c: Ctx, misfire_grace: float, stop_timeout: float, log_format: str) -> None:
+    """Run a scheduler until stopped; any number may run at once.
+
+    SIGTERM, SIGINT or SIGQUIT stop it: it gives its schedules back at once, for other
+    schedulers to take, and exits with code 0 (--stop-timeout is accepted for symmetry
+    with the executor; nothing runs inside a scheduler). Under systemd it notifies
+    READY, STOPPING and WATCHDOG ($NOTIFY_SOCKET; see `norc service unit`).
 
     Its events go to stderr as well as to its log in the log store."""
     _log_to_stderr(log_format)
     sch = c.app.scheduler(
         misfire_grace=misfire_grace, install_signal_handlers=True, log_to_stderr=True
     )
-    sch.run(on_started=lambda: click.echo(f"scheduler {sch.id} (pid {os.getpid()})", err=True))
+    sch.run(
+        on_started=lambda: click.echo(f"scheduler {sch.id} (pid {os.getpid()})", err=True),
+        stop_timeout=stop_timeout,
+        notify=True,
+    )
     if sch.settled is not None:  # a supervisor should start a fresh one
         fail(f"{sch.settled}; this scheduler ended, start a new one")
 
