@@ -234,37 +234,54 @@ def _log_to_stderr(log_format: str) -> None:
     configure_stderr_logging(None if log_format == "auto" else cast("LogFormat", log_format))
 
 
+def _options(*options: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Several click options as one decorator, in the order given (shared by a daemon's
+    command and ``norc service unit``, so that both take the same options)."""
+
+    def apply(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+_executor_options = _options(
+    click.option("-q", "--queue", default="default", show_default=True, help="Queue to consume."),
+    click.option(
+        "-c",
+        "--concurrency",
+        default=1,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Instances run at once.",
+    ),
+    click.option(
+        "--isolation",
+        type=click.Choice(["process", "thread"]),
+        default="process",
+        show_default=True,
+        help="Run each instance in a worker process or in a thread.",
+    ),
+    click.option(
+        "--claim-ahead",
+        default=0.1,
+        show_default=True,
+        type=click.FloatRange(0),
+        help="Also claim what was finished in this many seconds lately (0: idle slots only).",
+    ),
+    click.option(
+        "--max-claim-wait",
+        default=1.0,
+        show_default=True,
+        type=click.FloatRange(0, min_open=True),
+        help="Give back instances claimed ahead that have not started after this many seconds.",
+    ),
+)
+
+
 @cli.command()
-@click.option("-q", "--queue", default="default", show_default=True, help="Queue to consume.")
-@click.option(
-    "-c",
-    "--concurrency",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Instances run at once.",
-)
-@click.option(
-    "--isolation",
-    type=click.Choice(["process", "thread"]),
-    default="process",
-    show_default=True,
-    help="Run each instance in a worker process or in a thread.",
-)
-@click.option(
-    "--claim-ahead",
-    default=0.1,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Also claim what was finished in this many seconds lately (0: idle slots only).",
-)
-@click.option(
-    "--max-claim-wait",
-    default=1.0,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
-    help="Give back instances claimed ahead that have not started after this many seconds.",
-)
+@_executor_options
 @_stop_timeout_option
 @_log_format_option
 @pass_ctx
@@ -309,14 +326,19 @@ def executor(
         fail(f"{ex.settled}; this executor ended, start a new one")
 
 
-@cli.command()
-@click.option(
-    "--misfire-grace",
-    default=5.0,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Seconds late after which a fire counts as missed (see make_up).",
+_scheduler_options = _options(
+    click.option(
+        "--misfire-grace",
+        default=5.0,
+        show_default=True,
+        type=click.FloatRange(min=0),
+        help="Seconds late after which a fire counts as missed (see make_up).",
+    )
 )
+
+
+@cli.command()
+@_scheduler_options
 @_stop_timeout_option
 @_log_format_option
 @pass_ctx
@@ -1157,10 +1179,17 @@ def db_current(c: Ctx) -> None:
 # -- web ---------------------------------------------------------------------------------
 
 
+# Secrets (--token, --password) are not among them: a unit gets them from its
+# environment file, never on a command line that `ps` shows.
+_web_options = _options(
+    click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
+    click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535)),
+    click.option("--read-only", is_flag=True, help="Serve reports only; refuse every control."),
+)
+
+
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--read-only", is_flag=True, help="Serve reports only; refuse every control.")
+@_web_options
 @click.option(
     "--token", envvar="NORC_WEB_TOKEN", help="Bearer token for changes ($NORC_WEB_TOKEN)."
 )
@@ -1273,3 +1302,136 @@ def crontab_export(c: Ctx, prefix: str | None) -> None:
     from norc.crontab import export_crontab
 
     click.echo(export_crontab(c.app, prefix=prefix), nl=False)
+
+
+# -- service ---------------------------------------------------------------------------
+
+
+@cli.group()
+def service() -> None:
+    """Run Norc's daemons as system services (see docs/deploy.md)."""
+
+
+@service.group("unit")
+def service_unit() -> None:
+    """Print a systemd unit for a daemon: norc service unit executor|scheduler|web [options].
+
+    The unit runs this installation's norc script with the options given (the database
+    URL and other secrets belong in the environment file, never on the command line)."""
+
+
+def _unit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option(
+                "--environment-file",
+                default="/etc/norc/norc.env",
+                show_default=True,
+                metavar="PATH",
+                help="EnvironmentFile= with NORC_DATABASE_URL (and NORC_LOG_DIR, ...).",
+            ),
+            click.option(
+                "--run-as",
+                default="norc",
+                show_default=True,
+                metavar="USER",
+                help="User= of the service (root to run system crontabs' users' commands).",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+_watchdog_option = click.option(
+    "--watchdog",
+    default=120.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    metavar="SECONDS",
+    help="WatchdogSec=: restart the daemon if its heartbeat thread is stuck this long (0: off).",
+)
+
+#: Options of `norc service unit KIND` that shape the unit, not the daemon's command line.
+_UNIT_ONLY = {"environment_file", "run_as", "watchdog"}
+
+
+def _daemon_arguments(ctx: click.Context) -> list[str]:
+    """The daemon options given to `norc service unit KIND`, as its ExecStart arguments:
+    those set on the command line, and --stop-timeout always (TimeoutStopSec follows it)."""
+    from click.core import ParameterSource
+
+    args: list[str] = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name in _UNIT_ONLY:
+            continue
+        assert param.name is not None
+        value = ctx.params[param.name]
+        given = ctx.get_parameter_source(param.name) is not ParameterSource.DEFAULT
+        if not given and param.name != "stop_timeout":
+            continue
+        flag = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+        if param.is_flag:
+            if value:
+                args.append(flag)
+        else:
+            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return args
+
+
+def _print_unit(ctx: click.Context, kind: str, stop_timeout: float | None) -> None:
+    from norc.service import norc_executable, render_unit
+
+    params = ctx.params
+    try:
+        executable = norc_executable()
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    click.echo(
+        render_unit(
+            cast("Any", kind),
+            _daemon_arguments(ctx),
+            stop_timeout=stop_timeout,
+            environment_file=params["environment_file"],
+            user=params["run_as"],
+            watchdog=params.get("watchdog", 0.0),
+            executable=executable,
+        ),
+        nl=False,
+    )
+
+
+@service_unit.command("executor")
+@_executor_options
+@_stop_timeout_option
+@_log_format_option
+@_watchdog_option
+@_unit_options
+@click.pass_context
+def service_unit_executor(ctx: click.Context, /, **_: Any) -> None:
+    """Print a unit running `norc executor` with these options: Type=notify, a graceful
+    stop on SIGTERM, TimeoutStopSec = --stop-timeout + 15 s."""
+    _print_unit(ctx, "executor", ctx.params["stop_timeout"])
+
+
+@service_unit.command("scheduler")
+@_scheduler_options
+@_stop_timeout_option
+@_log_format_option
+@_watchdog_option
+@_unit_options
+@click.pass_context
+def service_unit_scheduler(ctx: click.Context, /, **_: Any) -> None:
+    """Print a unit running `norc scheduler` with these options (Type=notify)."""
+    _print_unit(ctx, "scheduler", ctx.params["stop_timeout"])
+
+
+@service_unit.command("web")
+@_web_options
+@_unit_options
+@click.pass_context
+def service_unit_web(ctx: click.Context, /, **_: Any) -> None:
+    """Print a unit running `norc web` with these options (Type=simple: the web server
+    does not notify). Put NORC_WEB_TOKEN (or NORC_WEB_USER and NORC_WEB_PASSWORD) in the
+    environment file to listen beyond loopback."""
+    _print_unit(ctx, "web", None)
