@@ -73,7 +73,7 @@ class SignalStop:
         self.killed = False
 
     def handle(self, signum: int) -> None:
-        """React to one signal (called from the signal handler, in the main thread)."""
+        """React to one signal (called by :func:`run_blocking`'s loop, not the handler)."""
         name = signal.Signals(signum).name
         if signum in KILL_SIGNALS or self.stop_since is not None:
             self._kill(f"{name}: killing running instances")
@@ -128,31 +128,37 @@ def run_blocking(
     thread stuck for a whole ``WatchdogSec`` gets the daemon restarted.
     """
     previous: dict[signal.Signals, Any] = {}
+    # The handler only notes the signal; this loop acts on it. A handler runs between
+    # two bytecodes of the main thread, which may hold a lock that stopping takes.
+    pending: list[int] = []
     stopping_sent = False
 
-    def on_signal(signum: int, _frame: object) -> None:
+    def act_on_signals() -> None:
         nonlocal stopping_sent
         assert signals is not None
-        if notifier is not None and not stopping_sent:
-            stopping_sent = True
-            notifier.stopping()
-        signals.handle(signum)
+        while pending:
+            signum = pending.pop(0)
+            if notifier is not None and not stopping_sent:
+                stopping_sent = True
+                notifier.stopping()
+            signals.handle(signum)
+        signals.check_timeout()
 
     if signals is not None:
         for sig in (*STOP_SIGNALS, *KILL_SIGNALS):
-            previous[sig] = signal.signal(sig, on_signal)
+            previous[sig] = signal.signal(sig, lambda signum, _frame: pending.append(signum))
     try:
         if start is not None:
-            start()
+            start()  # a signal meanwhile is acted on once it has started: a clean stop
         if on_started is not None:
             on_started()
         if notifier is not None:
             notifier.ready()
         interval = notifier.watchdog_interval if notifier is not None else None
         next_ping = 0.0
-        while not finished.wait(0.2):
+        while True:
             if signals is not None:
-                signals.check_timeout()
+                act_on_signals()
             if interval is not None and notifier is not None:
                 now = time.monotonic()
                 last = alive() if alive is not None else None
@@ -161,6 +167,8 @@ def run_blocking(
                 if now >= next_ping and (last is None or now - last < 2 * interval):
                     notifier.watchdog()
                     next_ping = now + interval
+            if finished.wait(0.2):
+                break
         if notifier is not None and not stopping_sent:
             stopping_sent = True
             notifier.stopping()
