@@ -62,12 +62,16 @@ class SignalStop:
         stop: Callable[[], object],
         kill: Callable[[], object],
         timeout: float = DEFAULT_STOP_TIMEOUT,
+        *,
+        stopping: str = "taking nothing new, running instances finish",
     ) -> None:
         if not timeout > 0:  # NaN too
             raise ConfigurationError(f"stop timeout must be > 0 seconds, got {timeout!r}")
         self.stop = stop
         self.kill = kill
         self.timeout = timeout
+        #: What the daemon does on a graceful stop, for the log line that says so.
+        self.stopping = stopping
         #: When the first stop signal came (monotonic), None before.
         self.stop_since: float | None = None
         self.killed = False
@@ -79,12 +83,15 @@ class SignalStop:
             self._kill(f"{name}: killing running instances")
             return
         self.stop_since = time.monotonic()
-        log.info(
-            "stopping: taking nothing new, running instances finish",
-            signal=name,
-            stop_timeout=self.timeout,
-            then="a second SIGTERM or SIGINT, or SIGQUIT, kills them",
-        )
+        if self.kill is self.stop:  # nothing to kill (a scheduler)
+            log.info(f"stopping: {self.stopping}", signal=name)
+        else:
+            log.info(
+                f"stopping: {self.stopping}",
+                signal=name,
+                stop_timeout=self.timeout,
+                then="a second SIGTERM or SIGINT, or SIGQUIT, kills them",
+            )
         self.stop()
 
     def check_timeout(self) -> None:

@@ -188,6 +188,7 @@ def test_sigterm_gives_a_schedulers_leases_back_at_once(
     assert d.wait() == 0
     assert _daemon_status(app, sid) == DaemonStatus.ENDED.value
     assert app.schedule(s.id).claimed_by is None
+    assert "stopping: giving the schedules back" in d.text()
     with app.scheduler() as other:
         wait_until(lambda: s.id in other.held, 60)
 

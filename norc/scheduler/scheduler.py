@@ -213,7 +213,9 @@ class Scheduler:
         run_blocking(
             self.start if self.id is None else None,
             self._finished,
-            SignalStop(_stop, _stop, stop_timeout) if self.install_signal_handlers else None,
+            SignalStop(_stop, _stop, stop_timeout, stopping="giving the schedules back")
+            if self.install_signal_handlers
+            else None,
             on_started,
             notifier=Notifier.from_environment() if notify else None,
             alive=lambda: self._heartbeat.alive_at if self._heartbeat is not None else None,
