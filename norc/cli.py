@@ -1320,28 +1320,22 @@ def service_unit() -> None:
     URL and other secrets belong in the environment file, never on the command line)."""
 
 
-def _unit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(
-        [
-            click.option(
-                "--environment-file",
-                default="/etc/norc/norc.env",
-                show_default=True,
-                metavar="PATH",
-                help="EnvironmentFile= with NORC_DATABASE_URL (and NORC_LOG_DIR, ...).",
-            ),
-            click.option(
-                "--run-as",
-                default="norc",
-                show_default=True,
-                metavar="USER",
-                help="User= of the service (root to run system crontabs' users' commands).",
-            ),
-        ]
-    ):
-        fn = option(fn)
-    return fn
-
+_unit_options = _options(
+    click.option(
+        "--environment-file",
+        default="/etc/norc/norc.env",
+        show_default=True,
+        metavar="PATH",
+        help="EnvironmentFile= with NORC_DATABASE_URL (and NORC_LOG_DIR, ...).",
+    ),
+    click.option(
+        "--run-as",
+        default="norc",
+        show_default=True,
+        metavar="USER",
+        help="User= of the service (root to run system crontabs' users' commands).",
+    ),
+)
 
 _watchdog_option = click.option(
     "--watchdog",
