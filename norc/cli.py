@@ -209,43 +209,80 @@ _log_format_option = click.option(
 )
 
 
+def _check_stop_timeout(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """``--stop-timeout``: seconds > 0, ``inf`` for no bound."""
+    if not value > 0:  # also NaN, which FloatRange lets through
+        raise click.BadParameter(f"{value!r} is not a number of seconds > 0 (or inf)")
+    return value
+
+
+_stop_timeout_option = click.option(
+    "--stop-timeout",
+    default=30.0,
+    show_default=True,
+    type=float,
+    callback=_check_stop_timeout,
+    metavar="SECONDS",
+    help="After a SIGTERM or SIGINT, wait this long for running instances, then kill them"
+    " (inf: wait for ever). A second signal, or SIGQUIT, kills at once.",
+)
+
+
 def _log_to_stderr(log_format: str) -> None:
     from norc.daemon import configure_stderr_logging
 
     configure_stderr_logging(None if log_format == "auto" else cast("LogFormat", log_format))
 
 
+def _options(*options: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Several click options as one decorator, in the order given (shared by a daemon's
+    command and ``norc service unit``, so that both take the same options)."""
+
+    def apply(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+_executor_options = _options(
+    click.option("-q", "--queue", default="default", show_default=True, help="Queue to consume."),
+    click.option(
+        "-c",
+        "--concurrency",
+        default=1,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Instances run at once.",
+    ),
+    click.option(
+        "--isolation",
+        type=click.Choice(["process", "thread"]),
+        default="process",
+        show_default=True,
+        help="Run each instance in a worker process or in a thread.",
+    ),
+    click.option(
+        "--claim-ahead",
+        default=0.1,
+        show_default=True,
+        type=click.FloatRange(0),
+        help="Also claim what was finished in this many seconds lately (0: idle slots only).",
+    ),
+    click.option(
+        "--max-claim-wait",
+        default=1.0,
+        show_default=True,
+        type=click.FloatRange(0, min_open=True),
+        help="Give back instances claimed ahead that have not started after this many seconds.",
+    ),
+)
+
+
 @cli.command()
-@click.option("-q", "--queue", default="default", show_default=True, help="Queue to consume.")
-@click.option(
-    "-c",
-    "--concurrency",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Instances run at once.",
-)
-@click.option(
-    "--isolation",
-    type=click.Choice(["process", "thread"]),
-    default="process",
-    show_default=True,
-    help="Run each instance in a worker process or in a thread.",
-)
-@click.option(
-    "--claim-ahead",
-    default=0.1,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Also claim what was finished in this many seconds lately (0: idle slots only).",
-)
-@click.option(
-    "--max-claim-wait",
-    default=1.0,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
-    help="Give back instances claimed ahead that have not started after this many seconds.",
-)
+@_executor_options
+@_stop_timeout_option
 @_log_format_option
 @pass_ctx
 def executor(
@@ -255,9 +292,16 @@ def executor(
     isolation: Isolation,
     claim_ahead: float,
     max_claim_wait: float,
+    stop_timeout: float,
     log_format: str,
 ) -> None:
-    """Run an executor until stopped (SIGINT: stop after running instances; SIGTERM: kill).
+    """Run an executor until stopped.
+
+    The first SIGTERM or SIGINT stops it gracefully: it takes nothing new, gives back
+    what it claimed ahead and lets running instances finish, for at most --stop-timeout
+    seconds, then kills them (INTERRUPTED, finally_ still runs). A second signal, or
+    SIGQUIT, kills at once. Exit code 0 once it has ended so. Under systemd it notifies
+    READY, STOPPING and WATCHDOG ($NOTIFY_SOCKET; see `norc service unit`).
 
     Its events go to stderr as well as to its log in the log store."""
     _log_to_stderr(log_format)
@@ -274,31 +318,48 @@ def executor(
         on_started=lambda: click.echo(
             f"executor {ex.id} on queue {queue!r} (concurrency {concurrency}, pid {os.getpid()})",
             err=True,
-        )
+        ),
+        stop_timeout=stop_timeout,
+        notify=True,
     )
     if ex.settled is not None:  # a supervisor should start a fresh one
         fail(f"{ex.settled}; this executor ended, start a new one")
 
 
-@cli.command()
-@click.option(
-    "--misfire-grace",
-    default=5.0,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Seconds late after which a fire counts as missed (see make_up).",
+_scheduler_options = _options(
+    click.option(
+        "--misfire-grace",
+        default=5.0,
+        show_default=True,
+        type=click.FloatRange(min=0),
+        help="Seconds late after which a fire counts as missed (see make_up).",
+    )
 )
+
+
+@cli.command()
+@_scheduler_options
+@_stop_timeout_option
 @_log_format_option
 @pass_ctx
-def scheduler(c: Ctx, misfire_grace: float, log_format: str) -> None:
-    """Run a scheduler until stopped (SIGINT or SIGTERM); any number may run at once.
+def scheduler(c: Ctx, misfire_grace: float, stop_timeout: float, log_format: str) -> None:
+    """Run a scheduler until stopped; any number may run at once.
+
+    SIGTERM, SIGINT or SIGQUIT stop it: it gives its schedules back at once, for other
+    schedulers to take, and exits with code 0 (--stop-timeout is accepted for symmetry
+    with the executor; nothing runs inside a scheduler). Under systemd it notifies
+    READY, STOPPING and WATCHDOG ($NOTIFY_SOCKET; see `norc service unit`).
 
     Its events go to stderr as well as to its log in the log store."""
     _log_to_stderr(log_format)
     sch = c.app.scheduler(
         misfire_grace=misfire_grace, install_signal_handlers=True, log_to_stderr=True
     )
-    sch.run(on_started=lambda: click.echo(f"scheduler {sch.id} (pid {os.getpid()})", err=True))
+    sch.run(
+        on_started=lambda: click.echo(f"scheduler {sch.id} (pid {os.getpid()})", err=True),
+        stop_timeout=stop_timeout,
+        notify=True,
+    )
     if sch.settled is not None:  # a supervisor should start a fresh one
         fail(f"{sch.settled}; this scheduler ended, start a new one")
 
@@ -1118,10 +1179,17 @@ def db_current(c: Ctx) -> None:
 # -- web ---------------------------------------------------------------------------------
 
 
+# Secrets (--token, --password) are not among them: a unit gets them from its
+# environment file, never on a command line that `ps` shows.
+_web_options = _options(
+    click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
+    click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535)),
+    click.option("--read-only", is_flag=True, help="Serve reports only; refuse every control."),
+)
+
+
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--read-only", is_flag=True, help="Serve reports only; refuse every control.")
+@_web_options
 @click.option(
     "--token", envvar="NORC_WEB_TOKEN", help="Bearer token for changes ($NORC_WEB_TOKEN)."
 )
@@ -1234,3 +1302,130 @@ def crontab_export(c: Ctx, prefix: str | None) -> None:
     from norc.crontab import export_crontab
 
     click.echo(export_crontab(c.app, prefix=prefix), nl=False)
+
+
+# -- service ---------------------------------------------------------------------------
+
+
+@cli.group()
+def service() -> None:
+    """Run Norc's daemons as system services (see docs/deploy.md)."""
+
+
+@service.group("unit")
+def service_unit() -> None:
+    """Print a systemd unit for a daemon: norc service unit executor|scheduler|web [options].
+
+    The unit runs this installation's norc script with the options given (the database
+    URL and other secrets belong in the environment file, never on the command line)."""
+
+
+_unit_options = _options(
+    click.option(
+        "--environment-file",
+        default="/etc/norc/norc.env",
+        show_default=True,
+        metavar="PATH",
+        help="EnvironmentFile= with NORC_DATABASE_URL (and NORC_LOG_DIR, ...).",
+    ),
+    click.option(
+        "--run-as",
+        default="norc",
+        show_default=True,
+        metavar="USER",
+        help="User= of the service (root to run system crontabs' users' commands).",
+    ),
+)
+
+_watchdog_option = click.option(
+    "--watchdog",
+    default=120.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    metavar="SECONDS",
+    help="WatchdogSec=: restart the daemon if its heartbeat thread is stuck this long (0: off).",
+)
+
+#: Options of `norc service unit KIND` that shape the unit, not the daemon's command line.
+_UNIT_ONLY = {"environment_file", "run_as", "watchdog"}
+
+
+def _daemon_arguments(ctx: click.Context) -> list[str]:
+    """The daemon options given to `norc service unit KIND`, as its ExecStart arguments:
+    those set on the command line, and --stop-timeout always (TimeoutStopSec follows it)."""
+    from click.core import ParameterSource
+
+    args: list[str] = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name in _UNIT_ONLY:
+            continue
+        assert param.name is not None
+        value = ctx.params[param.name]
+        given = ctx.get_parameter_source(param.name) is not ParameterSource.DEFAULT
+        if not given and param.name != "stop_timeout":
+            continue
+        flag = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+        if param.is_flag:
+            if value:
+                args.append(flag)
+        else:
+            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return args
+
+
+def _print_unit(ctx: click.Context, kind: str, stop_timeout: float | None) -> None:
+    from norc.service import norc_executable, render_unit
+
+    params = ctx.params
+    try:
+        executable = norc_executable()
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    click.echo(
+        render_unit(
+            cast("Any", kind),
+            _daemon_arguments(ctx),
+            stop_timeout=stop_timeout,
+            environment_file=params["environment_file"],
+            user=params["run_as"],
+            watchdog=params.get("watchdog", 0.0),
+            executable=executable,
+        ),
+        nl=False,
+    )
+
+
+@service_unit.command("executor")
+@_executor_options
+@_stop_timeout_option
+@_log_format_option
+@_watchdog_option
+@_unit_options
+@click.pass_context
+def service_unit_executor(ctx: click.Context, /, **_: Any) -> None:
+    """Print a unit running `norc executor` with these options: Type=notify, a graceful
+    stop on SIGTERM, TimeoutStopSec = --stop-timeout + 15 s."""
+    _print_unit(ctx, "executor", ctx.params["stop_timeout"])
+
+
+@service_unit.command("scheduler")
+@_scheduler_options
+@_stop_timeout_option
+@_log_format_option
+@_watchdog_option
+@_unit_options
+@click.pass_context
+def service_unit_scheduler(ctx: click.Context, /, **_: Any) -> None:
+    """Print a unit running `norc scheduler` with these options (Type=notify)."""
+    _print_unit(ctx, "scheduler", ctx.params["stop_timeout"])
+
+
+@service_unit.command("web")
+@_web_options
+@_unit_options
+@click.pass_context
+def service_unit_web(ctx: click.Context, /, **_: Any) -> None:
+    """Print a unit running `norc web` with these options (Type=simple: the web server
+    does not notify). Put NORC_WEB_TOKEN (or NORC_WEB_USER and NORC_WEB_PASSWORD) in the
+    environment file to listen beyond loopback."""
+    _print_unit(ctx, "web", None)

@@ -19,13 +19,14 @@ from typing import IO, TYPE_CHECKING, Any, Literal, TextIO, cast
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from norc.errors import DaemonSettled, DatabaseError
+from norc.errors import ConfigurationError, DaemonSettled, DatabaseError
 from norc.logs import event_logger
 from norc.status import Request
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
+    from norc.service import Notifier
     from norc.store.database import Database
 
 #: How a daemon's lines look on stderr: for a person at a terminal, or JSON lines.
@@ -36,30 +37,148 @@ REQUEST_POLL = 0.5
 log = structlog.get_logger("norc.daemon")
 
 
+#: Seconds a stop asked for by a signal waits for running instances before it kills them
+#: (``norc executor --stop-timeout``; a service manager's own timeout must be longer).
+DEFAULT_STOP_TIMEOUT = 30.0
+
+#: Signals whose first delivery asks for a graceful stop, and whose second kills.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Signals that kill at once.
+KILL_SIGNALS = (signal.SIGQUIT,)
+
+
+class SignalStop:
+    """How a command-line daemon answers signals, as service managers expect.
+
+    systemd, Docker, Kubernetes and supervisord send SIGTERM to ask for a graceful stop,
+    and a person at a terminal presses Ctrl-C: so the first SIGTERM or SIGINT calls
+    ``stop`` (take nothing new, let what runs finish) and, if the daemon has not ended
+    ``timeout`` seconds later, ``kill``; a second one, or SIGQUIT, calls ``kill`` at once
+    (Celery's warm and cold shutdown).
+    """
+
+    def __init__(
+        self,
+        stop: Callable[[], object],
+        kill: Callable[[], object],
+        timeout: float = DEFAULT_STOP_TIMEOUT,
+        *,
+        stopping: str = "taking nothing new, running instances finish",
+    ) -> None:
+        if not timeout > 0:  # NaN too
+            raise ConfigurationError(f"stop timeout must be > 0 seconds, got {timeout!r}")
+        self.stop = stop
+        self.kill = kill
+        self.timeout = timeout
+        #: What the daemon does on a graceful stop, for the log line that says so.
+        self.stopping = stopping
+        #: When the first stop signal came (monotonic), None before.
+        self.stop_since: float | None = None
+        self.killed = False
+
+    def handle(self, signum: int) -> None:
+        """React to one signal (called by :func:`run_blocking`'s loop, not the handler)."""
+        name = signal.Signals(signum).name
+        if signum in KILL_SIGNALS or self.stop_since is not None:
+            self._kill(f"{name}: killing running instances")
+            return
+        self.stop_since = time.monotonic()
+        if self.kill is self.stop:  # nothing to kill (a scheduler)
+            log.info(f"stopping: {self.stopping}", signal=name)
+        else:
+            log.info(
+                f"stopping: {self.stopping}",
+                signal=name,
+                stop_timeout=self.timeout,
+                then="a second SIGTERM or SIGINT, or SIGQUIT, kills them",
+            )
+        self.stop()
+
+    def check_timeout(self) -> None:
+        """Kill once a graceful stop has taken longer than :attr:`timeout`."""
+        if (
+            self.stop_since is not None
+            and not self.killed
+            and time.monotonic() - self.stop_since >= self.timeout
+        ):
+            self._kill(f"stop timeout ({self.timeout:g} s) expired: killing running instances")
+
+    def _kill(self, why: str) -> None:
+        if self.stop_since is None:
+            self.stop_since = time.monotonic()
+        if not self.killed:
+            self.killed = True
+            log.warning(why)
+        self.kill()
+
+
 def run_blocking(
     start: Callable[[], object] | None,
     finished: threading.Event,
-    on_signal: Callable[[int], None] | None,
+    signals: SignalStop | None,
     on_started: Callable[[], object] | None = None,
+    *,
+    notifier: Notifier | None = None,
+    alive: Callable[[], float | None] | None = None,
 ) -> None:
     """Start a daemon (unless ``start`` is None) and block until ``finished`` is set.
 
-    With ``on_signal``, SIGINT and SIGTERM are routed to it while blocking (the
-    command-line daemons ask for that), from before the start, so a signal arriving
-    while it starts still stops it cleanly; the previous handlers come back afterwards.
-    ``on_started`` runs once it has started.
+    With ``signals`` (the command-line daemons ask for it), SIGTERM, SIGINT and SIGQUIT
+    are routed to it while blocking (see :class:`SignalStop`), from before the start, so
+    a signal arriving while it starts still stops it cleanly; the previous handlers come
+    back afterwards. ``on_started`` runs once it has started.
+
+    With ``notifier``, the service manager hears READY once started, STOPPING when a
+    stop begins (a signal) or at the latest when the daemon has ended, and, if it asked
+    for a watchdog, WATCHDOG while ``alive()`` (the monotonic time the daemon's
+    heartbeat thread last went round, None before it exists) is recent: a heartbeat
+    thread stuck for a whole ``WatchdogSec`` gets the daemon restarted.
     """
     previous: dict[signal.Signals, Any] = {}
-    if on_signal is not None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda signum, _frame: on_signal(signum))
+    # The handler only notes the signal; this loop acts on it. A handler runs between
+    # two bytecodes of the main thread, which may hold a lock that stopping takes.
+    pending: list[int] = []
+    stopping_sent = False
+
+    def act_on_signals() -> None:
+        nonlocal stopping_sent
+        assert signals is not None
+        while pending:
+            signum = pending.pop(0)
+            if notifier is not None and not stopping_sent:
+                stopping_sent = True
+                notifier.stopping()
+            signals.handle(signum)
+        signals.check_timeout()
+
+    if signals is not None:
+        for sig in (*STOP_SIGNALS, *KILL_SIGNALS):
+            previous[sig] = signal.signal(sig, lambda signum, _frame: pending.append(signum))
     try:
         if start is not None:
-            start()
+            start()  # a signal meanwhile is acted on once it has started: a clean stop
         if on_started is not None:
             on_started()
-        while not finished.wait(0.2):
-            pass
+        if notifier is not None:
+            notifier.ready()
+        interval = notifier.watchdog_interval if notifier is not None else None
+        next_ping = 0.0
+        while True:
+            if signals is not None:
+                act_on_signals()
+            if interval is not None and notifier is not None:
+                now = time.monotonic()
+                last = alive() if alive is not None else None
+                # A heartbeat thread that has not gone round for a whole WatchdogSec is
+                # stuck: stop vouching for it and let the manager restart the daemon.
+                if now >= next_ping and (last is None or now - last < 2 * interval):
+                    notifier.watchdog()
+                    next_ping = now + interval
+            if finished.wait(0.2):
+                break
+        if notifier is not None and not stopping_sent:
+            stopping_sent = True
+            notifier.stopping()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -167,6 +286,9 @@ class Heartbeat:
         self.on_settled = on_settled
         #: Seconds of trouble-free beating before ``on_beat`` is trusted to judge others.
         self.judge_after = judge_after
+        #: When the thread last went round its loop (monotonic), beat or not: a service
+        #: manager's watchdog asks whether this is recent (see :func:`run_blocking`).
+        self.alive_at = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"norc-heartbeat-{daemon_id}", daemon=True
@@ -191,6 +313,7 @@ class Heartbeat:
         # first daemon back must not condemn the others, which are alive and retrying.
         healthy_since = time.monotonic()
         while not self._stop.wait(wait):
+            self.alive_at = time.monotonic()
             try:
                 now = time.monotonic()
                 if now - last_beat >= self.interval:

@@ -40,6 +40,17 @@ class SchemaOutdated(DatabaseError):
         )
 
 
+class SchemaNewer(DatabaseError):
+    """The database holds a schema revision this Norc does not know: a newer Norc
+    migrated it, and an older one cannot migrate back."""
+
+    def __init__(self, url: str, current: str, head: str) -> None:
+        super().__init__(
+            f"database {url} has Norc schema revision {current!r}, which this Norc does not"
+            f" know (it needs {head!r}): a newer Norc migrated it; install that version"
+        )
+
+
 class PluginError(NorcError):
     """A plugin could not be loaded or registered."""
 

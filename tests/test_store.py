@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import norc
-from norc.errors import SchemaOutdated
+from norc.errors import SchemaNewer, SchemaOutdated
 from norc.status import InstanceStatus
 from norc.store import migrate
 from norc.store.connections import normalise_url
@@ -40,12 +42,40 @@ def test_a_database_behind_the_code_is_refused_with_advice(db_url: str, tmp_path
     app = norc.Norc(db_url, log_dir=tmp_path)
     app.tasks()
     with app.db.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE norc_alembic_version SET version_num = '0000'"))
+        conn.execute(sa.text("UPDATE norc_alembic_version SET version_num = '0005'"))
     other = norc.Norc(db_url, log_dir=tmp_path)
     with pytest.raises(SchemaOutdated, match="norc db upgrade"):
         other.tasks()
     app.close()
     other.close()
+
+
+def test_a_database_ahead_of_the_code_is_refused_with_advice(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A revision this Norc does not know (a newer Norc migrated the database) is
+    SchemaNewer telling the user to install that version, both on open and in `norc db
+    upgrade`, which cannot go back: one line, exit code 2, not Alembic's traceback."""
+    app = norc.Norc(sqlite_url, log_dir=tmp_path)
+    app.tasks()
+    with app.db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE norc_alembic_version SET version_num = '9999'"))
+    app.close()
+    other = norc.Norc(sqlite_url, log_dir=tmp_path)
+    with pytest.raises(SchemaNewer, match="'9999', which this Norc does not know"):
+        other.tasks()
+    other.close()
+    norc_bin = str(Path(sys.executable).with_name("norc"))
+    for args in (["db", "upgrade"], ["executor"]):
+        result = subprocess.run(
+            [norc_bin, "--db", sqlite_url, *args], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"norc: error: database {sqlite_url} has Norc schema revision '9999', which this"
+            " Norc does not know (it needs "
+            f"{migrate.head_revision()!r}): a newer Norc migrated it; install that version"
+        ]
 
 
 def test_times_come_back_aware_utc(app: norc.Norc) -> None:

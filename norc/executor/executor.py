@@ -17,7 +17,9 @@ Threads, all inside the embedding process:
 - the *heartbeat* keeps the daemon row fresh and delivers requests.
 
 Embedded, nothing touches signal handlers unless ``install_signal_handlers=True``
-(``norc executor`` asks for them: SIGINT means STOP, SIGTERM means KILL, as in the seed).
+(``norc executor`` asks for them). Then, as service managers expect, the first SIGTERM
+or SIGINT is a graceful stop bounded by a stop timeout, and a second one, or SIGQUIT, a
+kill (see :class:`norc.daemon.SignalStop`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import copy
 import itertools
 import os
 import queue as queuelib
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +41,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from norc.abc import Claimant, Queue, Task
 from norc.control import housekeeping
-from norc.daemon import Heartbeat, daemon_logger, hostname, run_blocking
+from norc.daemon import (
+    DEFAULT_STOP_TIMEOUT,
+    Heartbeat,
+    SignalStop,
+    daemon_logger,
+    hostname,
+    run_blocking,
+)
 from norc.errors import ConfigurationError, DaemonSettled, DatabaseError, NorcError
 from norc.executor.dispatch import Dispatch
 from norc.executor.running import (
@@ -55,6 +63,7 @@ from norc.executor.workerloop import WorkerLoop
 from norc.lifecycle import after_end, wants_retry
 from norc.logs import open_new_log, resolve_key_text
 from norc.records import InstanceRecord, TaskRecord
+from norc.service import Notifier
 from norc.status import DaemonStatus, InstanceStatus, Request
 
 if TYPE_CHECKING:
@@ -319,16 +328,35 @@ class Executor:
         """Block until the executor has ended (by a request, :meth:`stop` or :meth:`kill`)."""
         return self._finished.wait(timeout)
 
-    def run(self, *, on_started: Callable[[], object] | None = None) -> None:
-        """Start, block until ended; ``install_signal_handlers``: SIGINT stops, SIGTERM kills.
-        ``on_started`` runs once it has started (its :attr:`id` is known then)."""
+    def run(
+        self,
+        *,
+        on_started: Callable[[], object] | None = None,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        notify: bool = False,
+    ) -> None:
+        """Start, block until ended. ``on_started`` runs once it has started (its
+        :attr:`id` is known then).
+
+        With ``install_signal_handlers``, the first SIGTERM or SIGINT stops (as
+        :meth:`stop`) and, if running instances have not finished ``stop_timeout``
+        seconds later, kills them (as :meth:`kill`); a second one, or SIGQUIT, kills at
+        once. With ``notify``, a service manager hears READY, STOPPING and WATCHDOG
+        through ``$NOTIFY_SOCKET`` (see :mod:`norc.service`).
+        """
         run_blocking(
             self.start if self.id is None else None,
             self._finished,
-            (lambda signum: self._begin_stop(kill=signum == signal.SIGTERM))
+            SignalStop(
+                lambda: self._begin_stop(kill=False),
+                lambda: self._begin_stop(kill=True),
+                stop_timeout,
+            )
             if self.install_signal_handlers
             else None,
             on_started,
+            notifier=Notifier.from_environment() if notify else None,
+            alive=lambda: self._heartbeat.alive_at if self._heartbeat is not None else None,
         )
 
     def __enter__(self) -> Executor:

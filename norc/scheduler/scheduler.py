@@ -55,12 +55,20 @@ import structlog
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from norc.control import housekeeping
-from norc.daemon import Heartbeat, daemon_logger, hostname, run_blocking
+from norc.daemon import (
+    DEFAULT_STOP_TIMEOUT,
+    Heartbeat,
+    SignalStop,
+    daemon_logger,
+    hostname,
+    run_blocking,
+)
 from norc.enqueue import enqueue_rows
 from norc.errors import DaemonSettled, DatabaseError, NorcError
 from norc.lifecycle import overlap_verdict
 from norc.logs import open_new_log
 from norc.schedules.timing import Timing, timing_for
+from norc.service import Notifier
 from norc.status import DaemonStatus, InstanceStatus, Request
 from norc.store.connections import is_outage
 from norc.store.schema import utcnow
@@ -181,19 +189,36 @@ class Scheduler:
         """Block until the scheduler has ended."""
         return self._finished.wait(timeout)
 
-    def run(self, *, on_started: Callable[[], object] | None = None) -> None:
-        """Start and block until ended; with ``install_signal_handlers`` SIGINT/SIGTERM stop.
-        ``on_started`` runs once it has started (its :attr:`id` is known then)."""
+    def run(
+        self,
+        *,
+        on_started: Callable[[], object] | None = None,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        notify: bool = False,
+    ) -> None:
+        """Start and block until ended. ``on_started`` runs once it has started (its
+        :attr:`id` is known then).
 
-        def _on_signal(_signum: int) -> None:
+        With ``install_signal_handlers``, SIGTERM, SIGINT and SIGQUIT stop it: nothing
+        runs inside a scheduler, so it gives its leases back at once and ends (the
+        ``stop_timeout`` of :class:`norc.daemon.SignalStop` never has to act). With
+        ``notify``, a service manager hears READY, STOPPING and WATCHDOG (see
+        :mod:`norc.service`).
+        """
+
+        def _stop() -> None:
             self._stopping.set()
             self._wake.set()
 
         run_blocking(
             self.start if self.id is None else None,
             self._finished,
-            _on_signal if self.install_signal_handlers else None,
+            SignalStop(_stop, _stop, stop_timeout, stopping="giving the schedules back")
+            if self.install_signal_handlers
+            else None,
             on_started,
+            notifier=Notifier.from_environment() if notify else None,
+            alive=lambda: self._heartbeat.alive_at if self._heartbeat is not None else None,
         )
 
     def __enter__(self) -> Scheduler:

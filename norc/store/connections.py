@@ -24,7 +24,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.exc import DatabaseError as SADatabaseError
 from sqlalchemy.pool import PoolProxiedConnection
 
-from norc.errors import ConfigurationError, DatabaseUnreachable, SchemaOutdated
+from norc.errors import ConfigurationError, DatabaseUnreachable, SchemaNewer, SchemaOutdated
 from norc.store.schema import tasks
 
 #: The advisory lock that serialises schema creation on PostgreSQL ("norc" in ASCII).
@@ -137,6 +137,8 @@ class Connections:
                         if current is None and not sa.inspect(conn).has_table(tasks.name):
                             migrate.create_fresh(conn)
                         elif current != head:
+                            if current is not None and not migrate.known_revision(current):
+                                raise SchemaNewer(masked(self.url), current, head)
                             raise SchemaOutdated(masked(self.url), current, head)
                     break
                 except OperationalError as exc:

@@ -15,8 +15,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
+from norc.errors import SchemaNewer
+from norc.store.connections import masked
 from norc.store.schema import installation, metadata, queues, utcnow
 
 #: Every database has this DBQueue from the start, so the defaults work with no set-up.
@@ -40,6 +43,14 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None, "Norc ships at least one migration"
     return head
+
+
+def known_revision(revision: str) -> bool:
+    """Whether ``revision`` is one of this Norc's migrations (not one of a newer Norc's)."""
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def current_revision(conn: Connection) -> str | None:
@@ -75,6 +86,9 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
     """Migrate the database to ``revision``; returns (before, after)."""
     with engine.begin() as conn:
         before = current_revision(conn)
+        if before is not None and not known_revision(before):
+            # Alembic would fail with "Can't locate revision": say what it means.
+            raise SchemaNewer(masked(engine.url), before, head_revision())
         command.upgrade(alembic_config(conn), revision)
         after = current_revision(conn)
     return before, after
