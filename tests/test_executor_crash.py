@@ -35,6 +35,11 @@ def _dead_executor(app: norc.Norc) -> Claimant:
     return Claimant(executor_id=executor_id, host="gone", pid=1)
 
 
+def _mark_started(app: norc.Norc, ids: list[int], executor_id: int) -> set[int]:
+    with app.db.transaction() as tx:
+        return app.db.mark_started(tx, ids, executor_id)
+
+
 def _stale(app: norc.Norc, daemon_id: int) -> None:
     with app.db.transaction() as tx:
         tx.conn.execute(
@@ -60,7 +65,7 @@ def test_claimed_work_that_never_started_goes_back_untouched(app: norc.Norc) -> 
     records = app.db.instances_by_id(ids)
     assert all(r.status is InstanceStatus.RUNNING and r.started_at is None for r in records)
     started = claimed[0]
-    assert app.db.mark_started([started], claimant.executor_id) == {started}
+    assert _mark_started(app, [started], claimant.executor_id) == {started}
 
     _stale(app, claimant.executor_id)
     assert settle_dead(app) == [started]
@@ -91,10 +96,10 @@ def test_a_start_is_not_recorded_for_work_another_executor_owns(app: norc.Norc) 
         assert queue.claim(first, 1, timeout=0) == [instance_id]
     finally:
         queue.close()
-    assert app.db.mark_started([instance_id], second.executor_id) == set()
+    assert _mark_started(app, [instance_id], second.executor_id) == set()
     _stale(app, first.executor_id)
     settle_dead(app)  # gives it back: QUEUED
-    assert app.db.mark_started([instance_id], first.executor_id) == set()
+    assert _mark_started(app, [instance_id], first.executor_id) == set()
     assert app.instance(instance_id).status is InstanceStatus.QUEUED
 
 

@@ -72,6 +72,7 @@ class Dispatch(Generic[W]):
         self._has_work = threading.Condition(self._lock)
         self._has_room = threading.Condition(self._lock)
         self._wants_marks = threading.Condition(self._lock)
+        self._marks_done = threading.Condition(self._lock)
         self._ready: deque[W] = deque()  # claimed, start not recorded
         self._marked: deque[W | None] = deque()  # start recorded; None: a slot should end
         self._marked_at: dict[int, float] = {}  # id(work) -> time.monotonic() of its mark
@@ -173,14 +174,18 @@ class Dispatch(Generic[W]):
 
     # -- the marker's side -------------------------------------------------------------
 
-    def to_mark(self, timeout: float | None = None) -> tuple[list[W], list[W]] | None:
+    def to_mark(
+        self, timeout: float | None = None, wake: Callable[[], bool] | None = None
+    ) -> tuple[list[W], list[W]] | None:
         """Wait for the marker's next step: ``(to_mark, to_unmark)``.
 
         To mark: claimed work, once takers want more than is marked (slot threads
         waiting in :meth:`take`, or what the worker loop said it could start:
         :meth:`want`). To unmark: marked work that no taker has wanted for
         :data:`SURPLUS_AGE` (the last ones marked first), whose start mark is taken
-        back. ``([], [])`` after ``timeout``; None once marking is stopped.
+        back. ``([], [])`` after ``timeout``, or as soon as ``wake()`` is true (the
+        recorder has outcomes to write; :meth:`finished` and :meth:`poke` wake the
+        wait); None once marking is stopped.
         """
         with self._lock:
             while not self._marking_stopped:
@@ -189,6 +194,8 @@ class Dispatch(Generic[W]):
                     batch = [self._ready.popleft() for _ in range(min(want, len(self._ready)))]
                     self._marking += len(batch)
                     return batch, []
+                if wake is not None and wake():
+                    return [], []
                 wait = timeout
                 if want < 0:
                     surplus = self._surplus(-want)
@@ -222,6 +229,8 @@ class Dispatch(Generic[W]):
         now = time.monotonic()
         with self._lock:
             self._marking -= count
+            if not self._marking:
+                self._marks_done.notify_all()
             self._marked.extend(works)
             for work in works:
                 self._marked_at[id(work)] = now
@@ -231,10 +240,18 @@ class Dispatch(Generic[W]):
             self._on_work()
 
     def stop_marking(self) -> None:
-        """End the marker (before the executor gives back what it did not start)."""
+        """End marking (before the executor gives back what it did not start); returns
+        once no start is being recorded, so that all claimed work is in the buffer."""
         with self._lock:
             self._marking_stopped = True
             self._wants_marks.notify_all()
+            while self._marking:
+                self._marks_done.wait()
+
+    def poke(self) -> None:
+        """Wake a :meth:`to_mark` wait to look at its ``wake()`` again."""
+        with self._lock:
+            self._wants_marks.notify()
 
     def want(self, count: int) -> None:
         """The worker loop could start (or send ahead to busy workers) ``count``
@@ -294,6 +311,7 @@ class Dispatch(Generic[W]):
         with self._lock:
             self._idle += 1
             self._done += 1
+            self._wants_marks.notify()  # the recorder has an outcome to write
             # Wake the claim loop only when a claim would be made: not once per instance.
             if len(self._ready) <= self._refill_at:
                 self._has_room.notify()

@@ -4,9 +4,10 @@ Threads, all inside the embedding process:
 
 - the *claim loop* takes as many instances as there are idle slots, plus a claim-ahead
   sized by the recent rate (see :mod:`norc.executor.dispatch`), in one claim;
-- the *marker* records, in one statement, the start of the claimed instances that idle
-  slots are about to begin, before they begin: a survivor gives back to their queue
-  the instances a dead executor claimed and never started, and interrupts the others;
+- the *recorder* also records, in the same transaction, the starts of the claimed
+  instances that idle slots are about to begin, before they begin: a survivor gives
+  back to their queue the instances a dead executor claimed and never started, and
+  interrupts the others;
 - the *runners* take the next claimed instance as a slot frees up: with
   ``isolation="process"`` (the default) one thread drives ``concurrency`` reusable worker
   processes (:mod:`norc.executor.workerloop`); with ``"thread"`` each slot is a thread
@@ -278,7 +279,6 @@ class Executor:
         for target, name in (
             (self._claim_loop, "claim"),
             (self._recorder, "recorder"),
-            (self._marker, "marker"),
         ):
             thread = threading.Thread(target=target, name=f"norc-executor-{name}", daemon=True)
             thread.start()
@@ -605,32 +605,6 @@ class Executor:
             self._templates[task.id] = (task, cls, template_key, template)
         return cls, template_key, template, error
 
-    def _marker(self) -> None:
-        """Record the starts of claimed work the slots are about to take (see
-        :mod:`norc.executor.dispatch`), until the shutdown stops it."""
-        dispatch = self._dispatch
-        assert self.id is not None
-        while (step := dispatch.to_mark(0.5)) is not None:
-            works, surplus = step
-            if surplus:
-                self._unmark(surplus)
-            if not works:
-                continue
-            try:
-                marked = self.app.db.mark_started([w.instance.id for w in works], self.id)
-            except (SQLAlchemyError, DatabaseError) as exc:
-                # Nothing starts while its start cannot be recorded: they wait, claimed.
-                self.log.warning(
-                    "recording starts failed; retrying", error=str(exc).splitlines()[0]
-                )
-                dispatch.marked([], len(works), works)
-                self._stopping.wait(0.5)
-                continue
-            ours = [w for w in works if w.instance.id in marked]
-            dispatch.marked(ours, len(works))
-            if len(ours) < len(works):
-                self._forget([w for w in works if w.instance.id not in marked])
-
     def _unmark(self, works: list[Work]) -> None:
         """Take back the start marks of marked work no slot wants any more (see
         ``Dispatch.to_mark``): unstarted again, it goes back to a dead executor's queue."""
@@ -657,6 +631,7 @@ class Executor:
                 self._results.put(
                     (work, outcome(InstanceStatus.INTERRUPTED, "ended before it started"))
                 )
+        self._dispatch.poke()
 
     def _record(self, work: Work, outcome: dict[str, Any]) -> None:
         """Called by a slot: queue the outcome for the recorder, free the slot."""
@@ -664,11 +639,24 @@ class Executor:
         self._dispatch.finished()
 
     def _recorder(self) -> None:
-        """Write outcomes in batches; the ``None`` sentinel from shutdown ends it."""
+        """Write outcomes and record starts, both in one transaction per turn: what
+        finished since the last write, and the starts of the claimed work that slots
+        want now (see :mod:`norc.executor.dispatch`). Marking ends with
+        ``stop_marking`` (shutdown); the ``None`` sentinel after it ends the recorder."""
+        dispatch = self._dispatch
         pending: list[tuple[Work, dict[str, Any]]] = []
-        closing = False
+        closing = marking_done = False
         while True:
-            if not pending and not closing:
+            starts: list[Work] = []
+            if not marking_done:
+                step = dispatch.to_mark(0.5, wake=self._has_results)
+                if step is None:
+                    marking_done = True
+                else:
+                    starts, surplus = step
+                    if surplus:
+                        self._unmark(surplus)
+            elif not pending and not closing:
                 item = self._results.get()
                 if item is None:
                     closing = True
@@ -681,23 +669,37 @@ class Executor:
                         closing = True
                     else:
                         pending.append(item)
-            if not pending:
-                if closing:
+            if not pending and not starts:
+                if closing and marking_done:
                     return
                 continue
             try:
-                self._write(pending)
+                marked = self._write(pending, starts)
                 pending = []
             except (SQLAlchemyError, DatabaseError) as exc:
-                # The outcomes stay in memory and are written when the database is back.
+                # The outcomes stay in memory and are written when the database is back;
+                # nothing starts while its start cannot be recorded (it waits, claimed).
+                dispatch.marked([], len(starts), starts)
                 self.log.warning(
                     "recording outcomes failed; retrying",
                     count=len(pending),
+                    starts=len(starts),
                     error=str(exc).splitlines()[0],
                 )
-                time.sleep(1.0)
+                time.sleep(0.5)
+                continue
+            if starts:
+                ours = [w for w in starts if w.instance.id in marked]
+                dispatch.marked(ours, len(starts))
+                if len(ours) < len(starts):
+                    self._forget([w for w in starts if w.instance.id not in marked])
 
-    def _write(self, batch: list[tuple[Work, dict[str, Any]]]) -> None:
+    def _has_results(self) -> bool:
+        return not self._results.empty()
+
+    def _write(self, batch: list[tuple[Work, dict[str, Any]]], starts: list[Work]) -> set[int]:
+        """Write ``batch``'s outcomes and record ``starts``; returns the ids of those
+        whose start was recorded."""
         now = datetime.now(UTC)
         rows = [
             {
@@ -726,26 +728,28 @@ class Executor:
                 special.append((row, work, status))
             else:
                 plain.append(row)
+        assert self.id is not None
         with self.app.db.transaction() as tx:
-            self.app.db.finish_instances(tx, plain)
-            ended = [
-                (w.instance, w.task, st)
-                for row, w, st in special
-                if self.app.db.finish_instance(tx, row)
-            ]
-            self._release([w for w, _ in batch], tx)
-            if ended:
-                after_end(self.app, tx, ended)
-        self.stats["writes"] += 1
-        self.stats["written"] += len(batch)
-        self.app.after_finish([r["id"] for r in rows], [w.log_path for w, _ in batch])
+            marked = self.app.db.mark_started(tx, [w.instance.id for w in starts], self.id)
+            if batch:
+                self.app.db.finish_instances(tx, plain)
+                ended = [
+                    (w.instance, w.task, st)
+                    for row, w, st in special
+                    if self.app.db.finish_instance(tx, row)
+                ]
+                self._release([w for w, _ in batch], tx)
+                if ended:
+                    after_end(self.app, tx, ended)
+        if batch:
+            self.stats["writes"] += 1
+            self.stats["written"] += len(batch)
+            self.app.after_finish([r["id"] for r in rows], [w.log_path for w, _ in batch])
+        return marked
 
     def _shutdown(self) -> None:
         """Runs on the claim thread once stopping: drain slots, flush, record the end."""
-        self._dispatch.stop_marking()
-        for thread in self._threads:
-            if thread.name == "norc-executor-marker":
-                thread.join()
+        self._dispatch.stop_marking()  # returns once no start is being recorded
         unstarted = self._dispatch.unstarted()
         if unstarted:  # claimed ahead: not this executor's to run any more
             self._give_back(unstarted)

@@ -371,7 +371,7 @@ class Database(Connections):
             ).rowcount
         )
 
-    def mark_started(self, ids: Sequence[int], executor_id: int) -> set[int]:
+    def mark_started(self, tx: Transaction, ids: Sequence[int], executor_id: int) -> set[int]:
         """Record, durably, that this executor starts these claimed instances now.
 
         Written (and committed) before the bodies begin: a claimed instance whose start
@@ -383,23 +383,22 @@ class Database(Connections):
         if not ids:
             return set()
         statement, bound = self.for_ids(_MARK_STARTED, ids)
-        with self.transaction() as tx:
-            marked = tx.conn.execute(
-                statement, {"ids": bound, "now": utcnow(), "by": executor_id}
-            ).rowcount
-            if marked == len(ids):
-                return set(ids)
-            return {
-                int(i)
-                for i in tx.conn.execute(
-                    sa.select(instances.c.id).where(
-                        instances.c.id.in_(list(ids)),
-                        instances.c.executor_id == executor_id,
-                        instances.c.status == InstanceStatus.RUNNING.value,
-                        instances.c.started_at.is_not(None),
-                    )
-                ).scalars()
-            }
+        marked = tx.conn.execute(
+            statement, {"ids": bound, "now": utcnow(), "by": executor_id}
+        ).rowcount
+        if marked == len(ids):
+            return set(ids)
+        return {
+            int(i)
+            for i in tx.conn.execute(
+                sa.select(instances.c.id).where(
+                    instances.c.id.in_(list(ids)),
+                    instances.c.executor_id == executor_id,
+                    instances.c.status == InstanceStatus.RUNNING.value,
+                    instances.c.started_at.is_not(None),
+                )
+            ).scalars()
+        }
 
     def unmark_started(self, ids: Sequence[int], executor_id: int) -> None:
         """Undo :meth:`mark_started` for claimed instances this executor did not begin
