@@ -1072,7 +1072,7 @@ def verify(
                     f"instance {r['id']} ({r['task']} attempt {r['attempt']}): body ended"
                     f" {_fmt_t(got[0]['end'])}, executor {r['executor_id']} died"
                     f" {_fmt_t(died)} ({'-' if gap is None else f'{gap:.2f}'} s later);"
-                    f" error {str(r['error'])[:90]!r}; chain {statuses}",
+                    f" error {str(r['error'])[:240]!r}; chain {statuses}",
                 )
         if not done:
             if chain[-1]["status"] != "SKIPPED":

@@ -248,6 +248,13 @@ class Dispatch(Generic[W]):
             while self._marking:
                 self._marks_done.wait()
 
+    def want_one_more(self) -> None:
+        """The worker loop's lane just finished with nothing sent ahead: it can start one
+        more, so that the recorder marks it in the transaction that writes the outcome
+        (the loop's next :meth:`want` corrects the count)."""
+        with self._lock:
+            self._loop_wants += 1
+
     def poke(self) -> None:
         """Wake a :meth:`to_mark` wait to look at its ``wake()`` again."""
         with self._lock:

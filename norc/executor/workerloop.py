@@ -192,12 +192,14 @@ class WorkerLoop:
         start must hold no instance it has marked and not begun.
         """
         ready = 0
+        # Not while stopping or paused: a worker started then would only be told to exit.
+        spawn = self.executor._taking.is_set() and not self.executor._dispatch.closed
         for lane in self.lanes:
             if lane.work is not None:
                 continue
             if lane.broken or lane.worker.ready:
                 ready += 1
-            elif not lane.spawning:
+            elif spawn and not lane.spawning:
                 try:
                     lane.worker.ensure()
                 except OSError as exc:
@@ -508,6 +510,8 @@ class WorkerLoop:
         lane.deadline = None
         lane.outcome = {}
         started = datetime.fromtimestamp(lane.t0, UTC)
+        if not lane.ahead and lane.worker.ready:
+            self.executor._dispatch.want_one_more()
         self.executor._record(work, stamp(result, started, datetime.fromtimestamp(end, UTC)))
 
     def _host_broken(self, work: Work, reason: str) -> dict[str, Any]:
