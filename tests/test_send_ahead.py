@@ -260,6 +260,7 @@ def test_a_lane_is_sent_what_its_short_runs_get_through_soon(
         loop._typical[1] = typical
         executor.put_marked([_work(i, task, tmp_path) for i in range(1, SEND_AHEAD_DEPTH + 3)])
         loop._start(lane, executor._dispatch.take_nowait())  # type: ignore[arg-type]
+        lane.t0 = time.time()  # the run began just now, however busy the machine is
         loop._send_ahead()
         assert len(lane.ahead_ids) == expected
         assert len(executor._dispatch.waiting()) == SEND_AHEAD_DEPTH + 1 - expected
@@ -284,6 +285,7 @@ def test_nothing_is_sent_ahead_behind_an_instance_sent_ahead_whose_task_is_long(
             [_work(1, quick, tmp_path, task_id=1), _work(2, slow, tmp_path, task_id=2), behind]
         )
         loop._start(lane, executor._dispatch.take_nowait())  # type: ignore[arg-type]
+        lane.t0 = time.time()  # the run began just now, however busy the machine is
         loop._send_ahead()
         assert lane.ahead_ids == (2,)
         assert executor._dispatch.waiting() == [behind]
