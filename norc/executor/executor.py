@@ -36,6 +36,7 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from norc.abc import Claimant, Queue, Task
+from norc.alerts import events as alert_events
 from norc.control import housekeeping
 from norc.daemon import Heartbeat, daemon_logger, hostname, run_blocking
 from norc.errors import ConfigurationError, DaemonSettled, DatabaseError, NorcError
@@ -651,6 +652,7 @@ class Executor:
             self._release([w for w, _ in batch], tx)
             if ended:
                 after_end(self.app, tx, ended)
+            alert_events.executor_wrote(self.app, tx, self.id, plain, batch)
         self.stats["writes"] += 1
         self.stats["written"] += len(batch)
         self.app.after_finish([r["id"] for r in rows], [w.log_path for w, _ in batch])
