@@ -1036,6 +1036,7 @@ def plugins(c: Ctx, as_json: bool) -> None:
         ("task", registry.task_types),
         ("queue", registry.queue_types),
         ("log store", registry.log_stores),
+        ("alert channel", registry.channels),
     ):
         for name, owner in kinds.owners.items():
             provided.setdefault(owner, []).append(f"{kind} {name}")
@@ -1250,7 +1251,8 @@ def alert() -> None:
     "--on",
     "events",
     required=True,
-    help="Events, comma-separated: failure, success, recovered, late, missed, silent, daemon.",
+    help="Events, comma-separated: failure, success, recovered, output, late, missed, silent,"
+    " daemon.",
 )
 @click.option("--task", "task_glob", metavar="GLOB", help="Only tasks whose name matches.")
 @click.option("--schedule", "schedule_id", type=int, metavar="ID", help="Only this schedule.")
@@ -1262,6 +1264,8 @@ def alert() -> None:
 @click.option(
     "--format", "body_format", type=click.Choice(["json", "slack"]), help="Webhook body shape."
 )
+@click.option("--channel", metavar="NAME", help="A plugin's channel type (with --target).")
+@click.option("--target", metavar="TEXT", help="Where --channel sends (its address, key...).")
 @click.option("--late-after", metavar="DURATION", help="late: seconds (or 5m) after a fire time.")
 @click.option("--within", metavar="DURATION", help="silent: the window for a SUCCESS, e.g. 26h.")
 @click.option(
@@ -1279,6 +1283,8 @@ def alert_add(
     smtp: str | None,
     webhook: str | None,
     body_format: str | None,
+    channel: str | None,
+    target: str | None,
     late_after: str | None,
     within: str | None,
     rate_limit: int | None,
@@ -1296,6 +1302,8 @@ def alert_add(
         smtp=smtp,
         webhook=webhook,
         format=body_format,
+        channel=channel,
+        target=target,
         late_after=late_after,
         within=within,
         rate_limit=rate_limit,

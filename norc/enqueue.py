@@ -45,7 +45,7 @@ def enqueue_rows(
     for each QUEUED one after ``tx`` commits.
     """
     ids = app.db.insert_instance_rows(tx, rows)
-    if app.alert_rules.current():  # a fire recorded SKIPPED is a `missed` alert event
+    if app.alert_rules.current(tx.conn):  # a fire recorded SKIPPED is a `missed` alert event
         alert_events.fires_skipped(app, tx, rows, ids)
     pushes: dict[str, list[QueueItem]] = defaultdict(list)
     for index, (instance_id, row) in enumerate(zip(ids, rows, strict=True)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,9 +20,9 @@ from norc.alerts.channels import AlertError, Channel, Notification
 from norc.alerts.delivery import deliver_due
 from norc.status import InstanceStatus
 from norc.store.schema import notifications, schedules
-from norc.testing import free_port, wait_until
+from norc.testing import free_port, run_started, wait_until
 from tests.alert_servers import Hooks, Mailbox
-from tests.tasks import Outcome
+from tests.tasks import Outcome, Sleep
 
 FAST = {"NORC_HEARTBEAT_INTERVAL": "0.3", "NORC_HEARTBEAT_TIMEOUT": "3"}
 
@@ -91,7 +92,7 @@ def test_failure_mails_once_retries_are_exhausted_and_not_before(
                 and _final(app, [i.id for i in app.instances(task="nightly")])
             )
         )
-        wait_until(lambda: mailbox.messages)
+        wait_until(lambda: mailbox.messages and _rows(app)[0].status == "sent")
     retry = next(i for i in app.instances(task="nightly") if i.id != first)
     assert retry.attempt == 2 and retry.status is InstanceStatus.FAILURE
     [row] = _rows(app)
@@ -217,9 +218,12 @@ def test_silent_task_is_alerted_once_per_silence(fast: norc.Norc, hooks: Hooks) 
 def test_sigkilled_executor_is_alerted_as_a_dead_daemon(
     fast: norc.Norc, hooks: Hooks, db_url: str, log_dir: Path
 ) -> None:
-    """A `norc executor` process killed with SIGKILL is settled by a survivor: `daemon`."""
+    """A `norc executor` process killed with SIGKILL mid-run is settled by a survivor:
+    a `daemon` event, and a `failure` for its run, INTERRUPTED with no retry."""
     app = fast
-    app.add_alert("daemons", on="daemon", webhook=hooks.url)
+    app.save_task(Sleep(name="long", seconds=300))
+    app.add_alert("daemons", on="daemon,failure", webhook=hooks.url)
+    running = app.enqueue("long")
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("norc")),
@@ -231,22 +235,25 @@ def test_sigkilled_executor_is_alerted_as_a_dead_daemon(
             "-q",
             "default",
         ],
-        env={**__import__("os").environ, **FAST},
+        env={**os.environ, **FAST, "PYTHONPATH": os.pathsep.join(sys.path)},
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until(lambda: any(d.pid == proc.pid for d in app.daemons("executor")))
+        wait_until(lambda: run_started(app, running), timeout=60)
         victim = next(d.id for d in app.daemons("executor") if d.pid == proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         with app.scheduler():
-            wait_until(lambda: hooks.events("daemon"), timeout=60)
+            wait_until(lambda: hooks.events("daemon") and hooks.events("failure"), timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     [body] = hooks.events("daemon")
     assert body["daemon"]["id"] == victim and body["daemon"]["status"] == "ERROR"
+    [failure] = hooks.events("failure")
+    assert failure["instance"]["id"] == running
+    assert failure["instance"]["status"] == "INTERRUPTED"
     assert "stopped beating" in body["text"]
 
 
@@ -254,6 +261,7 @@ def test_each_notification_is_sent_exactly_once_by_three_handles(
     app: norc.Norc, db_url: str, log_dir: Path, hooks: Hooks
 ) -> None:
     """Three handles delivering the outbox at once send each notification exactly once."""
+    app.alert_sender.stop()  # this test delivers by hand
     app.save_task(Outcome(name="flaky", raise_="x"))
     app.add_alert("all", on="failure", webhook=hooks.url, rate_limit=0)
     ids = [app.enqueue("flaky") for _ in range(30)]
@@ -283,6 +291,7 @@ def test_each_notification_is_sent_exactly_once_by_three_handles(
 def test_mail_is_retried_while_the_smtp_server_is_down(app: norc.Norc) -> None:
     """Sends fail while the SMTP server is down (each attempt recorded with its error)
     and succeed once it is up."""
+    app.alert_sender.stop()  # this test delivers by hand
     box = Mailbox(port=free_port())
     app.save_task(Outcome(name="t", raise_="x"))
     app.add_alert(
@@ -308,6 +317,7 @@ def test_mail_is_retried_while_the_smtp_server_is_down(app: norc.Norc) -> None:
 
 def test_webhook_answering_500_is_retried(app: norc.Norc) -> None:
     """A webhook answering 500 is an attempt that failed; the next one is delivered."""
+    app.alert_sender.stop()  # this test delivers by hand
     server = Hooks(fail=1)
     try:
         app.add_alert("w", on="failure", webhook=server.url, options={"retry_delay": 0.05})
@@ -316,7 +326,7 @@ def test_webhook_answering_500_is_retried(app: norc.Norc) -> None:
         with app.executor(isolation="thread"):
             wait_until(lambda: _final(app, [i]))
         wait_until(lambda: _rows(app))
-        wait_until(lambda: deliver_due(app) == 1 or server.events())
+        wait_until(lambda: deliver_due(app) == 1)
         [record] = app.alert_history()
         assert record.status == "sent" and record.attempts == 2
         assert len(server.events()) == 1
@@ -327,6 +337,7 @@ def test_webhook_answering_500_is_retried(app: norc.Norc) -> None:
 def test_rate_limit_folds_the_rest_into_one_summary(app: norc.Norc, hooks: Hooks) -> None:
     """Over its rate, a rule's notifications are held back and counted in one summary
     sent at the end of the minute: 3 sent, then 1 summary naming the other 7."""
+    app.alert_sender.stop()  # this test delivers by hand
     app.save_task(Outcome(name="storm", raise_="x"))
     app.add_alert("storm", on="failure", webhook=hooks.url, rate_limit=3)
     ids = [app.enqueue("storm") for _ in range(10)]
@@ -458,12 +469,51 @@ def test_a_plugin_channel_receives_notifications(sqlite_url: str, log_dir: Path)
     """A channel registered by a plugin's norc_register_channels is usable by rules."""
     Recorder.received = []
     with norc.Norc(sqlite_url, log_dir=log_dir, plugins=[RecorderPlugin()]) as app:
+        app.alert_sender.stop()  # this test delivers by hand
         assert app.registry.channels.owners["recorder"] == "RecorderPlugin-0"
         app.add_alert("r", on="failure", channel="recorder", target="anything")
         app.save_task(Outcome(name="t", raise_="x"))
         i = app.enqueue("t")
         with app.executor(isolation="thread"):
             wait_until(lambda: _final(app, [i]))
-        wait_until(lambda: deliver_due(app) or Recorder.received)
+        wait_until(lambda: deliver_due(app) == 1)
     [notification] = Recorder.received
     assert notification.data["instance"]["id"] == i and notification.data["event"] == "failure"
+
+
+def test_without_rules_the_executor_never_touches_the_outbox(sqlite_app: norc.Norc) -> None:
+    """With no rule, recording outcomes writes and reads no notification row."""
+    app = sqlite_app
+    app.save_task(Outcome(name="ok"))  # creates the schema first
+    app.save_task(Outcome(name="bad", raise_="x"))
+    statements: list[str] = []
+    sa.event.listen(
+        app.db.engine,
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *args: statements.append(statement),
+    )
+    ids = [app.enqueue("ok") for _ in range(50)] + [app.enqueue("bad") for _ in range(50)]
+    with app.executor(isolation="thread", concurrency=4):
+        wait_until(lambda: _final(app, ids))
+    assert not [s for s in statements if "norc_notifications" in s]
+    assert _rows(app) == []
+
+
+def test_the_web_api_lists_rules_without_secrets_and_the_history(
+    sqlite_app: norc.Norc, hooks: Hooks
+) -> None:
+    """/api/alerts shows destinations without password or webhook path; /api/alerts/history
+    the notifications."""
+    from tests.test_web import local_client
+
+    app = sqlite_app
+    app.add_alert("mail", on="failure", email="a@example.com", smtp="smtp://u:pa55word@h:25")
+    app.add_alert("hook", on="failure", webhook=hooks.url)
+    app.test_alert("hook")
+    with local_client(app) as web:
+        rules = web.get("/api/alerts")
+        history = web.get("/api/alerts/history", params={"limit": 5})
+    assert rules.status_code == 200 and {r["name"] for r in rules.json()} == {"mail", "hook"}
+    assert "pa55word" not in rules.text and "s3cr3t" not in rules.text
+    [sent] = history.json()
+    assert (sent["rule"], sent["event"], sent["status"]) == ("hook", "test", "sent")

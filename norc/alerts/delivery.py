@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
+import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -38,6 +40,8 @@ BATCH: Final = 50
 #: Lines of the instance log a message ends with.
 LOG_LINES: Final = 20
 RATE_WINDOW: Final = 60.0
+#: Seconds between a handle's looks for silent tasks.
+SILENT_CHECK: Final = 5.0
 
 
 @attrs.frozen(kw_only=True)
@@ -435,25 +439,18 @@ def send_test(app: Norc, name: str) -> NotificationRecord:
         raise AlertError(f"no alert named {name!r}")
     rule = found[0]
     now = utcnow()
-    import uuid
-
     subject = f"test:{uuid.uuid4()}"
+    # Claimed from the start (one attempt, due only once its lease is over): no daemon's
+    # sender takes it while this process sends it.
+    row_values = {**notification_row(rule, "test", subject, now, due=now + LEASE), "attempts": 1}
     with app.db.transaction() as tx:
-        insert_notifications(
-            tx,
-            app.db.dialect,
-            [notification_row(rule, "test", subject, now, due=now + LEASE)],
-        )
+        insert_notifications(tx, app.db.dialect, [row_values])
     with app.db.reading() as conn:
         row = conn.execute(
             sa.select(notifications).where(
                 notifications.c.rule_id == rule.id, notifications.c.subject == subject
             )
         ).one()
-    with app.db.transaction() as tx:
-        tx.conn.execute(
-            sa.update(notifications).where(notifications.c.id == row.id).values(attempts=1)
-        )
     ok = send_one(
         app, attrs.evolve(rule, options={**rule.options, "max_attempts": 1}), row, attempts=1
     )
@@ -472,6 +469,16 @@ class AlertSender:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._silent_checked = float("-inf")
+
+    def silent_check_due(self) -> bool:
+        """Whether to look for silent tasks now: a query per task matched, so once per
+        :data:`SILENT_CHECK` seconds at most (silence windows are hours, not seconds)."""
+        now = time.monotonic()
+        if now - self._silent_checked < SILENT_CHECK:
+            return False
+        self._silent_checked = now
+        return True
 
     def wake(self) -> None:
         """Look for due notifications soon (from a heartbeat's housekeeping)."""
@@ -515,6 +522,6 @@ def deliver_from_housekeeping(app: Norc, sender: AlertSender | None) -> None:
         return
     from norc.alerts.events import check_overdue
 
-    check_overdue(app)
+    check_overdue(app, silent=sender is None or sender.silent_check_due())
     if sender is not None:
         sender.wake()

@@ -35,6 +35,8 @@ FAILED = frozenset(
 #: What a previous run must have ended as for a success to be ``recovered``.
 _FAILED_BEFORE = [s.value for s in FAILED] + [InstanceStatus.HANDLED.value]
 _RAN = [InstanceStatus.SUCCESS.value, *_FAILED_BEFORE]
+_ON_SUCCESS = frozenset({"success", "recovered", "output"})
+_ON_FAILURE = frozenset({"failure"})
 
 
 def notification_row(
@@ -79,8 +81,11 @@ def insert_notifications(tx: Transaction, dialect: str, rows: Sequence[dict[str,
     tx.conn.execute(statement, list(rows))
 
 
-def _rules_for(app: Norc, events: frozenset[str] | set[str]) -> list[AlertRule]:
-    return [r for r in app.alert_rules.current() if r.events & events]
+def _rules_for(
+    app: Norc, events: frozenset[str] | set[str], tx: Transaction | None = None
+) -> list[AlertRule]:
+    rules = app.alert_rules.current(tx.conn if tx is not None else None)
+    return [r for r in rules if r.events & events]
 
 
 def instances_ended(
@@ -90,22 +95,37 @@ def instances_ended(
     *,
     executor_id: int | None = None,
 ) -> None:
-    """Record ``failure``, ``success`` and ``recovered`` for instances ended in ``tx``.
+    """Record ``failure``, ``success``, ``recovered`` and ``output`` for instances ended
+    in ``tx``.
 
     Without rules this is one look at the handle's rule cache. ``executor_id`` says
     the ends are an executor's conditional writes, some of which may have found the
     instance ended already (stopped from outside): those are checked in ``tx`` first.
     """
-    rules = _rules_for(app, END_EVENTS)
+    rules = _rules_for(app, END_EVENTS, tx)
     if not rules or not ended:
         return
     from norc.lifecycle import wants_retry
 
-    candidates = [
-        (instance, task, status, matching)
-        for instance, task, status in ended
-        if (matching := [r for r in rules if r.matches(instance.task_name, instance.schedule_id)])
-    ]
+    # Only ends some rule wants: a rule on failures costs nothing for the successes.
+    candidates = []
+    matched: dict[tuple[str, int | None, frozenset[str]], list[AlertRule]] = {}
+    for instance, task, status in ended:
+        if status is InstanceStatus.SUCCESS:
+            possible = _ON_SUCCESS
+        elif status in FAILED and not wants_retry(task, instance, status):
+            possible = _ON_FAILURE
+        else:
+            continue
+        key = (instance.task_name, instance.schedule_id, possible)
+        if key not in matched:  # a batch is often many runs of a few tasks
+            matched[key] = [
+                r
+                for r in rules
+                if r.events & possible and r.matches(instance.task_name, instance.schedule_id)
+            ]
+        if matched[key]:
+            candidates.append((instance, status, possible, matched[key]))
     if not candidates:
         return
     if executor_id is not None:
@@ -117,20 +137,20 @@ def instances_ended(
                 )
             ).all()
         )
-        candidates = [c for c in candidates if actual.get(c[0].id) == c[2].value]
+        candidates = [c for c in candidates if actual.get(c[0].id) == c[1].value]
     now = utcnow()
     rows: list[dict[str, Any]] = []
-    for instance, task, status, matching in candidates:
+    for instance, status, possible, matching in candidates:
         payload = {"status": status.value, "attempt": instance.attempt}
-        events: set[str] = set()
-        if status in FAILED and not wants_retry(task, instance, status):
-            events.add("failure")
-        elif status is InstanceStatus.SUCCESS:
-            # `output` (cron's MAILTO: a run that printed something) is only known from
-            # the log, which the sender reads: it drops the row if the run printed nothing.
-            events.update(("success", "output"))
-            if any("recovered" in r.events for r in matching) and _failed_before(tx, instance):
-                events.add("recovered")
+        # `output` (cron's MAILTO: a run that printed something) is only known from the
+        # log, which the sender reads: it drops the row if the run printed nothing.
+        events = set(possible) - {"recovered"}
+        if (
+            "recovered" in possible
+            and any("recovered" in r.events for r in matching)
+            and _failed_before(tx, instance)
+        ):
+            events.add("recovered")
         for rule in matching:
             for event in events & rule.events:
                 rows.append(
@@ -158,7 +178,7 @@ def executor_wrote(
     a look at each (``rows``: the ``finish_instances`` dicts; ``batch``: its (work,
     outcome) pairs). Without rules it returns after a look at the rule cache: the
     recorder writes thousands a second."""
-    if not rows or not app.alert_rules.current():
+    if not rows or not app.alert_rules.current(tx.conn):
         return
     works = {w.instance.id: (w.instance, w.task) for w, _ in batch}
     ended = [
@@ -191,7 +211,7 @@ def fires_skipped(
     app: Norc, tx: Transaction, rows: Sequence[dict[str, Any]], ids: Sequence[int]
 ) -> None:
     """Record ``missed`` for schedule fires inserted as SKIPPED (by ``enqueue_rows``)."""
-    rules = _rules_for(app, {"missed"})
+    rules = _rules_for(app, {"missed"}, tx)
     if not rules:
         return
     skipped = [
@@ -227,7 +247,7 @@ def fires_skipped(
 def daemon_settled(app: Norc, tx: Transaction, daemon: DaemonRecord, reason: str) -> None:
     """Record ``daemon`` for a daemon settled dead, if it was this transaction (or a
     racing survivor with the same verdict: the outbox key keeps that to one) that ended it."""
-    rules = _rules_for(app, {"daemon"})
+    rules = _rules_for(app, {"daemon"}, tx)
     if not rules:
         return
     ended_here = tx.conn.execute(
@@ -252,11 +272,12 @@ def daemon_settled(app: Norc, tx: Transaction, daemon: DaemonRecord, reason: str
     insert_notifications(tx, app.db.dialect, rows)
 
 
-def check_overdue(app: Norc) -> None:
-    """Record ``late`` fires and ``silent`` tasks, from the database alone (housekeeping:
-    so a late fire is noticed with no scheduler or executor alive, by any daemon)."""
+def check_overdue(app: Norc, *, silent: bool = True) -> None:
+    """Record ``late`` fires and (with ``silent``) ``silent`` tasks, from the database
+    alone (housekeeping: so a late fire is noticed with no scheduler or executor alive,
+    by any daemon)."""
     late_rules = _rules_for(app, {"late"})
-    silent_rules = [r for r in _rules_for(app, {"silent"}) if r.within is not None]
+    silent_rules = [r for r in _rules_for(app, {"silent"}) if r.within is not None and silent]
     if not late_rules and not silent_rules:
         return
     now = utcnow()

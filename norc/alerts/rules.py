@@ -17,6 +17,8 @@ from norc.alerts.channels import AlertError
 from norc.store.schema import alert_rules, notifications, utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from norc.store.database import Database
 
 #: The events a rule can name (docs/alerts.md says when each happens).
@@ -125,13 +127,18 @@ def _record(row: Any) -> AlertRule:
     )
 
 
-def load_rules(db: Database, *, name: str | None = None) -> list[AlertRule]:
-    """Every rule (or the one named), in name order."""
+def load_rules(
+    db: Database, *, name: str | None = None, conn: Connection | None = None
+) -> list[AlertRule]:
+    """Every rule (or the one named), in name order; on ``conn`` if given (a caller in a
+    transaction reads on its own connection rather than checking out a second one)."""
     query = sa.select(alert_rules).order_by(alert_rules.c.name)
     if name is not None:
         query = query.where(alert_rules.c.name == name)
-    with db.reading() as conn:
+    if conn is not None:
         return [_record(row) for row in conn.execute(query)]
+    with db.reading() as reader:
+        return [_record(row) for row in reader.execute(query)]
 
 
 def save_rule(
@@ -201,13 +208,14 @@ class RuleCache:
         self._read_at = float("-inf")
         self._lock = threading.Lock()
 
-    def current(self) -> tuple[AlertRule, ...]:
-        """The enabled rules, at most :data:`CACHE_SECONDS` old."""
+    def current(self, conn: Connection | None = None) -> tuple[AlertRule, ...]:
+        """The enabled rules, at most :data:`CACHE_SECONDS` old (read again on ``conn``,
+        the caller's transaction's connection, when given)."""
         if time.monotonic() - self._read_at < CACHE_SECONDS:
             return self._rules
         with self._lock:
             if time.monotonic() - self._read_at >= CACHE_SECONDS:
-                self._rules = tuple(r for r in load_rules(self._db) if r.enabled)
+                self._rules = tuple(r for r in load_rules(self._db, conn=conn) if r.enabled)
                 self._read_at = time.monotonic()
         return self._rules
 
