@@ -517,3 +517,51 @@ def test_the_web_api_lists_rules_without_secrets_and_the_history(
     assert "pa55word" not in rules.text and "s3cr3t" not in rules.text
     [sent] = history.json()
     assert (sent["rule"], sent["event"], sent["status"]) == ("hook", "test", "sent")
+
+
+def test_three_live_daemons_send_each_notification_once(
+    fast: norc.Norc, db_url: str, log_dir: Path, hooks: Hooks
+) -> None:
+    """Three executors, each on a handle of its own, all housekeeping and sending at
+    once: every notification reaches the webhook exactly once."""
+    app = fast
+    app.alert_sender.stop()  # the outbox is filled first, then sent by the three
+    app.save_task(Outcome(name="flaky", raise_="x"))
+    app.add_alert("all", on="failure", webhook=hooks.url, rate_limit=0)
+    ids = [app.enqueue("flaky") for _ in range(40)]
+    with app.executor(isolation="thread", concurrency=4):
+        wait_until(lambda: _final(app, ids))
+    wait_until(lambda: len(_rows(app, "failure")) == 40)
+    app.create_queue("idle")
+    handles = [norc.Norc(db_url, log_dir=log_dir) for _ in range(3)]
+    executors = [h.executor(queue="idle", isolation="thread").start() for h in handles]
+    try:
+        wait_until(lambda: {r.status for r in _rows(app)} == {"sent"})
+    finally:
+        for executor in executors:
+            executor.stop()
+            executor.wait()
+        for h in handles:
+            h.close()
+    sent = sorted(b["notification_id"] for b in hooks.events("failure"))
+    assert sent == sorted(int(r.id) for r in _rows(app, "failure"))
+    assert [r.attempts for r in _rows(app)] == [1] * 40
+
+
+def test_smtp_login_from_the_environment(
+    sqlite_app: norc.Norc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a user in the SMTP URL, NORC_SMTP_USER/NORC_SMTP_PASSWORD log in."""
+    box = Mailbox(users={"envuser": "env-pw"}).start()
+    try:
+        monkeypatch.setenv("NORC_SMTP_USER", "envuser")
+        monkeypatch.setenv("NORC_SMTP_PASSWORD", "env-pw")
+        sqlite_app.add_alert("m", on="failure", email="a@example.com", smtp=box.url)
+        sqlite_app.test_alert("m")
+        assert box.logins == ["envuser"] and len(box.messages) == 1
+        monkeypatch.setenv("NORC_SMTP_PASSWORD", "not-env-pw")
+        with pytest.raises(AlertError, match="test notification failed") as failed:
+            sqlite_app.test_alert("m")
+        assert "not-env-pw" not in str(failed.value)
+    finally:
+        box.stop()

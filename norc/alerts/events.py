@@ -178,13 +178,24 @@ def executor_wrote(
     a look at each (``rows``: the ``finish_instances`` dicts; ``batch``: its (work,
     outcome) pairs). Without rules it returns after a look at the rule cache: the
     recorder writes thousands a second."""
-    if not rows or not app.alert_rules.current(tx.conn):
+    rules = app.alert_rules.current(tx.conn) if rows else ()
+    if not rules:
         return
-    works = {w.instance.id: (w.instance, w.task) for w, _ in batch}
+    # Only the statuses some rule wants, with one string comparison per outcome: rules
+    # on failures cost next to nothing for a batch of successes.
+    wanted = frozenset().union(*(r.events for r in rules))
+    statuses: set[str] = set()
+    if wanted & _ON_SUCCESS:
+        statuses.add(InstanceStatus.SUCCESS.value)
+    if wanted & _ON_FAILURE:
+        statuses.update(s.value for s in FAILED)
+    picked = {row["id"]: row["status"] for row in rows if row["status"] in statuses}
+    if not picked:
+        return
     ended = [
-        (*works[int(row["id"])], InstanceStatus(row["status"]))
-        for row in rows
-        if int(row["id"]) in works
+        (w.instance, w.task, InstanceStatus(picked[w.instance.id]))
+        for w, _ in batch
+        if w.instance.id in picked
     ]
     instances_ended(app, tx, ended, executor_id=executor_id)
 
@@ -308,6 +319,8 @@ def _late(tx: Transaction, rules: list[AlertRule], now: datetime) -> list[dict[s
             instances.c.status == InstanceStatus.QUEUED.value,
             instances.c.schedule_id.is_not(None),
             instances.c.fire_time < cutoff,
+            # A retry keeps its fire time and waits out its backoff: not late.
+            instances.c.attempt == 1,
         )
     ).all()
     found: list[tuple[int, datetime, str, int | None]]
