@@ -565,3 +565,24 @@ def test_smtp_login_from_the_environment(
         assert "not-env-pw" not in str(failed.value)
     finally:
         box.stop()
+
+
+def test_a_failed_job_alerts_for_its_node_and_for_itself(app: norc.Norc, hooks: Hooks) -> None:
+    """A Job whose node fails ends FAILURE: one `failure` for the node, one for the Job."""
+    from norc.jobs import Job
+
+    app.save_task(Outcome(name="step-ok"))
+    app.save_task(Outcome(name="step-bad", raise_="broken"))
+    job = Job(name="etl")
+    first = job.add("step-ok")
+    job.add("step-bad", after=[first])
+    app.save_task(job)
+    app.add_alert("etl", on="failure", task="*", webhook=hooks.url)
+    run = app.enqueue("etl")
+    with app.executor(isolation="thread"):
+        wait_until(lambda: app.instance(run).status.is_final)
+        wait_until(lambda: len(hooks.events("failure")) == 2)
+    by_task = {b["instance"]["task_name"]: b for b in hooks.events("failure")}
+    assert set(by_task) == {"etl", "step-bad"}
+    assert by_task["etl"]["instance"]["status"] == "FAILURE"
+    assert by_task["etl"]["instance"]["id"] == run

@@ -15,12 +15,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from norc.alerts.rules import END_EVENTS, AlertRule
+from norc.records import InstanceRecord
 from norc.status import InstanceStatus
 from norc.store.schema import daemons, instances, notifications, schedules, tasks, utcnow
 
 if TYPE_CHECKING:
     from norc.app import Norc
-    from norc.records import DaemonRecord, InstanceRecord, TaskRecord
+    from norc.records import DaemonRecord, TaskRecord
     from norc.store.connections import Transaction
 
 #: The ends a ``failure`` event is about (once no retry follows).
@@ -91,12 +92,12 @@ def _rules_for(
 def instances_ended(
     app: Norc,
     tx: Transaction,
-    ended: Sequence[tuple[InstanceRecord, TaskRecord, InstanceStatus]],
+    ended: Sequence[tuple[InstanceRecord, TaskRecord | None, InstanceStatus]],
     *,
     executor_id: int | None = None,
 ) -> None:
     """Record ``failure``, ``success``, ``recovered`` and ``output`` for instances ended
-    in ``tx``.
+    in ``tx`` (a None task: no retry can follow, e.g. a Job's own instance).
 
     Without rules this is one look at the handle's rule cache. ``executor_id`` says
     the ends are an executor's conditional writes, some of which may have found the
@@ -113,7 +114,7 @@ def instances_ended(
     for instance, task, status in ended:
         if status is InstanceStatus.SUCCESS:
             possible = _ON_SUCCESS
-        elif status in FAILED and not wants_retry(task, instance, status):
+        elif status in FAILED and (task is None or not wants_retry(task, instance, status)):
             possible = _ON_FAILURE
         else:
             continue
@@ -198,6 +199,40 @@ def executor_wrote(
         if w.instance.id in picked
     ]
     instances_ended(app, tx, ended, executor_id=executor_id)
+
+
+def job_ended(app: Norc, tx: Transaction, job_id: int, status: InstanceStatus) -> None:
+    """Record the end events of a Job's own instance, which this transaction ended."""
+    if not _rules_for(app, END_EVENTS, tx):
+        return
+    row = tx.conn.execute(
+        sa.select(
+            instances.c.id,
+            instances.c.task_id,
+            instances.c.queue,
+            instances.c.attempt,
+            instances.c.schedule_id,
+            instances.c.first_attempt_id,
+            tasks.c.name,
+            tasks.c.type,
+        )
+        .join(tasks, tasks.c.id == instances.c.task_id)
+        .where(instances.c.id == job_id)
+    ).first()
+    if row is None:
+        return
+    record = InstanceRecord(
+        id=int(row.id),
+        task_id=int(row.task_id),
+        task_name=row.name,
+        task_type=row.type,
+        queue=row.queue,
+        status=status,
+        attempt=int(row.attempt),
+        schedule_id=row.schedule_id,
+        first_attempt_id=row.first_attempt_id,
+    )
+    instances_ended(app, tx, [(record, None, status)])
 
 
 def _failed_before(tx: Transaction, instance: InstanceRecord) -> bool:
