@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -25,9 +26,18 @@ class Mailbox:
     the same port.
     """
 
-    def __init__(self, port: int | None = None, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        users: dict[str, str] | None = None,
+        *,
+        starttls: ssl.SSLContext | None = None,
+        implicit_tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.users = users
+        self.starttls = starttls
+        self.implicit_tls = implicit_tls
         self.messages: list[EmailMessage] = []
         self.logins: list[str] = []
         self._lock = threading.Lock()
@@ -60,6 +70,10 @@ class Mailbox:
         kwargs: dict[str, Any] = {}
         if self.users is not None:
             kwargs = {"authenticator": self._authenticate, "auth_require_tls": False}
+        if self.starttls is not None:  # clients must upgrade before they send
+            kwargs.update(tls_context=self.starttls, require_starttls=True)
+        if self.implicit_tls is not None:
+            kwargs.update(ssl_context=self.implicit_tls)
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **kwargs)
         self._controller.start()
         return self

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -586,3 +588,57 @@ def test_a_failed_job_alerts_for_its_node_and_for_itself(app: norc.Norc, hooks: 
     assert set(by_task) == {"etl", "step-bad"}
     assert by_task["etl"]["instance"]["status"] == "FAILURE"
     assert by_task["etl"]["instance"]["id"] == run
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (made with openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.parametrize("mode", ["starttls", "smtps"])
+def test_mail_over_tls(sqlite_app: norc.Norc, certificate: tuple[Path, Path], mode: str) -> None:
+    """STARTTLS (`?starttls=1`) and SMTPS reach a server whose certificate the rule's
+    `cafile` trusts; a server that requires STARTTLS refuses a plain client."""
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    box = Mailbox(**{"starttls" if mode == "starttls" else "implicit_tls": context}).start()
+    try:
+        if mode == "starttls":
+            url = f"smtp://127.0.0.1:{box.port}?starttls=1&cafile={cert}"
+            sqlite_app.add_alert("plain", on="failure", email="a@example.com", smtp=box.url)
+            with pytest.raises(AlertError, match="test notification failed"):
+                sqlite_app.test_alert("plain")
+        else:
+            url = f"smtps://127.0.0.1:{box.port}?cafile={cert}"
+        sqlite_app.add_alert("tls", on="failure", email="a@example.com", smtp=url)
+        sqlite_app.test_alert("tls")
+        assert len(box.messages) == 1
+    finally:
+        box.stop()

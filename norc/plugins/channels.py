@@ -48,6 +48,7 @@ class EmailChannel(Channel):
 
     The SMTP URL: ``smtp://host[:port]`` (plain, port 25), ``smtp://host:587?starttls=1``
     (upgraded with STARTTLS), ``smtps://host[:port]`` (TLS from the start, port 465);
+    ``cafile=PATH`` in the query trusts a private CA's certificates as well;
     ``user:password@`` in it, or ``NORC_SMTP_USER``/``NORC_SMTP_PASSWORD`` in the
     sending daemon's environment, log in. Default: ``$NORC_SMTP_URL``, else
     ``smtp://localhost:25``. ``options["from"]`` is the sender (``norc@<host>``).
@@ -89,6 +90,9 @@ class EmailChannel(Channel):
         parts = urlsplit(_smtp_url(self.options))
         query = parse_qs(parts.query)
         starttls = query.get("starttls", ["0"])[0].lower() in _TRUE
+        # A private CA's certificates (a file of PEM), for servers the system does not trust.
+        cafile = query.get("cafile", [None])[0]
+        tls = ssl.create_default_context(cafile=cafile)
         host = parts.hostname or "localhost"
         message = EmailMessage()
         message["Subject"] = notification.title
@@ -98,14 +102,12 @@ class EmailChannel(Channel):
         user, password = self._credentials()
         smtp: smtplib.SMTP
         if parts.scheme == "smtps":
-            smtp = smtplib.SMTP_SSL(
-                host, parts.port or 465, timeout=TIMEOUT, context=ssl.create_default_context()
-            )
+            smtp = smtplib.SMTP_SSL(host, parts.port or 465, timeout=TIMEOUT, context=tls)
         else:
             smtp = smtplib.SMTP(host, parts.port or 25, timeout=TIMEOUT)
         try:
             if starttls:
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=tls)
             if user:
                 smtp.login(user, password or "")
             smtp.send_message(message)
