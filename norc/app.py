@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from norc.abc import LogStore, Queue, Task, check_name
+from norc.alerts.delivery import AlertSender, NotificationRecord
+from norc.alerts.rules import AlertRule, RuleCache
 from norc.config import Settings
 from norc.enqueue import announce, enqueue_rows
 from norc.errors import (
@@ -90,6 +92,10 @@ class Norc:
         self._lock = threading.Lock()
         self._log_store: LogStore | None = None
         self._uploads: ThreadPoolExecutor | None = None
+        #: The enabled alert rules, cached briefly (see norc.alerts.rules.RuleCache).
+        self.alert_rules = RuleCache(self.db)
+        #: Sends due notifications when a daemon's housekeeping wakes it.
+        self.alert_sender = AlertSender(self)
 
     # -- tasks -----------------------------------------------------------------------
 
@@ -628,10 +634,90 @@ class Norc:
         """Executor and scheduler rows, newest first."""
         return self.db.daemons(kind=kind)
 
+    # -- alerts ----------------------------------------------------------------------
+
+    def add_alert(
+        self,
+        name: str,
+        *,
+        on: str | Sequence[str],
+        task: str | None = None,
+        schedule: int | None = None,
+        email: str | None = None,
+        smtp: str | None = None,
+        webhook: str | None = None,
+        format: str | None = None,
+        channel: str | None = None,
+        target: str | None = None,
+        late_after: float | str | None = None,
+        within: float | str | None = None,
+        rate_limit: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        replace: bool = False,
+    ) -> AlertRule:
+        """Save an alert rule: events ``on`` (``"failure,late"`` or a list; see
+        docs/alerts.md) of the tasks matching the glob ``task`` and/or the fires of
+        ``schedule`` go to ``email`` (through ``smtp``, an ``smtp://`` or ``smtps://``
+        URL), to ``webhook`` (posted as ``format`` ``json`` or ``slack``) or to a
+        plugin's ``channel`` with its ``target``. ``late_after`` and ``within`` are
+        durations (``90``, ``15m``, ``26h``); ``rate_limit`` caps notifications a minute
+        (default 10, 0 for none). ``options`` go to the channel. A name in use raises
+        :class:`norc.alerts.channels.AlertError` unless ``replace``."""
+        from norc.alerts import manage
+
+        return manage.add_alert(
+            self,
+            name,
+            on=on,
+            task=task,
+            schedule=schedule,
+            email=email,
+            smtp=smtp,
+            webhook=webhook,
+            format=format,
+            channel=channel,
+            target=target,
+            late_after=late_after,
+            within=within,
+            rate_limit=rate_limit,
+            options=options,
+            replace=replace,
+        )
+
+    def alerts(self) -> list[AlertRule]:
+        """Every alert rule, by name. ``target``/``options`` may hold secrets (an SMTP
+        password): show :func:`norc.alerts.manage.describe` to people instead."""
+        from norc.alerts.rules import load_rules
+
+        return load_rules(self.db)
+
+    def remove_alert(self, name: str) -> None:
+        """Delete a rule and its unsent notifications (its history stays)."""
+        from norc.alerts.rules import delete_rule
+
+        delete_rule(self.db, name)
+        self.alert_rules.invalidate()
+
+    def test_alert(self, name: str) -> NotificationRecord:
+        """Send a test notification through rule ``name`` now, from this process; raises
+        :class:`norc.alerts.channels.AlertError` naming the error if it failed."""
+        from norc.alerts.delivery import send_test
+
+        return send_test(self, name)
+
+    def alert_history(
+        self, *, rule: str | None = None, limit: int = 100
+    ) -> list[NotificationRecord]:
+        """Notifications, newest first: pending, sent, failed or suppressed, with attempts."""
+        from norc.alerts.delivery import history
+
+        return history(self, rule=rule, limit=limit)
+
     # -- lifecycle -------------------------------------------------------------------
 
     def close(self) -> None:
         """Close queues, finish log uploads and release database connections."""
+        self.alert_sender.stop()
         for q in self._queues.values():
             q.close()
         if self._uploads is not None:

@@ -1097,6 +1097,7 @@ def plugins(c: Ctx, as_json: bool) -> None:
         ("task", registry.task_types),
         ("queue", registry.queue_types),
         ("log store", registry.log_stores),
+        ("alert channel", registry.channels),
     ):
         for name, owner in kinds.owners.items():
             provided.setdefault(owner, []).append(f"{kind} {name}")
@@ -1429,3 +1430,137 @@ def service_unit_web(ctx: click.Context, /, **_: Any) -> None:
     does not notify). Put NORC_WEB_TOKEN (or NORC_WEB_USER and NORC_WEB_PASSWORD) in the
     environment file to listen beyond loopback."""
     _print_unit(ctx, "web", None)
+
+
+# -- alerts ------------------------------------------------------------------------------
+
+
+@cli.group()
+def alert() -> None:
+    """Alert rules: tell someone when tasks fail, recover, run late or go silent."""
+
+
+@alert.command("add")
+@click.argument("name")
+@click.option(
+    "--on",
+    "events",
+    required=True,
+    help="Events, comma-separated: failure, success, recovered, output, late, missed, silent,"
+    " daemon.",
+)
+@click.option("--task", "task_glob", metavar="GLOB", help="Only tasks whose name matches.")
+@click.option("--schedule", "schedule_id", type=int, metavar="ID", help="Only this schedule.")
+@click.option("--email", metavar="ADDRESS", help="Mail to this address (commas for several).")
+@click.option(
+    "--smtp", metavar="URL", help="smtp://host:port, smtps://..., ?starttls=1 (email only)."
+)
+@click.option("--webhook", metavar="URL", help="POST a JSON body to this URL.")
+@click.option(
+    "--format", "body_format", type=click.Choice(["json", "slack"]), help="Webhook body shape."
+)
+@click.option("--channel", metavar="NAME", help="A plugin's channel type (with --target).")
+@click.option("--target", metavar="TEXT", help="Where --channel sends (its address, key...).")
+@click.option("--late-after", metavar="DURATION", help="late: seconds (or 5m) after a fire time.")
+@click.option("--within", metavar="DURATION", help="silent: the window for a SUCCESS, e.g. 26h.")
+@click.option(
+    "--rate-limit", type=int, metavar="N", help="At most N notifications a minute (default 10)."
+)
+@click.option("--replace", is_flag=True, help="Overwrite the rule of that name.")
+@pass_ctx
+def alert_add(
+    c: Ctx,
+    name: str,
+    events: str,
+    task_glob: str | None,
+    schedule_id: int | None,
+    email: str | None,
+    smtp: str | None,
+    webhook: str | None,
+    body_format: str | None,
+    channel: str | None,
+    target: str | None,
+    late_after: str | None,
+    within: str | None,
+    rate_limit: int | None,
+    replace: bool,
+) -> None:
+    """Save an alert rule NAME (see docs/alerts.md)."""
+    from norc.alerts.manage import describe
+
+    rule = c.app.add_alert(
+        name,
+        on=events,
+        task=task_glob,
+        schedule=schedule_id,
+        email=email,
+        smtp=smtp,
+        webhook=webhook,
+        format=body_format,
+        channel=channel,
+        target=target,
+        late_after=late_after,
+        within=within,
+        rate_limit=rate_limit,
+        replace=replace,
+    )
+    shown = describe(c.app, rule)
+    click.echo(f"alert {rule.name}: {','.join(shown['events'])} -> {shown['destination']}")
+
+
+@alert.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@pass_ctx
+def alert_list(c: Ctx, as_json: bool) -> None:
+    """The alert rules (destinations without passwords or webhook paths)."""
+    from norc.alerts.manage import describe
+
+    rows = [describe(c.app, rule) for rule in c.app.alerts()]
+    for row in rows:
+        if not as_json:
+            row["events"] = ",".join(row["events"])
+            row["options"] = " ".join(f"{k}={v:g}" for k, v in row["options"].items())
+    emit(rows, ["name", "events", "task", "schedule", "destination", "options"], as_json)
+
+
+@alert.command("remove")
+@click.argument("name")
+@pass_ctx
+def alert_remove(c: Ctx, name: str) -> None:
+    """Delete the rule NAME and its unsent notifications."""
+    c.app.remove_alert(name)
+    click.echo(f"removed alert {name}")
+
+
+@alert.command("test")
+@click.argument("name")
+@pass_ctx
+def alert_test(c: Ctx, name: str) -> None:
+    """Send a test notification through NAME now; exit 2 if it fails."""
+    record = c.app.test_alert(name)
+    click.echo(f"alert {name}: test notification {record.id} sent")
+
+
+@alert.command("history")
+@click.option("--rule", "rule_name", metavar="NAME", help="Only this rule's notifications.")
+@click.option("-n", "--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@pass_ctx
+def alert_history(c: Ctx, rule_name: str | None, limit: int, as_json: bool) -> None:
+    """Notifications, newest first, with their attempts and last error."""
+    rows = [r.to_json() for r in c.app.alert_history(rule=rule_name, limit=limit)]
+    emit(
+        rows,
+        [
+            "id",
+            "rule",
+            "event",
+            "subject",
+            "status",
+            "attempts",
+            "created_at",
+            "sent_at",
+            "last_error",
+        ],
+        as_json,
+    )

@@ -50,6 +50,9 @@ class Settings:
     disable_plugins: tuple[str, ...] = ()
     heartbeat_interval: float = attrs.field(default=3.0, validator=_positive)
     heartbeat_timeout: float = attrs.field(default=23.0, validator=_positive)
+    #: Where ``norc web`` is reached (``https://norc.example.com``): alert messages link
+    #: to the instance's page there. None: no link.
+    web_url: str | None = None
 
     @classmethod
     def load(cls, *, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -68,6 +71,7 @@ class Settings:
             "log_store",
             "heartbeat_interval",
             "heartbeat_timeout",
+            "web_url",
         ):
             raw = env.get(f"NORC_{key.upper()}")
             if raw:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from norc.alerts import events as alert_events
+from norc.alerts.delivery import deliver_from_housekeeping
 from norc.errors import NorcError, UnknownDaemon
 from norc.lifecycle import after_end
 from norc.records import DaemonRecord
@@ -145,6 +147,7 @@ def settle(app: Norc, daemon: DaemonRecord, *, threshold: float | None, reason: 
         interrupted, unstarted = app.db.end_dead_daemon(
             tx, daemon.id, threshold=threshold, status=status, reason=reason
         )
+        alert_events.daemon_settled(app, tx, daemon, reason)
         given_back: list[int] = []
         for queue_name, ids in _by_queue(unstarted).items():
             queue = _queue_or_none(app, queue_name)
@@ -227,8 +230,12 @@ def expire_jobs(app: Norc) -> list[int]:
 
 
 def housekeeping(app: Norc, *, trusted: bool) -> None:
-    """What every live daemon does after a heartbeat: end overdue Jobs, and, once it is
-    trusted (see :class:`norc.daemon.Heartbeat`), settle daemons that stopped beating."""
+    """What every live daemon does after a heartbeat: end overdue Jobs, once it is
+    trusted (see :class:`norc.daemon.Heartbeat`) settle daemons that stopped beating,
+    and look after alerts (late and silent events, sending the outbox)."""
     expire_jobs(app)
     if trusted:
         settle_dead(app)
+    # Late fires and silent tasks are judged from the database, then the outbox is sent
+    # from the handle's own thread: a slow mail server never holds up a heartbeat.
+    deliver_from_housekeeping(app, app.alert_sender)

@@ -67,8 +67,8 @@ REBOOT_REASON: Final = (
     " (start the command from the host's init system, e.g. a systemd unit, instead)"
 )
 MAILTO_NOTE: Final = (
-    "MAILTO is recorded (and in the command's environment, as cron has it) but sends no"
-    " mail: output goes to the instance log; email alerts belong to a later alerts feature"
+    "MAILTO becomes an email alert on this task (see docs/crontab.md): a mail when a run"
+    " fails, or succeeds having printed something; MAILTO stays in the command's environment"
 )
 SUBSTITUTION_NOTE: Final = (
     "the command contains $UTC{...} or $LOCAL{...}, which CommandTask replaces by the"
@@ -560,7 +560,10 @@ def import_crontab(
     rows: list[ImportRow] = []
     names = task_names(parsed.entries, prefix)
     for entry, name in zip(parsed.entries, names, strict=True):
-        rows.append(_import_entry(app, cls, entry, name, zone, prefix, queue, dry_run, replace))
+        row = _import_entry(app, cls, entry, name, zone, prefix, queue, dry_run, replace)
+        if row.status != "error" and not dry_run:
+            _sync_mailto(app, name, entry.mailto)
+        rows.append(row)
     rows.extend(_error_row(error) for error in parsed.errors)
     if replace:
         unreadable = [e for e in parsed.errors if e.kind == "unreadable"]
@@ -656,6 +659,54 @@ def _import_entry(
     return _row(entry, name, tz, "updated", reason=f"changed: {' and '.join(what)}")
 
 
+def mailto_alert_name(task_name: str) -> str:
+    """The alert rule an imported entry's ``MAILTO`` becomes."""
+    return f"{task_name}.mailto"
+
+
+def mailto_addresses(mailto: str) -> str:
+    """MAILTO's addresses for the email channel: cron hands a bare user name to the local
+    mailer, so ``root`` becomes ``root@localhost``."""
+    parts = [a.strip() for a in mailto.split(",") if a.strip()]
+    return ",".join(a if "@" in a else f"{a}@localhost" for a in parts)
+
+
+def _sync_mailto(app: Norc, task_name: str, mailto: str | None) -> None:
+    """Make the task's MAILTO alert match ``mailto`` (None or empty: no alert), writing
+    only what differs, so a second import of the same file changes nothing.
+
+    The rule (docs/crontab.md): cron mails whatever a job prints; Norc keeps the output
+    in the instance log and mails a run that fails (``failure``, after its last attempt,
+    with the end of its log) or that succeeds having printed something (``output``).
+    """
+    name = mailto_alert_name(task_name)
+    existing = next((r for r in app.alerts() if r.name == name), None)
+    if not mailto:
+        if existing is not None:
+            app.remove_alert(name)
+        return
+    target = mailto_addresses(mailto)
+    glob = _glob_escape(task_name)
+    wanted = (frozenset({"failure", "output"}), glob, "email", target)
+    if (
+        existing is not None
+        and (
+            existing.events,
+            existing.task_glob,
+            existing.channel,
+            existing.target,
+        )
+        == wanted
+    ):
+        return
+    app.add_alert(name, on=["failure", "output"], task=glob, email=target, replace=True)
+
+
+def _glob_escape(name: str) -> str:
+    """``name`` as an fnmatch pattern matching only itself."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 def _retire(app: Norc, wanted: set[str], prefix: str, dry_run: bool) -> list[ImportRow]:
     rows = []
     for record in app.tasks():
@@ -667,6 +718,7 @@ def _retire(app: Norc, wanted: set[str], prefix: str, dry_run: bool) -> list[Imp
         if not dry_run:
             for schedule in live:
                 app.delete_schedule(schedule.id)
+            _sync_mailto(app, record.name, None)
         params = record.params
         rows.append(
             ImportRow(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from norc.abc import QueueItem
+from norc.alerts import events as alert_events
 from norc.status import InstanceStatus
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ def enqueue_rows(
     for each QUEUED one after ``tx`` commits.
     """
     ids = app.db.insert_instance_rows(tx, rows)
+    if app.alert_rules.current(tx.conn):  # a fire recorded SKIPPED is a `missed` alert event
+        alert_events.fires_skipped(app, tx, rows, ids)
     pushes: dict[str, list[QueueItem]] = defaultdict(list)
     for index, (instance_id, row) in enumerate(zip(ids, rows, strict=True)):
         if row["status"] != InstanceStatus.QUEUED.value:

@@ -101,6 +101,15 @@ class UnknownLogStore(UnknownName):
         )
 
 
+class UnknownChannel(UnknownName):
+    """No installed plugin provides this alert channel."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(
+            f"unknown alert channel {name!r} (installed: {', '.join(sorted(known)) or 'none'})"
+        )
+
+
 class UnknownQueue(UnknownName):
     """No queue of this name exists in the database."""
 

@@ -36,6 +36,17 @@ def norc_register_types(registry: PluginRegistry) -> None:
 
 
 @hookspec
+def norc_register_channels(registry: PluginRegistry) -> None:
+    """Register the alert channel types this plugin provides (PagerDuty, chat apps...).
+
+    Call ``registry.add_channel_type(cls)`` with :class:`norc.alerts.channels.Channel`
+    subclasses; rules name them by ``cls.channel_name``. Norc's own ``email`` and
+    ``webhook`` come this way (``norc.plugins.channels``). Duplicates are rejected as
+    in :func:`norc_register_types`. Called once per :class:`norc.Norc` handle.
+    """
+
+
+@hookspec
 def norc_instance_queued(instance: InstanceRecord) -> None:
     """An instance was committed as QUEUED (enqueued by the API, a scheduler or a Job)."""
 

@@ -28,6 +28,7 @@ import attrs
 import sqlalchemy as sa
 
 from norc.abc import RunContext, Task
+from norc.alerts import events as alert_events
 from norc.enqueue import enqueue_rows
 from norc.errors import NorcError
 from norc.status import FINAL_INSTANCE_STATUSES, InstanceStatus
@@ -345,11 +346,13 @@ def _task_types(tx: Transaction, task_ids: list[int]) -> dict[int, str]:
 def _end_job(
     app: Norc, tx: Transaction, job: Any, status: InstanceStatus, error: str | None, now: datetime
 ) -> None:
-    tx.conn.execute(
+    ended = tx.conn.execute(
         sa.update(instances)
         .where(instances.c.id == job.id, instances.c.status == InstanceStatus.RUNNING.value)
         .values(status=status.value, ended_at=now, error=error)
-    )
+    ).rowcount
+    if ended:
+        alert_events.job_ended(app, tx, int(job.id), status)
     tx.after_commit(lambda: app.after_interrupt([job.id]))
     if job.job_instance_id is not None:  # a nested Job: its parent moves on too
         _advance_one(app, tx, int(job.job_instance_id))
@@ -380,11 +383,13 @@ def cancel(app: Norc, tx: Transaction, job_id: int, status: InstanceStatus, reas
             )
         ).scalars()
     ]
-    tx.conn.execute(
+    ended = tx.conn.execute(
         sa.update(instances)
         .where(instances.c.id == job.id, instances.c.status == InstanceStatus.RUNNING.value)
         .values(status=status.value, ended_at=now, error=reason)
-    )
+    ).rowcount
+    if ended and status is InstanceStatus.TIMEDOUT:  # a stop by request is no failure
+        alert_events.job_ended(app, tx, int(job.id), status)
     stop_instances(app, tx, active, reason=f"job {job_id} ended: {reason}")
     untouched = [n for n in graph.nodes if n["name"] not in latest]
     rows = [

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from norc.abc import INDEPENDENT_OVERLAP
+from norc.alerts import events as alert_events
 from norc.enqueue import enqueue_rows
 from norc.errors import NorcError
 from norc.records import InstanceRecord, TaskRecord
@@ -50,11 +51,13 @@ def wants_retry(task: TaskRecord, instance: InstanceRecord, status: InstanceStat
 def after_end(
     app: Norc, tx: Transaction, ended: Sequence[tuple[InstanceRecord, TaskRecord, InstanceStatus]]
 ) -> list[int]:
-    """Retries for attempts that earned one, then advance the Jobs of ended nodes.
+    """Alert events for the ends, retries for attempts that earned one, then advance
+    the Jobs of ended nodes.
 
     Only call it for instances whose end this transaction actually recorded (the end
     updates are conditional), so a retry is created exactly once. Returns retry ids.
     """
+    alert_events.instances_ended(app, tx, ended)
     now = utcnow()
     retry_rows: list[dict[str, Any]] = []
     retry_types: list[tuple[str, datetime]] = []

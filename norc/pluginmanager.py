@@ -143,7 +143,11 @@ class PluginManager:
         Called per implementation rather than through the hook relay: each plugin is
         handed a view of the registry that records it as the owner of what it adds.
         """
-        for impl in self._pm.hook.norc_register_types.get_hookimpls():
+        impls = [
+            *self._pm.hook.norc_register_types.get_hookimpls(),
+            *self._pm.hook.norc_register_channels.get_hookimpls(),
+        ]
+        for impl in impls:
             try:
                 impl.function(registry.for_plugin(impl.plugin_name))
             except PluginError as exc:

@@ -1,4 +1,5 @@
-"""The typed registry plugins fill: task types, queue types and log stores by name."""
+"""The typed registry plugins fill: task types, queue types, log stores and alert channels
+by name."""
 
 from __future__ import annotations
 
@@ -6,10 +7,17 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import attrs
 
-from norc.errors import DuplicateRegistration, PluginError, UnknownLogStore, UnknownQueueType
+from norc.errors import (
+    DuplicateRegistration,
+    PluginError,
+    UnknownChannel,
+    UnknownLogStore,
+    UnknownQueueType,
+)
 
 if TYPE_CHECKING:
     from norc.abc import LogStore, Queue, Task
+    from norc.alerts.channels import Channel
 
 T = TypeVar("T")
 
@@ -43,6 +51,7 @@ class Registry:
         self.task_types: _Kind[Task] = _Kind("task type")
         self.queue_types: _Kind[Queue] = _Kind("queue type")
         self.log_stores: _Kind[LogStore] = _Kind("log store")
+        self.channels: _Kind[Channel] = _Kind("alert channel")
 
     def for_plugin(self, plugin: str) -> PluginRegistry:
         """A view that records ``plugin`` as the owner of whatever it adds."""
@@ -70,6 +79,13 @@ class Registry:
         except KeyError:
             raise UnknownLogStore(name, list(self.log_stores.classes)) from None
 
+    def channel_type(self, name: str) -> type[Channel]:
+        """The alert channel class registered as ``name``; raises :class:`UnknownChannel`."""
+        try:
+            return self.channels.classes[name]
+        except KeyError:
+            raise UnknownChannel(name, list(self.channels.classes)) from None
+
 
 class PluginRegistry:
     """What a plugin's ``norc_register_types`` hook receives."""
@@ -89,3 +105,7 @@ class PluginRegistry:
     def add_log_store(self, cls: type[LogStore]) -> None:
         """Make ``cls.store_name`` usable as the ``log_store`` setting."""
         self._registry.log_stores.add(cls.store_name, cls, self.plugin)
+
+    def add_channel_type(self, cls: type[Channel]) -> None:
+        """Make ``cls.channel_name`` usable as an alert rule's channel."""
+        self._registry.channels.add(cls.channel_name, cls, self.plugin)

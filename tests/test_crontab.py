@@ -621,3 +621,80 @@ def test_a_paused_schedule_stays_paused_on_reimport(app: norc.Norc) -> None:
     assert [(r.name, r.status) for r in rows] == [(row.name, "updated")]
     (after,) = app.schedules()
     assert (after.id, after.spec, after.paused) == (schedule.id, "0 2 * * *", True)
+
+
+# ------------------------------------------------------------------------ MAILTO
+
+
+def _mailto_rules(app: norc.Norc) -> dict[str, tuple[str, ...]]:
+    return {r.name: (r.target, r.task_glob or "", ",".join(sorted(r.events))) for r in app.alerts()}
+
+
+def test_mailto_becomes_an_email_alert_per_task_idempotently(app: norc.Norc) -> None:
+    """Each entry under a non-empty MAILTO gets an email alert (failure, output); a bare
+    user name is mailed at localhost; MAILTO="" means none; importing again changes
+    nothing; --replace updates a changed MAILTO and removes the alerts of entries gone."""
+    text = (
+        "MAILTO=ops@example.com,root\n"
+        "0 1 * * * backup\n"
+        'MAILTO=""\n'
+        "0 2 * * * quiet\n"
+        "MAILTO=dev@example.com\n"
+        "0 3 * * * report\n"
+    )
+    rows = {r.command: r for r in import_crontab(app, text, tz="UTC")}
+    backup, quiet, report = (rows[c].name for c in ("backup", "quiet", "report"))
+    assert _mailto_rules(app) == {
+        f"{backup}.mailto": ("ops@example.com,root@localhost", backup, "failure,output"),
+        f"{report}.mailto": ("dev@example.com", report, "failure,output"),
+    }
+    before = [(r.name, r.created_at) for r in app.alerts()]
+    assert {r.status for r in import_crontab(app, text, tz="UTC")} == {"unchanged"}
+    assert [(r.name, r.created_at) for r in app.alerts()] == before
+    changed = "MAILTO=team@example.com\n0 1 * * * backup\n0 2 * * * quiet\n"
+    import_crontab(app, changed, tz="UTC", replace=True)
+    assert _mailto_rules(app) == {
+        f"{backup}.mailto": ("team@example.com", backup, "failure,output"),
+        f"{quiet}.mailto": ("team@example.com", quiet, "failure,output"),
+    }
+    import_crontab(app, "0 1 * * * backup\n", tz="UTC", replace=True)
+    assert _mailto_rules(app) == {}
+
+
+def test_an_imported_entry_mails_its_failure_and_its_output_to_mailto(
+    sqlite_app: norc.Norc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run by a real executor, a failing entry is mailed with its output, a succeeding
+    entry that printed is mailed, and one that printed nothing is not."""
+    from norc.alerts.delivery import deliver_due
+    from tests.alert_servers import Mailbox
+
+    app = sqlite_app
+    app.alert_sender.stop()  # this test delivers by hand
+    box = Mailbox().start()
+    monkeypatch.setenv("NORC_SMTP_URL", box.url)
+    try:
+        text = (
+            "MAILTO=ops@example.com\n"
+            "0 1 * * * echo disk is full; exit 3\n"
+            "0 2 * * * echo all good\n"
+            "0 3 * * * true\n"
+        )
+        names = {r.command: r.name for r in import_crontab(app, text, tz="UTC")}
+        ids = [app.enqueue(name) for name in names.values()]
+        with app.executor():
+            wait_until(lambda: all(r.status.is_final for r in app.db.instances_by_id(ids)))
+        wait_until(lambda: len(app.alert_history()) == 3)
+        deliver_due(app)
+        wait_until(lambda: len(box.messages) == 2)
+        # A long subject is folded, and unfolding may leave the fold's space in front.
+        by_subject = {m["Subject"].strip(): m for m in box.messages}
+        failed = next(s for s in by_subject if s.startswith("[norc] failure"))
+        printed = next(s for s in by_subject if s.startswith("[norc] output"))
+        assert names["echo disk is full; exit 3"] in failed
+        assert names["echo all good"] in printed
+        assert "disk is full" in str(by_subject[failed].get_content())
+        assert "all good" in str(by_subject[printed].get_content())
+        assert {r.status for r in app.alert_history()} == {"sent", "skipped"}
+    finally:
+        box.stop()

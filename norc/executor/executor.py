@@ -41,6 +41,7 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from norc.abc import Claimant, Queue, Task
+from norc.alerts import events as alert_events
 from norc.control import housekeeping
 from norc.daemon import (
     DEFAULT_STOP_TIMEOUT,
@@ -749,6 +750,7 @@ class Executor:
                 self._release([w for w, _ in batch], tx)
                 if ended:
                     after_end(self.app, tx, ended)
+                alert_events.executor_wrote(self.app, tx, self.id, plain, batch)
         if batch:
             durable = datetime.now(UTC)
             slowest = (durable - min(r["ended_at"] for r in rows)).total_seconds() * 1000

@@ -228,6 +228,54 @@ sa.Index(
 )
 
 
+# Alert rules (docs/alerts.md): which events of which tasks go to which channel.
+alert_rules = sa.Table(
+    "norc_alert_rules",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", Name, nullable=False, unique=True),
+    sa.Column("events", sa.JSON, nullable=False),  # a list of event names
+    sa.Column("task_glob", Name, nullable=True),  # fnmatch pattern on task names; None: all
+    sa.Column("schedule_id", BigId, nullable=True),
+    sa.Column("channel", Name, nullable=False),  # a channel type: email, webhook, ...
+    sa.Column("target", sa.String(1000), nullable=False),  # an address, a URL
+    # The channel's own options (smtp URL, format) and the events' (late_after, within,
+    # rate_limit); may hold secrets, which `alert list` never shows.
+    sa.Column("options", sa.JSON, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+# The notification outbox: one row per event to tell a rule about, written in the
+# transaction of the change that caused it and sent by whichever daemon claims it.
+notifications = sa.Table(
+    "norc_notifications",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("rule_id", BigId, nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),
+    # What the event is about, as text ("instance:12", "daemon:3", "fire:4:<time>"):
+    # with the rule and event, unique, so an event is enqueued once whoever sees it.
+    sa.Column("subject", sa.String(255), nullable=False),
+    sa.Column("instance_id", BigId, nullable=True),
+    sa.Column("daemon_id", BigId, nullable=True),
+    sa.Column("schedule_id", BigId, nullable=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending|sent|failed|suppressed
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    # Due at this time; a claim pushes it forward by a lease, so a sender that died
+    # mid-send leaves the row due again once the lease is over.
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("sent_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("rule_id", "event", "subject"),
+    sa.Index(None, "status", "next_attempt_at"),
+    sa.Index(None, "rule_id", "status", "sent_at"),
+    sqlite_autoincrement=True,
+)
+
 # One row, written with the schema: who this database is. Every log key starts with its
 # id, so databases sharing a log directory or a bucket never write to the same log.
 installation = sa.Table(

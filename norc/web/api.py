@@ -251,6 +251,18 @@ def queues_(c: Context) -> list[dict[str, Any]]:
     return reports.queues(c.app)
 
 
+def alerts_(c: Context) -> list[dict[str, Any]]:
+    """``norc alert list --json``: the rules, destinations without their secrets."""
+    from norc.alerts.manage import describe
+
+    return [describe(c.app, rule) for rule in c.app.alerts()]
+
+
+def alert_history(c: Context) -> list[dict[str, Any]]:
+    """``norc alert history --json``: notifications, newest first."""
+    return [r.to_json() for r in c.app.alert_history(limit=c.integer("limit", 100) or 100)]
+
+
 def tasks_(c: Context) -> list[dict[str, Any]]:
     """``norc report tasks``, counting instances since ``since`` (default 1d)."""
     return reports.tasks(c.app, since=c.when("since", "1d"))
@@ -566,6 +578,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/api/executors", executors, "Executors", params=(_SINCE, _DAEMON_ROWS)),
     Endpoint("GET", "/api/schedulers", schedulers, "Schedulers", params=(_SINCE, _DAEMON_ROWS)),
     Endpoint("GET", "/api/queues", queues_, "Queues with depth and consumers"),
+    Endpoint("GET", "/api/alerts", alerts_, "Alert rules (no secrets)"),
+    Endpoint(
+        "GET",
+        "/api/alerts/history",
+        alert_history,
+        "Alert notifications, newest first",
+        params=(Param("limit", "integer", "at most this many rows", minimum=1, maximum=1000),),
+    ),
     Endpoint("GET", "/api/tasks", tasks_, "Tasks with counts since `since`", params=(_SINCE,)),
     Endpoint("GET", "/api/tasks/{task_id:id}", task, "One task", params=(_SINCE,)),
     Endpoint(
