@@ -129,15 +129,15 @@ class WorkerLoop:
         try:
             while True:
                 try:
-                    openings = 0
                     for lane in self.lanes:
                         if lane.work is None and (lane.broken or not lane.spawning):
                             work = dispatch.take_nowait()
                             if work is None:
                                 break
                             self._guard(lane, self._start, lane, work)
-                    else:  # every lane has work: maybe more is waiting
-                        openings = self._send_ahead()
+                    # Busy lanes with short runs may take more (idle ones took first):
+                    # what they could not for want of marked work is asked for below.
+                    openings = self._send_ahead()
                     busy = [lane for lane in self.lanes if lane.work is not None]
                     # What the loop could begin now: the marker records the starts of
                     # that many claimed instances, and the poll wakes when it has.
