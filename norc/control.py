@@ -151,13 +151,15 @@ def settle(app: Norc, daemon: DaemonRecord, *, threshold: float | None, reason: 
         given_back: list[int] = []
         for queue_name, ids in _by_queue(unstarted).items():
             queue = _queue_or_none(app, queue_name)
+            back: list[int] = []
             if queue is not None and queue.can_give_back:
-                back = app.db.give_back(tx, ids, daemon.id)
+                back = app.db.give_back(tx, ids, daemon.id, unstarted_only=True)
                 queue.give_back(back, tx)
                 given_back += back
-            else:
-                app.db.interrupt(tx, ids, reason)
-                interrupted += [(i, queue_name) for i in ids]
+            # Where the queue cannot take them, or their start was recorded meanwhile.
+            rest = [i for i in ids if i not in set(back)]
+            app.db.interrupt(tx, rest, reason)
+            interrupted += [(i, queue_name) for i in rest]
         for queue_name, ids in _by_queue(interrupted).items():
             queue = _queue_or_none(app, queue_name)
             if queue is not None:  # its plugin is not installed here: items stay

@@ -11,7 +11,7 @@ A claimed instance is RUNNING in the database from its claim (the claim is what 
 it this executor's, exactly once), with no ``started_at``: the executor records its
 start, durably, just before a slot begins it (``Database.mark_started``). So the buffer
 has two parts: claimed work waiting for a slot, and *marked* work, whose start is
-recorded, which is all the slots ever take. The executor's marker thread marks, in one
+recorded, which is all the slots ever take. The executor's recorder marks, in one
 statement, as many as there are idle slots to take them (plus what the worker loop asks
 for to send ahead, see :mod:`norc.executor.workerloop`), so a kill finds the rest
 unmarked and a survivor gives them back to their queue untouched. If claimed work
@@ -76,10 +76,11 @@ class Dispatch(Generic[W]):
         self._ready: deque[W] = deque()  # claimed, start not recorded
         self._marked: deque[W | None] = deque()  # start recorded; None: a slot should end
         self._marked_at: dict[int, float] = {}  # id(work) -> time.monotonic() of its mark
-        self._marking = 0  # taken by the marker, start being recorded
+        self._marking = 0  # taken by the recorder, start being recorded
         self._takers = 0  # slot threads waiting in take() for marked work
         self._loop_wants = 0  # marked work the worker loop could start or send ahead now
         self._marking_stopped = False
+        self._held = False  # hold_marks(): mark nothing more
         self._idle = slots
         self._done = 0
         self._rate = 0.0
@@ -172,12 +173,12 @@ class Dispatch(Generic[W]):
         if self._on_work is not None:
             self._on_work()
 
-    # -- the marker's side -------------------------------------------------------------
+    # -- the recorder's side (marking) ------------------------------------------------
 
     def to_mark(
         self, timeout: float | None = None, wake: Callable[[], bool] | None = None
     ) -> tuple[list[W], list[W]] | None:
-        """Wait for the marker's next step: ``(to_mark, to_unmark)``.
+        """Wait for the recorder's next marking step: ``(to_mark, to_unmark)``.
 
         To mark: claimed work, once takers want more than is marked (slot threads
         waiting in :meth:`take`, or what the worker loop said it could start:
@@ -190,7 +191,7 @@ class Dispatch(Generic[W]):
         with self._lock:
             while not self._marking_stopped:
                 want = self._takers + self._loop_wants - len(self._marked) - self._marking
-                if want > 0 and self._ready:
+                if want > 0 and self._ready and not self._held:
                     batch = [self._ready.popleft() for _ in range(min(want, len(self._ready)))]
                     self._marking += len(batch)
                     return batch, []
@@ -223,7 +224,7 @@ class Dispatch(Generic[W]):
         return taken
 
     def marked(self, works: list[W], count: int, unmarked: Iterable[W] = ()) -> None:
-        """The marker recorded the start of ``works`` (of ``count`` it took): the slots may
+        """The recorder recorded the start of ``works`` (of ``count`` it took): the slots may
         take them; ``unmarked`` go back to the front of the claimed work (the write
         failed, or their start mark was taken back)."""
         now = time.monotonic()
@@ -248,6 +249,18 @@ class Dispatch(Generic[W]):
             while self._marking:
                 self._marks_done.wait()
 
+    def hold_marks(self) -> None:
+        """Mark nothing more (a KILL: what is claimed goes back, nothing new starts)."""
+        with self._lock:
+            self._held = True
+
+    def drain_claimed(self) -> None:
+        """Wait until every claimed instance has been marked and taken (a stop with a
+        queue that cannot take work back: the slots run it all)."""
+        with self._lock:
+            while self._ready or self._marking or any(w is not None for w in self._marked):
+                self._marks_done.wait(0.1)
+
     def want_one_more(self) -> None:
         """The worker loop's lane just finished with nothing sent ahead: it can start one
         more, so that the recorder marks it in the transaction that writes the outcome
@@ -266,8 +279,9 @@ class Dispatch(Generic[W]):
         turn of the loop, so little more than that is ever marked and not begun."""
         with self._lock:
             self._loop_wants = count
-            if count and self._ready and count > len(self._marked) + self._marking:
-                self._wants_marks.notify()
+            marked = len(self._marked) + self._marking
+            if (count > marked and self._ready) or count < len(self._marked):
+                self._wants_marks.notify()  # to mark more, or to take back a surplus
 
     # -- the slots' side ---------------------------------------------------------------
 

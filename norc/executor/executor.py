@@ -397,6 +397,8 @@ class Executor:
         if self._kill:
             for slot in self._slots:
                 slot.interrupt(None, "interrupted by a KILL request")
+        if kill and hasattr(self, "_dispatch"):  # nothing more starts: see _shutdown
+            self._dispatch.hold_marks()
         if not self._stopping.is_set():
             self._stopping.set()
             self.status = DaemonStatus.STOPPING
@@ -459,7 +461,7 @@ class Executor:
                     self._held.set()
                     self._taking.wait(0.2)
                     continue
-                stale = dispatch.stale()
+                stale = dispatch.stale() if self._can_give_back else []
                 if stale:
                     self._give_back(stale)
                 want = dispatch.wanted()
@@ -483,24 +485,31 @@ class Executor:
         finally:
             self._shutdown()
 
-    def _give_back(self, works: list[Work]) -> None:
-        """Return claimed, never started instances to their queues (QUEUED again)."""
+    def _give_back(self, works: list[Work], *, keep: bool = True) -> bool:
+        """Return claimed, never started instances to their queues (QUEUED again); True
+        once done. On failure, ``keep``: they go back to the buffer and run here."""
         try:
             with self.app.db.transaction() as tx:
                 ids = [w.instance.id for w in works]
                 returned = set(self.app.db.give_back(tx, ids, self.claimant.executor_id))
+                # Not moved back: ended meanwhile (stopped from outside: only the item is
+                # left, released here), or no longer this executor's (a survivor that
+                # took it for dead gave it back, another executor may hold it: its item
+                # is not ours to touch).
+                ended = self.app.db.ended(tx, [i for i in ids if i not in returned])
                 for name, group in _by_queue(works).items():
-                    back = [i for i in group if i in returned]
-                    self._queue(name).give_back(back, tx)
-                    # Ended meanwhile (stopped from outside): only the item is left.
-                    self._queue(name).release([i for i in group if i not in returned], tx)
-        except (SQLAlchemyError, DatabaseError) as exc:
-            # Not lost: they stay claimed here and run when a slot frees up.
-            self.log.warning("giving back failed; running them here", error=str(exc))
-            self._dispatch.put(works)
-            return
+                    self._queue(name).give_back([i for i in group if i in returned], tx)
+                    self._queue(name).release([i for i in group if i in ended], tx)
+        except Exception as exc:  # noqa: BLE001 - a database error or a queue plugin's
+            self.log.warning(
+                "giving back failed", error=str(exc).splitlines()[0] if str(exc) else repr(exc)
+            )
+            if keep:  # not lost: they stay claimed here and run when a slot frees up
+                self._dispatch.put(works)
+            return False
         self.stats["given_back"] += len(returned)
         self.log.info("gave back instances claimed ahead", count=len(returned))
+        return True
 
     def _claim(self, limit: int) -> list[Work]:
         ids = self._claim_ids(limit)
@@ -615,11 +624,9 @@ class Executor:
         """Take back the start marks of marked work no slot wants any more (see
         ``Dispatch.to_mark``): unstarted again, it goes back to a dead executor's queue."""
         assert self.id is not None
-        try:
+        # On failure perhaps done anyway: marked again before they start (harmless).
+        with contextlib.suppress(SQLAlchemyError, DatabaseError):
             self.app.db.unmark_started([w.instance.id for w in works], self.id)
-        except (SQLAlchemyError, DatabaseError):
-            self._dispatch.marked(works, len(works))  # still marked: it starts here later
-            return
         self._dispatch.marked([], len(works), works)
 
     def _forget(self, works: list[Work]) -> None:
@@ -629,11 +636,11 @@ class Executor:
         that took this executor for dead (the item is the queue's again: left alone)."""
         try:
             with self.app.db.transaction() as tx:
-                queued = self.app.db.still_queued(tx, [w.instance.id for w in works])
+                ended = self.app.db.ended(tx, [w.instance.id for w in works])
         except (SQLAlchemyError, DatabaseError):
-            queued = {w.instance.id for w in works}  # unknown: leave the items alone
+            ended = set()  # unknown: leave the items alone
         for work in works:
-            if work.instance.id not in queued:
+            if work.instance.id in ended:
                 self._results.put(
                     (work, outcome(InstanceStatus.INTERRUPTED, "ended before it started"))
                 )
@@ -682,7 +689,7 @@ class Executor:
             try:
                 marked = self._write(pending, starts)
                 pending = []
-            except (SQLAlchemyError, DatabaseError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a database error, or a plugin's
                 # The outcomes stay in memory and are written when the database is back;
                 # nothing starts while its start cannot be recorded (it waits, claimed).
                 dispatch.marked([], len(starts), starts)
@@ -768,10 +775,28 @@ class Executor:
 
     def _shutdown(self) -> None:
         """Runs on the claim thread once stopping: drain slots, flush, record the end."""
-        self._dispatch.stop_marking()  # returns once no start is being recorded
-        unstarted = self._dispatch.unstarted()
-        if unstarted:  # claimed ahead: not this executor's to run any more
-            self._give_back(unstarted)
+        given_back = True
+        if not self._can_give_back and self._kill:
+            self._dispatch.stop_marking()
+            for work in self._dispatch.unstarted():  # a queue that cannot take it back
+                reason = "the executor was killed before it started"
+                self._results.put((work, outcome(InstanceStatus.INTERRUPTED, reason)))
+        elif self._can_give_back:
+            self._dispatch.stop_marking()  # returns once no start is being recorded
+            unstarted = self._dispatch.unstarted()
+            # Claimed, not started: not this executor's to run any more. Retried while
+            # the database is away: if they cannot go back, the row is left unended,
+            # so that a survivor settles it (and gives them back) once it goes stale.
+            for attempt in range(30 if unstarted else 0):
+                if self._give_back(unstarted, keep=False):
+                    break
+                time.sleep(min(2**attempt * 0.1, 5.0))
+            else:
+                given_back = not unstarted
+        else:
+            # A queue that cannot take work back (norc-sqs): run what was claimed.
+            self._dispatch.drain_claimed()
+            self._dispatch.stop_marking()
         self._dispatch.close()
         for thread in self._slot_threads:
             thread.join()
@@ -783,7 +808,7 @@ class Executor:
             self._heartbeat.stop()
         self.status = DaemonStatus.KILLED if self._kill else DaemonStatus.ENDED
         assert self.id is not None
-        for attempt in range(30):
+        for attempt in range(30 if given_back else 0):
             try:
                 self.app.db.end_daemon(self.id, self.status.value)  # a settled row stays so
                 break

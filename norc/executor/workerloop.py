@@ -130,7 +130,14 @@ class WorkerLoop:
             while True:
                 try:
                     for lane in self.lanes:
-                        if lane.work is None and (lane.broken or not lane.spawning):
+                        # A lane takes work once its worker is up (see _spawn_idle);
+                        # once the dispatch is closed, any idle lane takes what was put
+                        # back (no worker is started ahead any more: _start starts one).
+                        if lane.work is None and (
+                            lane.broken
+                            or lane.worker.ready
+                            or (dispatch.closed and not lane.spawning)
+                        ):
                             work = dispatch.take_nowait()
                             if work is None:
                                 break
@@ -139,7 +146,7 @@ class WorkerLoop:
                     # what they could not for want of marked work is asked for below.
                     openings = self._send_ahead()
                     busy = [lane for lane in self.lanes if lane.work is not None]
-                    # What the loop could begin now: the marker records the starts of
+                    # What the loop could begin now: the recorder records the starts of
                     # that many claimed instances, and the poll wakes when it has.
                     dispatch.want(self._spawn_idle() + openings)
                     if not busy and dispatch.closed:

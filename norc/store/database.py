@@ -29,7 +29,7 @@ from norc.errors import (
     UnknownTask,
 )
 from norc.records import DEFAULT_RETRY_ON, DaemonRecord, InstanceRecord, TaskRecord
-from norc.status import InstanceStatus
+from norc.status import FINAL_INSTANCE_STATUSES, InstanceStatus
 from norc.store.connections import Connections
 from norc.store.connections import Transaction as Transaction  # where plugins import it
 from norc.store.schedules import ScheduleStore
@@ -434,32 +434,72 @@ class Database(Connections):
                     .values(started_at=None)
                 )
 
-    def give_back(self, tx: Transaction, ids: Sequence[int], executor_id: int) -> list[int]:
-        """Make RUNNING instances this executor claimed but never started QUEUED again.
+    def give_back(
+        self,
+        tx: Transaction,
+        ids: Sequence[int],
+        executor_id: int,
+        *,
+        unstarted_only: bool = False,
+    ) -> list[int]:
+        """Make RUNNING instances this executor claimed but never started QUEUED again
+        (``unstarted_only``: only those whose start was not recorded, as a survivor must:
+        the executor may be recording one at this moment).
 
-        Returns the ids moved back; the others ended meanwhile (stopped from outside).
+        Returns the ids moved back; the others ended meanwhile (stopped from outside),
+        or, with ``unstarted_only``, started. The update itself is conditional, so a
+        change committed by another transaction since it was read is never overwritten.
         """
         if not ids:
             return []
-        where = (
+        where = [
             instances.c.id.in_(list(ids)),
             instances.c.executor_id == executor_id,
             instances.c.status == InstanceStatus.RUNNING.value,
-        )
+        ]
+        if unstarted_only:
+            where.append(instances.c.started_at.is_(None))
         back = [int(i) for i in tx.conn.execute(sa.select(instances.c.id).where(*where)).scalars()]
-        if back:
-            tx.conn.execute(
-                sa.update(instances)
-                .where(instances.c.id.in_(back))
-                .values(
-                    status=InstanceStatus.QUEUED.value,
-                    started_at=None,
-                    executor_id=None,
-                    host=None,
-                    pid=None,
-                )
+        if not back:
+            return []
+        where[0] = instances.c.id.in_(back)
+        moved = tx.conn.execute(
+            sa.update(instances)
+            .where(*where)
+            .values(
+                status=InstanceStatus.QUEUED.value,
+                started_at=None,
+                executor_id=None,
+                host=None,
+                pid=None,
             )
+        ).rowcount
+        if moved != len(back):  # some changed since the read: those this update moved
+            back = [
+                int(i)
+                for i in tx.conn.execute(
+                    sa.select(instances.c.id).where(
+                        instances.c.id.in_(back),
+                        instances.c.status == InstanceStatus.QUEUED.value,
+                        instances.c.executor_id.is_(None),
+                    )
+                ).scalars()
+            ]
         return sorted(back)
+
+    def ended(self, tx: Transaction, ids: Collection[int]) -> set[int]:
+        """Which of these instances have ended (a final status)."""
+        if not ids:
+            return set()
+        return {
+            int(i)
+            for i in tx.conn.execute(
+                sa.select(instances.c.id).where(
+                    instances.c.id.in_(list(ids)),
+                    instances.c.status.in_([st.value for st in FINAL_INSTANCE_STATUSES]),
+                )
+            ).scalars()
+        }
 
     def for_ids(self, statements: tuple[S, S], ids: Collection[int]) -> tuple[S, Any]:
         """The statement of a :func:`by_ids` pair for this database, and its ``ids``
