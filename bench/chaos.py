@@ -942,11 +942,15 @@ def verify(
         chain.sort(key=lambda r: r["attempt"])
 
     lines: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    begun: set[int] = set()  # instances whose body began (a "begin" line)
     if chaos.record.exists():
         for raw in chaos.record.read_text().splitlines():
             if raw.strip():
                 line = json.loads(raw)
-                lines[line["i"]].append(line)
+                if "begin" in line:
+                    begun.add(line["i"])
+                else:
+                    lines[line["i"]].append(line)
     kills = {
         (e["pid"]): e["t"] for e in chaos.events if e["what"] in ("kill", "exited") and "pid" in e
     }
@@ -1037,6 +1041,7 @@ def verify(
                     in_scope.append(chains[r["id"]])
 
     non_final = never_ran = twice_explained = twice_unexplained = finished_interrupted = 0
+    cut_off = never_ran_marked = 0
     after_death = 0
     interrupted_gaps: list[float] = []
     all_non_final = [r for r in inst_rows if r["status"] in ACTIVE]
@@ -1075,8 +1080,20 @@ def verify(
                     f" error {str(r['error'])[:240]!r}; chain {statuses}",
                 )
         if not done:
+            if any(r["id"] in begun for r in chain):
+                # Began and was cut off by a kill: recorded INTERRUPTED, not run again
+                # (its task allows no retry); not lost work, unless it is not INTERRUPTED.
+                cut_off += 1
+                if chain[-1]["status"] != "INTERRUPTED":
+                    never_ran += 1
+                    res.add("cut off, not INTERRUPTED", f"{head['task']} chain {statuses}")
+                continue
             if chain[-1]["status"] != "SKIPPED":
                 never_ran += 1
+                if chain[-1]["status"] == "INTERRUPTED" and chain[-1]["started_at"] is not None:
+                    # Its start was recorded (handed to a worker, or sent ahead behind
+                    # short runs) when the executor died: the documented window.
+                    never_ran_marked += 1
                 res.add(
                     "never ran",
                     f"{head['task']} chain {statuses};"
@@ -1193,6 +1210,8 @@ def verify(
             "job_order_violations": job_violations,
             "non_final": non_final,
             "never_ran": never_ran,
+            "cut_off": cut_off,
+            "never_ran_marked": never_ran_marked,
             "ran_twice_explained": twice_explained,
             "ran_twice_unexplained": twice_unexplained,
             "finished_then_interrupted": finished_interrupted,
@@ -1350,6 +1369,8 @@ ROWS = [
     ("job nodes before their parents", "job_order_violations"),
     ("non-final instances", "non_final"),
     ("bodies never run (not SKIPPED)", "never_ran"),
+    ("  of which their start recorded", "never_ran_marked"),
+    ("bodies cut off by a kill, INTERRUPTED", "cut_off"),
     ("bodies run twice, explained", "ran_twice_explained"),
     ("bodies run twice, unexplained", "ran_twice_unexplained"),
     ("bodies done BEFORE executor death, INTERR.", "finished_then_interrupted"),

@@ -19,7 +19,8 @@ from norc import RunContext, Task
 
 @attrs.define(kw_only=True)
 class Record(Task):
-    """Sleeps ``seconds``, then appends one JSON line to ``record`` and succeeds.
+    """Appends a ``begin`` line, sleeps ``seconds``, then appends one JSON line to
+    ``record`` and succeeds.
 
     The line names the instance, its attempt, the benchmark's ``tag`` (which schedule,
     enqueue stream or Job node it belongs to), the fire time, host, pid and the body's
@@ -34,6 +35,10 @@ class Record(Task):
 
     def run(self, ctx: RunContext) -> bool:
         start = time.time()
+        # A first line when the body begins: a chain with no such line never started
+        # (what a survivor must give back), one with it and no end line was cut off.
+        begun = {"i": ctx.instance_id, "a": ctx.attempt, "begin": start}
+        _append(self.record, (json.dumps(begun, separators=(",", ":")) + "\n").encode())
         time.sleep(self.seconds)
         line = {
             "i": ctx.instance_id,
@@ -45,10 +50,14 @@ class Record(Task):
             "start": start,
             "end": time.time(),
         }
-        data = (json.dumps(line, separators=(",", ":")) + "\n").encode()
-        fd = os.open(self.record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+        _append(self.record, (json.dumps(line, separators=(",", ":")) + "\n").encode())
         return True
+
+
+def _append(path: str, data: bytes) -> None:
+    """One ``write`` on an O_APPEND file: lines of concurrent bodies never interleave."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)

@@ -88,12 +88,16 @@ def test_every_instance_is_final(chaos: Result) -> None:
     assert counts["non_final"] == 0, chaos.problems.get("non-final")
 
 
-def test_every_body_ran(chaos: Result) -> None:
-    """Every enqueued instance, Job node and fire that was not SKIPPED left a record line."""
+def test_every_body_ran_unless_its_start_was_recorded(chaos: Result) -> None:
+    """Every enqueued instance, Job node and fire that was not SKIPPED began its body,
+    except ones whose start its executor had recorded when it was SIGKILLed (handed to a
+    worker, or waiting in a pipe behind short runs: the window docs/reliability.md
+    documents), which end INTERRUPTED; what an executor had only claimed went back to
+    its queue and ran (bodies cut off by the kill count as begun)."""
     counts = chaos.counts
     problems = chaos.problems
     assert counts["enqueued_lost"] == 0
-    assert counts["never_ran"] == 0, problems.get("never ran")
+    assert counts["never_ran"] == counts["never_ran_marked"], problems.get("never ran")
 
 
 def test_no_body_ran_twice_without_a_recorded_interruption(chaos: Result) -> None:

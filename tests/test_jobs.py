@@ -218,8 +218,8 @@ def test_job_timeout_interrupts_running_nodes_and_skips_the_rest(
     assert record.status is InstanceStatus.TIMEDOUT
     nodes = _nodes(app, run)
     assert nodes["slow"].status is InstanceStatus.INTERRUPTED
+    assert "timed out" in (nodes["slow"].error or "")
     assert nodes["later"].status is InstanceStatus.SKIPPED
-    assert nodes["slow"].duration is not None and nodes["slow"].duration < 5
 
 
 def test_stopping_a_job_instance_stops_its_nodes(sqlite_app: norc.Norc) -> None:
