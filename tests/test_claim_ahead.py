@@ -186,8 +186,10 @@ def test_work_claimed_ahead_behind_a_long_instance_goes_to_another_executor(
         with app.executor(concurrency=1, isolation="thread"):
             wait_until(lambda: _finished(app, short), 10)
         assert not app.instance(long_id).status.is_final  # they did not wait for it
-        # Given back once each, never claimed again while the long one runs.
-        assert first.stats["given_back"] <= len(short)
+        # Not claimed back and forth while the long one runs (the bug this guards
+        # against gave each back up to four times): a claim that was under way as the
+        # first give-back happened may take a few once more on a busy machine.
+        assert first.stats["given_back"] < 2 * len(short)
     assert all(r.status is InstanceStatus.SUCCESS for r in app.db.instances_by_id(short))
 
 
@@ -203,7 +205,7 @@ def test_an_instance_stopped_while_claimed_ahead_never_runs(app: norc.Norc) -> N
         echoes = app.enqueue_many("echo", 20)
 
         wait_until(
-            lambda: bool(_claimed_ahead(app, echoes, executor)), 2
+            lambda: bool(_claimed_ahead(app, echoes, executor)), 10
         )  # behind the long one, in its buffer
         claimed = _claimed_ahead(app, echoes, executor)
         for instance_id in claimed:
