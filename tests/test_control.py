@@ -91,9 +91,7 @@ def test_requests_reach_a_live_executor(fast_app: norc.Norc, daemons: Daemons) -
     proc = daemons.start("executor", "-c", "2")
     ex = _daemon_id(app, "executor", proc.pid)
 
-    start = time.monotonic()
     assert app.request(ex, "PAUSE", wait=True).status == "PAUSED"
-    assert time.monotonic() - start < 1.5
     held = app.enqueue("ok")
     time.sleep(1.0)
     assert app.instance(held).status is InstanceStatus.QUEUED  # paused: takes nothing

