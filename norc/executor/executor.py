@@ -713,6 +713,10 @@ class Executor:
     def _write(self, batch: list[tuple[Work, dict[str, Any]]], starts: list[Work]) -> set[int]:
         """Write ``batch``'s outcomes and record ``starts``; returns the ids of those
         whose start was recorded."""
+        assert self.id is not None
+        starting = [w.instance.id for w in starts]
+        if not batch:  # only starts to record: on PostgreSQL, one round trip
+            return self.app.db.mark_started_alone(starting, self.id)
         now = datetime.now(UTC)
         rows = [
             {
@@ -741,36 +745,28 @@ class Executor:
                 special.append((row, work, status))
             else:
                 plain.append(row)
-        assert self.id is not None
-        starting = [w.instance.id for w in starts]
-        if not batch:  # only starts to record: on PostgreSQL, one round trip
-            return self.app.db.mark_started_alone(starting, self.id)
         with self.app.db.transaction() as tx:
             marked = self.app.db.mark_started(tx, starting, self.id)
-            if batch:
-                self.app.db.finish_instances(tx, plain)
-                ended = [
-                    (w.instance, w.task, st)
-                    for row, w, st in special
-                    if self.app.db.finish_instance(tx, row)
-                ]
-                self._release([w for w, _ in batch], tx)
-                if ended:
-                    after_end(self.app, tx, ended)
-                alert_events.executor_wrote(self.app, tx, self.id, plain, batch)
-        if batch:
-            durable = datetime.now(UTC)
-            slowest = (durable - min(r["ended_at"] for r in rows)).total_seconds() * 1000
-            if slowest > self.stats["end_to_durable_max_ms"]:
-                self.stats["end_to_durable_max_ms"] = round(slowest)
-            if slowest > 10:  # rare: count them only then
-                late = durable - timedelta(milliseconds=10)
-                self.stats["end_to_durable_over_10ms"] += sum(
-                    1 for r in rows if r["ended_at"] < late
-                )
-            self.stats["writes"] += 1
-            self.stats["written"] += len(batch)
-            self.app.after_finish([r["id"] for r in rows], [w.log_path for w, _ in batch])
+            self.app.db.finish_instances(tx, plain)
+            ended = [
+                (w.instance, w.task, st)
+                for row, w, st in special
+                if self.app.db.finish_instance(tx, row)
+            ]
+            self._release([w for w, _ in batch], tx)
+            if ended:
+                after_end(self.app, tx, ended)
+            alert_events.executor_wrote(self.app, tx, self.id, plain, batch)
+        durable = datetime.now(UTC)
+        slowest = (durable - min(r["ended_at"] for r in rows)).total_seconds() * 1000
+        if slowest > self.stats["end_to_durable_max_ms"]:
+            self.stats["end_to_durable_max_ms"] = round(slowest)
+        if slowest > 10:  # rare: count them only then
+            late = durable - timedelta(milliseconds=10)
+            self.stats["end_to_durable_over_10ms"] += sum(1 for r in rows if r["ended_at"] < late)
+        self.stats["writes"] += 1
+        self.stats["written"] += len(batch)
+        self.app.after_finish([r["id"] for r in rows], [w.log_path for w, _ in batch])
         return marked
 
     def _shutdown(self) -> None:
